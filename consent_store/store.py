@@ -1,0 +1,269 @@
+"""The unit of work: one transaction holds the dedup check, the state, the audit entry and the outbox rows.
+
+The store takes and returns plain values (dicts, strings, datetimes). It knows nothing of HL7 nor of the
+consent rules. SQLite (WAL, synchronous=FULL) is the embedded default; PostgreSQL serves several instances,
+which then order their work per patient with advisory locks.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import zlib
+from contextlib import contextmanager
+from datetime import datetime, timezone
+
+from sqlalchemy import create_engine, event, func, insert, select, text, update
+from sqlalchemy.engine import Connection, Engine
+
+from consent_store.tables import (audit, audit_head, delivery, identifiers, journal, metadata, outbox,
+                                  patients, users)
+
+GENESIS = "0" * 64
+
+
+def _aware(dt):
+    return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
+
+
+def _json(value) -> str:
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def chain_hash(prev: str, at: datetime, patient_id, kind: str, payload: str) -> str:
+    body = "\x1f".join([prev, _aware(at).isoformat(), str(patient_id or ""), kind, payload])
+    return hashlib.sha256(body.encode()).hexdigest()
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @event.listens_for(eng, "connect")
+        def _sqlite_pragmas(dbapi_conn, _):
+            # WAL lets readers run beside the writer; FULL keeps an ACKed message across a power cut.
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return eng
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+class Store:
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self.is_postgres = self.engine.dialect.name == "postgresql"
+
+    def upgrade(self) -> None:
+        """Apply the Alembic migrations; idempotent."""
+        from consent_store.migrate import upgrade
+        upgrade(self.engine)
+
+    def ping(self) -> None:
+        with self.engine.connect() as c:
+            c.execute(text("SELECT 1"))
+
+    @contextmanager
+    def transaction(self):
+        with self.engine.begin() as conn:
+            yield UnitOfWork(conn, self.is_postgres)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+class UnitOfWork:
+    def __init__(self, conn: Connection, is_postgres: bool):
+        self.conn = conn
+        self.is_postgres = is_postgres
+
+    @contextmanager
+    def savepoint(self):
+        with self.conn.begin_nested():
+            yield self
+
+    # --- ordering between instances ---
+    def lock_keys(self, keys) -> None:
+        """Serialise work on the same patients across instances (PostgreSQL); sorted, so no deadlock."""
+        if not self.is_postgres:
+            return
+        for k in sorted(set(keys)):
+            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
+                              {"k": zlib.crc32(k.encode()) - 2**31})
+
+    # --- journal and duplicates ---
+    def already_applied(self, app: str, facility: str, control_id: str) -> bool:
+        am = applied_message.c
+        row = self.conn.execute(select(am.journal_id).where(
+            am.sender_application == (app or ""), am.sender_facility == (facility or ""),
+            am.control_id == control_id)).first()
+        return row is not None
+
+    def journal(self, *, received_at, app, facility, control_id, event, ack_code, error, raw: bytes,
+                patient_id=None, applied: bool = False) -> int:
+        jid = self.conn.execute(insert(journal).values(
+            received_at=received_at, sender_application=app, sender_facility=facility,
+            control_id=control_id, event=event, ack_code=ack_code, error=error, raw=raw,
+            patient_id=patient_id)).inserted_primary_key[0]
+        if applied and control_id:
+            self.conn.execute(insert(applied_message).values(sender_application=app or "", sender_facility=facility or "",
+                                                     control_id=control_id, journal_id=jid))
+        return jid
+
+    def prune_journal(self, before: datetime) -> int:
+        """Journal retention: raw messages older than `before` go; the audit trail never does."""
+        from sqlalchemy import delete
+        return self.conn.execute(delete(journal).where(journal.c.received_at < before)).rowcount
+
+    # --- patients ---
+    def find_patient(self, kind: str, authority: str | None, value: str) -> int | None:
+        row = self.conn.execute(select(identifiers.c.patient_id).where(
+            identifiers.c.kind == kind, identifiers.c.authority == (authority or ""),
+            identifiers.c.value == value)).first()
+        if row is None:
+            return None
+        pid = row[0]
+        # follow merges to the survivor
+        for _ in range(32):
+            nxt = self.conn.execute(select(patients.c.merged_into).where(patients.c.id == pid)).scalar()
+            if nxt is None:
+                return pid
+            pid = nxt
+        return pid
+
+    def create_patient(self, state: dict, now: datetime) -> int:
+        return self.conn.execute(insert(patients).values(state=_json(state), version=1, updated_at=now)
+                                 ).inserted_primary_key[0]
+
+    def load_patient(self, patient_id: int) -> dict:
+        if self.is_postgres:
+            q = select(patients.c.state).where(patients.c.id == patient_id).with_for_update()
+        else:
+            q = select(patients.c.state).where(patients.c.id == patient_id)
+        raw = self.conn.execute(q).scalar()
+        return json.loads(raw) if raw else {}
+
+    def save_patient(self, patient_id: int, state: dict, now: datetime) -> None:
+        self.conn.execute(update(patients).where(patients.c.id == patient_id).values(
+            state=_json(state), version=patients.c.version + 1, updated_at=now))
+
+    def set_identifiers(self, patient_id: int, ids) -> None:
+        """Point each (kind, authority, value) at this patient; ids no longer held are deactivated."""
+        want = {(k, a or "", v) for k, a, v in ids}
+        have = {(r.kind, r.authority, r.value): r.active for r in self.conn.execute(
+            select(identifiers).where(identifiers.c.patient_id == patient_id))}
+        for key in want:
+            row = self.conn.execute(select(identifiers.c.patient_id).where(
+                identifiers.c.kind == key[0], identifiers.c.authority == key[1],
+                identifiers.c.value == key[2])).first()
+            if row is None:
+                self.conn.execute(insert(identifiers).values(kind=key[0], authority=key[1], value=key[2],
+                                                             patient_id=patient_id, active=True))
+            elif row[0] != patient_id or not have.get(key, False):
+                self.conn.execute(update(identifiers).where(
+                    identifiers.c.kind == key[0], identifiers.c.authority == key[1],
+                    identifiers.c.value == key[2]).values(patient_id=patient_id, active=True))
+        for key, active in have.items():
+            if key not in want and active and key[0] != "PI":
+                # an INS deleted (A47 with "") no longer leads here; an old IPP still does, for A47/A40
+                self.conn.execute(update(identifiers).where(
+                    identifiers.c.kind == key[0], identifiers.c.authority == key[1],
+                    identifiers.c.value == key[2]).values(active=False))
+
+    def active_identifier(self, kind: str, authority: str | None, value: str) -> bool:
+        return bool(self.conn.execute(select(identifiers.c.active).where(
+            identifiers.c.kind == kind, identifiers.c.authority == (authority or ""),
+            identifiers.c.value == value)).scalar())
+
+    def merge_patient(self, absorbed_id: int, survivor_id: int, now: datetime) -> None:
+        self.conn.execute(update(patients).where(patients.c.id == absorbed_id).values(
+            merged_into=survivor_id, updated_at=now))
+        self.conn.execute(update(identifiers).where(identifiers.c.patient_id == absorbed_id).values(
+            patient_id=survivor_id))
+
+    def patient_ids_merged_into(self, survivor_id: int) -> list[int]:
+        out, todo = [], [survivor_id]
+        while todo:
+            pid = todo.pop()
+            kids = [r[0] for r in self.conn.execute(select(patients.c.id).where(patients.c.merged_into == pid))]
+            out += kids
+            todo += kids
+        return out
+
+    def patient_identifiers(self, patient_id: int) -> list[dict]:
+        return [dict(kind=r.kind, authority=r.authority, value=r.value, active=r.active)
+                for r in self.conn.execute(select(identifiers).where(identifiers.c.patient_id == patient_id))]
+
+    # --- audit chain ---
+    def audit(self, *, at: datetime, patient_id, kind: str, payload: dict) -> str:
+        body = _json(payload)
+        q = select(audit_head.c.hash).where(audit_head.c.id == 1)
+        if self.is_postgres:
+            q = q.with_for_update()
+        prev = self.conn.execute(q).scalar()
+        if prev is None:
+            prev = GENESIS
+            self.conn.execute(insert(audit_head).values(id=1, hash=GENESIS))
+        h = chain_hash(prev, at, patient_id, kind, body)
+        self.conn.execute(insert(audit).values(at=at, patient_id=patient_id, kind=kind, payload=body,
+                                               prev_hash=prev, hash=h))
+        self.conn.execute(update(audit_head).where(audit_head.c.id == 1).values(hash=h))
+        return h
+
+    def audit_entries(self, patient_ids) -> list[dict]:
+        rows = self.conn.execute(select(audit).where(audit.c.patient_id.in_(list(patient_ids)))
+                                 .order_by(audit.c.seq))
+        return [dict(seq=r.seq, at=_aware(r.at), kind=r.kind, payload=json.loads(r.payload), hash=r.hash)
+                for r in rows]
+
+    def verify_audit(self) -> tuple[int, int | None, str | None]:
+        """Walk the chain: (entries checked, seq of the first broken link or None, why)."""
+        prev, n = GENESIS, 0
+        for r in self.conn.execute(select(audit).order_by(audit.c.seq)).yield_per(1000):
+            n += 1
+            if r.prev_hash != prev:
+                return n, r.seq, "prev_hash does not match the previous entry's hash"
+            if chain_hash(r.prev_hash, r.at, r.patient_id, r.kind, r.payload) != r.hash:
+                return n, r.seq, "hash does not match the entry's content"
+            prev = r.hash
+        head = self.conn.execute(select(audit_head.c.hash)).scalar()
+        if head is not None and head != prev:
+            return n, None, "the chain's head does not match its last entry (entries removed at the end)"
+        return n, None, None
+
+    # --- outbox ---
+    def enqueue(self, envelopes: list[dict], routes: dict, now: datetime) -> None:
+        """Write events and, for each destination that takes its type, a pending delivery."""
+        for env in envelopes:
+            seq = self.conn.execute(insert(outbox).values(
+                event_id=env["id"], type=env["type"], patient_key=env.get("patient_key"), created_at=now,
+                envelope=_json(env))).inserted_primary_key[0]
+            for dest, types in routes.items():
+                if env["type"] in types or "*" in types:
+                    self.conn.execute(insert(delivery).values(
+                        event_seq=seq, destination=dest, patient_key=env.get("patient_key"), status="pending",
+                        attempts=0, next_attempt_at=now))
+
+    def outbox_depth(self) -> int:
+        return self.conn.execute(select(func.count()).select_from(delivery).where(
+            delivery.c.status == "pending")).scalar()
+
+    def outbox_events(self, patient_key: str | None = None, limit: int = 1000) -> list[dict]:
+        q = select(outbox).order_by(outbox.c.seq).limit(limit)
+        if patient_key:
+            q = q.where(outbox.c.patient_key == patient_key)
+        return [json.loads(r.envelope) for r in self.conn.execute(q)]
+
+    # --- professionals ---
+    def last_reminded(self, user_id: str):
+        return _aware(self.conn.execute(select(users.c.last_reminded_at).where(users.c.id == user_id)).scalar())
+
+    def set_reminded(self, user_id: str, at: datetime) -> None:
+        if self.conn.execute(update(users).where(users.c.id == user_id).values(last_reminded_at=at)).rowcount == 0:
+            self.conn.execute(insert(users).values(id=user_id, last_reminded_at=at))
+
+
+__all__ = ["Store", "UnitOfWork", "metadata", "chain_hash"]

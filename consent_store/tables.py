@@ -1,0 +1,107 @@
+"""The store's tables (SQLAlchemy Core). Plain columns; the state of a patient is a JSON document that
+the engine folds, and every other table is the journal, the audit chain, or an index into that state."""
+from sqlalchemy import (BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary,
+                        MetaData, String, Table, Text, UniqueConstraint)
+
+metadata = MetaData()
+ID = BigInteger().with_variant(Integer, "sqlite")  # SQLite autoincrements only INTEGER PRIMARY KEY
+
+# Every message received, with its raw bytes and the ACK it got (Mirth's message journal).
+journal = Table(
+    "journal", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("received_at", DateTime(timezone=True), nullable=False),
+    Column("sender_application", String(200)),
+    Column("sender_facility", String(200)),
+    Column("control_id", String(200)),
+    Column("event", String(20)),
+    Column("ack_code", String(2), nullable=False),
+    Column("error", Text),
+    Column("patient_id", ID),
+    Column("raw", LargeBinary, nullable=False),
+)
+Index("ix_journal_received_at", journal.c.received_at)
+
+# Messages applied, for duplicate detection on MSH-3, MSH-4, MSH-10.
+applied = Table(
+    "applied_message", metadata,
+    Column("sender_application", String(200), primary_key=True),
+    Column("sender_facility", String(200), primary_key=True),
+    Column("control_id", String(200), primary_key=True),
+    Column("journal_id", ID, nullable=False),
+)
+
+patients = Table(
+    "patient", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("state", Text, nullable=False),
+    Column("version", Integer, nullable=False, default=1),
+    Column("merged_into", ID, ForeignKey("patient.id")),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Identities that lead to a patient: IPP (PI, by assigning authority) and INS (by OID).
+identifiers = Table(
+    "identifier", metadata,
+    Column("kind", String(10), primary_key=True),
+    Column("authority", String(200), primary_key=True),
+    Column("value", String(200), primary_key=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False),
+    Column("active", Boolean, nullable=False, default=True),
+)
+Index("ix_identifier_patient", identifiers.c.patient_id)
+
+# The audit trail: every change and every decision, each entry chained to the previous one's hash.
+audit = Table(
+    "audit", metadata,
+    Column("seq", ID, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("patient_id", ID),
+    Column("kind", String(50), nullable=False),
+    Column("payload", Text, nullable=False),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False, unique=True),
+)
+Index("ix_audit_patient", audit.c.patient_id)
+
+# One row holding the chain's head, locked by each writer so the chain stays linear across instances.
+audit_head = Table(
+    "audit_head", metadata,
+    Column("id", Integer, primary_key=True),
+    Column("hash", String(64), nullable=False),
+)
+
+# Events written in the same transaction as the change that caused them.
+outbox = Table(
+    "outbox", metadata,
+    Column("seq", ID, primary_key=True, autoincrement=True),
+    Column("event_id", String(64), nullable=False, unique=True),
+    Column("type", String(50), nullable=False),
+    Column("patient_key", String(200)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("envelope", Text, nullable=False),
+)
+
+# One row per event and destination: the per-destination queue, its retries and dead letters.
+delivery = Table(
+    "delivery", metadata,
+    Column("event_seq", ID, ForeignKey("outbox.seq"), primary_key=True),
+    Column("destination", String(100), primary_key=True),
+    Column("patient_key", String(200)),
+    Column("status", String(10), nullable=False),   # pending, done, dead
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("next_attempt_at", DateTime(timezone=True), nullable=False),
+    Column("last_error", Text),
+    Column("delivered_at", DateTime(timezone=True)),
+)
+Index("ix_delivery_pending", delivery.c.destination, delivery.c.status, delivery.c.next_attempt_at)
+
+# Professionals, for the traceability reminder (every 6 months by default).
+users = Table(
+    "professional", metadata,
+    Column("id", String(200), primary_key=True),
+    Column("last_reminded_at", DateTime(timezone=True)),
+)
+
+__all__ = ["metadata", "journal", "applied", "patients", "identifiers", "audit", "audit_head", "outbox",
+           "delivery", "users", "UniqueConstraint"]

@@ -1,0 +1,231 @@
+"""The configuration: config.yaml, then PAMGATE_* environment variables, validated in one place.
+
+Any unknown key or bad value stops the start with one line that names it.
+"""
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+from typing import Literal
+
+import isodate
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from engine.domain import EpisodePolicy, Period, Policy
+
+SHIPPED_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
+
+
+class ConfigError(Exception):
+    """One line naming the file, the key and the problem."""
+
+
+def period(text: str) -> Period:
+    d = isodate.parse_duration(text)
+    if isinstance(d, isodate.Duration):
+        return Period(months=int(d.years) * 12 + int(d.months), delta=d.tdelta)
+    return Period(delta=d)
+
+
+def _duration(v):
+    if v is None:
+        return v
+    try:
+        period(str(v))
+    except (isodate.ISO8601Error, ValueError) as e:
+        raise ValueError(f"not an ISO 8601 duration ({v!r}): {e}") from None
+    return str(v)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class StoreConfig(Strict):
+    url: str = "sqlite:///var/pamgate.db"
+    auto_upgrade: bool = True
+    journal_retention: str | None = None     # ISO 8601 duration; None keeps the journal forever
+    _v = field_validator("journal_retention")(classmethod(lambda cls, v: _duration(v)))
+
+
+class MllpListener(Strict):
+    endpoint: str
+    default_encoding: str = "8859/1"
+    force_encoding: str | None = None
+
+
+class Listeners(Strict):
+    mllp: list[MllpListener] = Field(default_factory=lambda: [MllpListener(endpoint="tcp:2575:interface=127.0.0.1")])
+    http: str = "tcp:8080:interface=127.0.0.1"
+
+
+class Limits(Strict):
+    max_frame_bytes: int = Field(1_048_576, gt=0)
+    idle_timeout: float = Field(300.0, gt=0)
+    frame_timeout: float = Field(30.0, gt=0)
+    max_connections: int = Field(256, gt=0)
+    max_batch: int = Field(512, gt=0)
+    max_body_bytes: int = Field(65_536, gt=0)
+
+
+class SenderRule(Strict):
+    application: str | None = None
+    facility: str | None = None
+    mapping: str
+
+
+class MappingsConfig(Strict):
+    paths: list[str] = Field(default_factory=list)   # added after the shipped mappings, so they override
+    senders: list[SenderRule] = Field(default_factory=list)
+
+    def all_paths(self) -> list[str]:
+        return [str(SHIPPED_MAPPINGS)] + self.paths
+
+
+class EpisodeConfig(Strict):
+    scope: Literal["establishment", "visit"] = "establishment"
+    validity: str = "P6M"
+    validity_by_uf: dict[str, str] = Field(default_factory=dict)
+    validity_by_patient_class: dict[str, str] = Field(default_factory=dict)
+    feed_opposition_ends_with_episode: bool = False
+
+    @field_validator("validity")
+    @classmethod
+    def _v1(cls, v):
+        return _duration(v)
+
+    @field_validator("validity_by_uf", "validity_by_patient_class")
+    @classmethod
+    def _v2(cls, v):
+        return {k: _duration(x) for k, x in v.items()}
+
+
+class DmpConfig(Strict):
+    verify_max_age: str = "PT24H"
+    _v = field_validator("verify_max_age")(classmethod(lambda cls, v: _duration(v)))
+
+
+class Destination(Strict):
+    name: str
+    type: Literal["http", "mllp", "file"]
+    url: str | None = None            # http
+    endpoint: str | None = None       # mllp: host:port or a Twisted client endpoint string
+    path: str | None = None           # file
+    events: list[str] = Field(default_factory=lambda: ["*"])
+    forward_adt: bool = False         # mllp: forward the inbound ADT with its ZFA in the 2.11.1 layout
+    timeout: float = Field(10.0, gt=0)
+    max_attempts: int = Field(10, gt=0)
+    backoff: float = Field(1.0, gt=0)
+    max_backoff: float = Field(300.0, gt=0)
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class ApiConfig(Strict):
+    token: str | None = None
+
+
+class LogConfig(Strict):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["console", "json"] = "console"
+
+    @field_validator("level", "format", mode="before")
+    @classmethod
+    def _lower(cls, v):
+        return v.lower() if isinstance(v, str) else v
+
+
+class Config(Strict):
+    store: StoreConfig = Field(default_factory=StoreConfig)
+    listeners: Listeners = Field(default_factory=Listeners)
+    limits: Limits = Field(default_factory=Limits)
+    mappings: MappingsConfig = Field(default_factory=MappingsConfig)
+    episode: EpisodeConfig = Field(default_factory=EpisodeConfig)
+    reminder_period: str = "P6M"
+    habilitation: str | None = None   # None: the shipped matrix
+
+    def habilitation_file(self) -> str:
+        return self.habilitation or str(SHIPPED_MAPPINGS / "habilitation.yaml")
+    dmp: DmpConfig = Field(default_factory=DmpConfig)
+    timezone: str = "Europe/Paris"
+    destinations: list[Destination] = Field(default_factory=list)
+    api: ApiConfig = Field(default_factory=ApiConfig)
+    log: LogConfig = Field(default_factory=LogConfig)
+    _v = field_validator("reminder_period")(classmethod(lambda cls, v: _duration(v)))
+
+    @field_validator("timezone")
+    @classmethod
+    def _tz(cls, v):
+        from zoneinfo import ZoneInfo
+        try:
+            ZoneInfo(v)
+        except Exception:  # noqa: BLE001
+            raise ValueError(f"unknown time zone {v!r}") from None
+        return v
+
+    def policy(self, habilitation: dict | None) -> Policy:
+        ep = self.episode
+        return Policy(
+            episode=EpisodePolicy(
+                scope=ep.scope, validity=period(ep.validity),
+                validity_by_uf={k: period(v) for k, v in ep.validity_by_uf.items()},
+                validity_by_patient_class={k: period(v) for k, v in ep.validity_by_patient_class.items()},
+                feed_opposition_ends_with_episode=ep.feed_opposition_ends_with_episode),
+            habilitation=habilitation,
+            reminder_period=period(self.reminder_period),
+            verify_max_age=_as_timedelta(period(self.dmp.verify_max_age)),
+        )
+
+    def routes(self) -> dict:
+        return {d.name: set(d.events) for d in self.destinations}
+
+
+def _as_timedelta(p: Period) -> timedelta:
+    return timedelta(days=30 * p.months) + p.delta
+
+
+ENV = {
+    "PAMGATE_STORE_URL": ("store", "url"),
+    "PAMGATE_HTTP_LISTEN": ("listeners", "http"),
+    "PAMGATE_API_TOKEN": ("api", "token"),
+    "PAMGATE_LOG_LEVEL": ("log", "level"),
+    "PAMGATE_LOG_FORMAT": ("log", "format"),
+    "PAMGATE_TIMEZONE": ("timezone",),
+}
+
+
+def load(path: str | None = None, environ=None) -> Config:
+    environ = os.environ if environ is None else environ
+    path = path or environ.get("PAMGATE_CONFIG") or "config.yaml"
+    p = Path(path)
+    if p.exists():
+        try:
+            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f":{mark.line + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: the configuration must be a mapping of keys")
+    elif path != "config.yaml" or environ.get("PAMGATE_CONFIG"):
+        raise ConfigError(f"{path}: no such configuration file")
+    else:
+        data = {}
+    for var, keys in ENV.items():
+        if environ.get(var):
+            node = data
+            for k in keys[:-1]:
+                node = node.setdefault(k, {})
+            node[keys[-1]] = environ[var]
+    if environ.get("PAMGATE_MLLP_LISTEN"):
+        eps = [e.strip() for e in environ["PAMGATE_MLLP_LISTEN"].split(",") if e.strip()]
+        old = {m.get("endpoint"): m for m in (data.get("listeners", {}) or {}).get("mllp", []) or []}
+        data.setdefault("listeners", {})["mllp"] = [old.get(e, {"endpoint": e}) for e in eps]
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        err = e.errors()[0]
+        key = ".".join(str(x) for x in err["loc"])
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        raise ConfigError(f"{path}: {key}: {msg}") from None

@@ -1,0 +1,232 @@
+"""Domain types: patient, episode, consent, decision. Plain frozen data, standard library only.
+
+A patient's state is the list of every value ever collected for them (consent facts), with provenance,
+plus their identities, visits and DMP results. The current answer is always a fold over that list at an
+instant, so arrival order never matters and a past instant can be asked.
+"""
+from __future__ import annotations
+
+import calendar
+from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime, timedelta, timezone
+
+# Items recorded per patient and episode (domain.md, "The rules").
+CONSULT = "consult"            # consent to consultation (consentement à la consultation)
+FEED = "feed"                  # feed opposition (opposition à l'alimentation)
+DMP_STATUS = "dmp_status"      # ACTIF / FERME / INEXISTANT
+BLOCK_BREAK_GLASS = "block.break_glass"   # patient blocks break-glass (bris de glace)
+BLOCK_CENTRE_15 = "block.centre_15"       # patient blocks the centre de régulation
+FACILITY_AUTHORIZATION = "facility_authorization"  # obsolete ZFA-4 (≤ 2.10), kept for the record
+ITEMS = (CONSULT, FEED, DMP_STATUS, BLOCK_BREAK_GLASS, BLOCK_CENTRE_15, FACILITY_AUTHORIZATION)
+
+CONSENT, REFUSED, LEGACY_CONSENT = "consent", "refused", "legacy_consent"
+NO_OPPOSITION, OPPOSED = "no_opposition", "opposed"
+
+PERMIT, DENY = "permit", "deny"
+NORMAL, BREAK_GLASS, CENTRE_15 = "normal", "bris_de_glace", "centre_15"
+MODES = (NORMAL, BREAK_GLASS, CENTRE_15)
+ACTIONS = ("consult", "feed")
+
+# Reason codes: stable, documented in the README.
+R_NOT_COLLECTED = "consent.not_collected"
+R_REFUSED = "consent.refused"
+R_EXPIRED = "consent.expired"
+R_FEED_OPPOSED = "feed.opposed"
+R_BG_REASON_MISSING = "break_glass.reason_missing"
+R_BG_BLOCKED = "break_glass.blocked"
+R_C15_BLOCKED = "centre_15.blocked"
+R_PROFESSION = "profession.not_authorized"
+R_DMP_CLOSED = "dmp.closed"
+R_DMP_ABSENT = "dmp.absent"
+R_DMP_FORBIDDEN = "dmp.access_forbidden"
+R_PATIENT_UNKNOWN = "patient.unknown"
+R_EPISODE_CANCELLED = "episode.cancelled"
+# informative codes carried by a permit
+I_BREAK_GLASS = "break_glass"
+I_CENTRE_15 = "centre_15"
+I_LEGACY = "consent.legacy_non_opposition"
+
+DELETE = '""'  # HL7's explicit null: delete the value
+
+
+def utc(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+@dataclass(frozen=True)
+class Period:
+    """An ISO 8601 duration reduced to what calendars need: months, then an exact delta."""
+    months: int = 0
+    delta: timedelta = timedelta(0)
+
+    def after(self, start: datetime) -> datetime:
+        month0 = start.month - 1 + self.months
+        year, month = start.year + month0 // 12, month0 % 12 + 1
+        day = min(start.day, calendar.monthrange(year, month)[1])
+        return start.replace(year=year, month=month, day=day) + self.delta
+
+
+SIX_MONTHS = Period(months=6)
+
+
+@dataclass(frozen=True)
+class EpisodePolicy:
+    scope: str = "establishment"          # or "visit"
+    validity: Period = SIX_MONTHS
+    validity_by_uf: dict = field(default_factory=dict)            # UF code -> Period
+    validity_by_patient_class: dict = field(default_factory=dict)  # PV1-2 -> Period
+    feed_opposition_ends_with_episode: bool = False
+
+
+@dataclass(frozen=True)
+class Policy:
+    episode: EpisodePolicy = EpisodePolicy()
+    # G15 profession code -> document categories it may consult (None: any profession may)
+    habilitation: dict | None = None
+    reminder_period: Period = SIX_MONTHS
+    # a VALIDE TD0.2 younger than this spares a new dmp.access.verify
+    verify_max_age: timedelta = timedelta(hours=24)
+
+
+@dataclass(frozen=True)
+class Fact:
+    """One collected value, with where and when it came from."""
+    item: str
+    value: object
+    collected_at: datetime
+    seq: int                       # arrival order, breaks ties between equal collection dates
+    visit: str | None = None
+    code: str | None = None        # the raw code as sent (IC, INO, ...)
+    source: dict = field(default_factory=dict)   # msh10, sender, mapping, or api + collector
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class Movement:
+    id: str
+    event: str
+    action: str                    # INSERT / UPDATE / CANCEL
+    start: datetime | None
+    historic: bool = False
+    nature: str | None = None
+    uf_medical: str | None = None
+    uf_care: str | None = None
+    cancelled: bool = False
+
+
+@dataclass(frozen=True)
+class Visit:
+    number: str
+    nda: str | None = None
+    patient_class: str | None = None
+    uf: str | None = None
+    admitted_at: datetime | None = None
+    discharged_at: datetime | None = None
+    cancelled: bool = False
+    movements: tuple = ()
+
+
+@dataclass(frozen=True)
+class BreakGlassRequest:
+    user: str
+    reason: str
+    at: datetime
+    visit: str | None = None
+
+
+@dataclass(frozen=True)
+class DmpResult:
+    user: str
+    transaction: str
+    result: str
+    at: datetime
+
+
+@dataclass(frozen=True)
+class PatientState:
+    identifiers: tuple = ()        # ((kind, authority, value), ...) kind: PI or INS
+    facts: tuple = ()
+    visits: tuple = ()
+    break_glass: tuple = ()
+    dmp_results: tuple = ()
+    next_seq: int = 1
+
+    def visit(self, number: str | None) -> Visit | None:
+        for v in self.visits:
+            if v.number == number:
+                return v
+        return None
+
+
+@dataclass(frozen=True)
+class DecisionRequest:
+    action: str
+    user: str
+    profession: str | None = None
+    specialty: str | None = None
+    mode: str = NORMAL
+    reason: str | None = None
+    visit: str | None = None
+    at: datetime | None = None
+    category: str | None = None
+
+
+@dataclass(frozen=True)
+class Decision:
+    decision: str
+    mode: str
+    reasons: tuple
+    episode: dict
+    triggers: tuple = ()           # event dicts, type + data
+
+
+# --- plain-data codec, so the store keeps JSON and knows nothing of these types ---
+
+def _dt(s):
+    return datetime.fromisoformat(s) if s else None
+
+
+def _iso(d):
+    return d.isoformat() if d else None
+
+
+def state_to_dict(s: PatientState) -> dict:
+    def fact(f: Fact):
+        d = asdict(f)
+        d["collected_at"] = _iso(f.collected_at)
+        return d
+
+    def visit(v: Visit):
+        return {
+            **{k: getattr(v, k) for k in ("number", "nda", "patient_class", "uf", "cancelled")},
+            "admitted_at": _iso(v.admitted_at), "discharged_at": _iso(v.discharged_at),
+            "movements": [{**asdict(m), "start": _iso(m.start)} for m in v.movements],
+        }
+
+    return {
+        "identifiers": [list(i) for i in s.identifiers],
+        "facts": [fact(f) for f in s.facts],
+        "visits": [visit(v) for v in s.visits],
+        "break_glass": [{**asdict(b), "at": _iso(b.at)} for b in s.break_glass],
+        "dmp_results": [{**asdict(r), "at": _iso(r.at)} for r in s.dmp_results],
+        "next_seq": s.next_seq,
+    }
+
+
+def state_from_dict(d: dict | None) -> PatientState:
+    if not d:
+        return PatientState()
+    return PatientState(
+        identifiers=tuple(tuple(i) for i in d.get("identifiers", ())),
+        facts=tuple(Fact(**{**f, "collected_at": _dt(f["collected_at"])}) for f in d.get("facts", ())),
+        visits=tuple(
+            Visit(**{**v, "admitted_at": _dt(v["admitted_at"]), "discharged_at": _dt(v["discharged_at"]),
+                     "movements": tuple(Movement(**{**m, "start": _dt(m["start"])}) for m in v["movements"])})
+            for v in d.get("visits", ())),
+        break_glass=tuple(BreakGlassRequest(**{**b, "at": _dt(b["at"])}) for b in d.get("break_glass", ())),
+        dmp_results=tuple(DmpResult(**{**r, "at": _dt(r["at"])}) for r in d.get("dmp_results", ())),
+        next_seq=d.get("next_seq", 1),
+    )
+
+
+__all__ = [n for n in dir() if not n.startswith("_")] + ["replace"]

@@ -1,0 +1,21 @@
+"""Prometheus metrics served on /metrics."""
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+registry = CollectorRegistry()
+messages = Counter("pamgate_messages_total", "Messages received, by event and ACK code",
+                   ["event", "ack"], registry=registry)
+ack_latency = Histogram("pamgate_ack_latency_seconds", "From frame received to ACK ready",
+                        buckets=(.001, .002, .005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5), registry=registry)
+commit_batch = Histogram("pamgate_commit_batch_size", "Operations per committed transaction",
+                         buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512), registry=registry)
+commit_seconds = Histogram("pamgate_commit_seconds", "Time to run and commit one batch", registry=registry)
+decisions = Counter("pamgate_decisions_total", "Decisions given, by action and outcome",
+                    ["action", "decision"], registry=registry)
+outbox_depth = Gauge("pamgate_outbox_depth", "Deliveries waiting in the outbox", registry=registry)
+deliveries = Counter("pamgate_deliveries_total", "Outbound deliveries, by destination and result",
+                     ["destination", "result"], registry=registry)
+
+
+def on_commit(size: int, seconds: float) -> None:
+    commit_batch.observe(size)
+    commit_seconds.observe(seconds)

@@ -1,0 +1,310 @@
+"""The pipeline: message → mapping → facts → rules → one unit of work. Also the API's writes and reads.
+
+Each operation is prepared without the store (parse, extract, the patients it touches), then run inside
+the unit of work that the group commit hands it. Nothing here touches sockets or threads.
+"""
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
+
+import structlog
+
+from engine import rules
+from engine.domain import (CONSULT, DMP_STATUS, FEED, PERMIT, DecisionRequest, PatientState, Policy,
+                           R_PATIENT_UNKNOWN, state_from_dict, state_to_dict)
+
+log = structlog.get_logger("pamgate.pipeline")
+
+ITI30_MERGE, ITI30_CHANGE_ID = "A40", "A47"
+
+
+@dataclass
+class Outcome:
+    """What a message got: the ACK code (original mode) and the errors its ERR segments carry."""
+    code: str
+    errors: list = field(default_factory=list)   # (segment, sequence, field, component, 0357 code, text)
+    duplicate: bool = False
+    patient_id: int | None = None
+    events: list = field(default_factory=list)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def localise(facts: dict, tz: ZoneInfo) -> dict:
+    """HL7 timestamps without an offset are the sender's local time; the rules compare in UTC."""
+    out = {}
+    for k, v in facts.items():
+        if isinstance(v, datetime):
+            v = (v.replace(tzinfo=tz) if v.tzinfo is None else v).astimezone(timezone.utc)
+        out[k] = v
+    return out
+
+
+def patient_key(authority, ipp) -> str:
+    return f"PI|{authority or ''}|{ipp}"
+
+
+class Pipeline:
+    def __init__(self, mapping_set, policy: Policy, tz: str = "Europe/Paris", routes: dict | None = None):
+        self.mappings = mapping_set
+        self.policy = policy
+        self.tz = ZoneInfo(tz)
+        self.routes = routes or {}
+
+    # --- inbound messages ---------------------------------------------------------------------
+
+    def prepare(self, text: str, raw: bytes, received_at: datetime) -> "MessageWork":
+        from mappings.message import Message
+        work = MessageWork(self, text, raw, received_at)
+        try:
+            msg = Message.parse(text)
+        except Exception as e:   # noqa: BLE001 — any parse failure is the sender's, answered AR
+            work.outcome = Outcome("AR", [("MSH", 1, 1, None, 102, f"unparseable message: {e}")])
+            return work
+        work.header = {k: (msg.get(p) or "") for k, p in
+                       (("app", "MSH-3-1"), ("facility", "MSH-4-1"), ("control_id", "MSH-10"),
+                        ("event", "MSH-9-2"))}
+        try:
+            selection = self.mappings.select(msg)
+            extraction = selection.mapping.extract(msg)
+        except Exception as e:   # noqa: BLE001 — a mapping that cannot read this message
+            log.warning("mapping.failed", error=str(e))
+            work.outcome = Outcome("AR", [("MSH", 1, 9, None, 207, f"cannot map message: {e}")])
+            return work
+        work.mapping = selection.mapping.name
+        work.why = selection.why
+        if extraction.rejection is not None:
+            work.outcome = Outcome("AR", [_err(extraction.rejection)])
+        elif extraction.problems:
+            work.outcome = Outcome("AE", [_err(p) for p in extraction.problems])
+        else:
+            work.facts = localise(extraction.facts, self.tz)
+            if not work.facts.get("patient.ipp"):
+                work.outcome = Outcome("AE", [("PID", 1, 3, 1, 101, "no patient identifier of type PI in PID-3")])
+        return work
+
+    def apply_message(self, uow, work: "MessageWork") -> Outcome:
+        h = work.header
+        if work.outcome is None and h.get("control_id") and uow.already_applied(h["app"], h["facility"],
+                                                                               h["control_id"]):
+            uow.journal(received_at=work.received_at, app=h["app"], facility=h["facility"],
+                        control_id=h["control_id"], event=h.get("event"), ack_code="AA",
+                        error="duplicate: already applied", raw=work.raw, applied=False)
+            return Outcome("AA", duplicate=True)
+        outcome = work.outcome or self._apply_facts(uow, work)
+        uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
+                    control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code,
+                    error="; ".join(e[5] for e in outcome.errors) or None, raw=work.raw,
+                    patient_id=outcome.patient_id, applied=outcome.code == "AA")
+        return outcome
+
+    def _apply_facts(self, uow, work: "MessageWork") -> Outcome:
+        f = work.facts
+        event = f.get("message.event")
+        source = {"msh10": f.get("message.control_id"), "sender": work.sender, "mapping": work.mapping}
+        key = (f.get("patient.ipp_authority"), f["patient.ipp"])
+        prior = (f.get("prior.ipp_authority"), f.get("prior.ipp")) if f.get("prior.ipp") else None
+        now = work.received_at
+        audit_extra = {}
+
+        if event == ITI30_CHANGE_ID and prior:
+            # A47: the patient known by MRG-1 now answers to PID-3
+            pid = uow.find_patient("PI", *prior) or uow.find_patient("PI", *key)
+        else:
+            pid = uow.find_patient("PI", *key)
+        if pid is None and f.get("prior.ins") and event == ITI30_CHANGE_ID:
+            pid = uow.find_patient("INS", f.get("prior.ins_oid"), f["prior.ins"])
+        created = pid is None
+        if created:
+            pid = uow.create_patient(state_to_dict(PatientState()), now)
+        state = state_from_dict(uow.load_patient(pid))
+
+        if event == ITI30_MERGE and prior:
+            absorbed = uow.find_patient("PI", *prior)
+            if absorbed is not None and absorbed != pid:
+                state = rules.merge(state, state_from_dict(uow.load_patient(absorbed)))
+                uow.merge_patient(absorbed, pid, now)
+                audit_extra["merged"] = absorbed
+        if event == ITI30_CHANGE_ID and prior and prior != key:
+            state = rules.replace(state, identifiers=tuple(
+                i for i in state.identifiers if not (i[0] == "PI" and (i[1], i[2]) == prior)))
+
+        new, events = rules.apply(state, f, source, self.policy, now)
+        uow.save_patient(pid, state_to_dict(new), now)
+        uow.set_identifiers(pid, new.identifiers)
+        added = new.facts[len(state.facts):]
+        uow.audit(at=now, patient_id=pid, kind="message", payload={
+            "event": event, "msh10": source["msh10"], "sender": source["sender"], "mapping": work.mapping,
+            "selection": work.why, "created": created, **audit_extra,
+            "facts": [{"item": x.item, "value": x.value, "code": x.code, "visit": x.visit,
+                       "collected_at": x.collected_at} for x in added],
+        })
+        envelopes = self.envelopes(events, key, source)
+        uow.enqueue(envelopes, self.routes, now)
+        return Outcome("AA", patient_id=pid, events=envelopes)
+
+    def envelopes(self, events, key, source) -> list[dict]:
+        authority, ipp = key
+        return [{
+            "id": str(uuid.uuid4()),
+            "type": e["type"],
+            "time": e.get("time") or now_utc(),
+            "patient": {"id": ipp, "authority": authority},
+            "patient_key": patient_key(authority, ipp),
+            "episode": e.get("episode") or {},
+            "data": e.get("data") or {},
+            "source": {"msh10": source.get("msh10"), "sender": source.get("sender")},
+        } for e in events]
+
+    # --- API operations -------------------------------------------------------------------------
+
+    def find(self, uow, patient: dict) -> int | None:
+        if patient.get("ins"):
+            return uow.find_patient("INS", patient.get("oid"), patient["ins"])
+        return uow.find_patient("PI", patient.get("authority"), patient["id"])
+
+    def decide(self, uow, patient: dict, request: DecisionRequest, now: datetime) -> dict:
+        at = request.at or now
+        pid = self.find(uow, patient)
+        last = uow.last_reminded(request.user)
+        reminder = rules.reminder_due(last, at, self.policy)
+        if reminder:
+            uow.set_reminded(request.user, at)
+        if pid is None:
+            result = {"decision": "deny", "mode": request.mode, "reasons": [R_PATIENT_UNKNOWN], "episode": None,
+                      "triggers": [], "reminder_due": reminder}
+            state = None
+        else:
+            state = state_from_dict(uow.load_patient(pid))
+            d = rules.decide(state, request, self.policy, now)
+            if d.decision == PERMIT and request.mode == "bris_de_glace":
+                state = rules.record_break_glass(state, request, at, d.episode.get("visit"))
+                uow.save_patient(pid, state_to_dict(state), now)
+            result = {"decision": d.decision, "mode": d.mode, "reasons": list(d.reasons), "episode": d.episode,
+                      "triggers": [], "reminder_due": reminder}
+        key = _key_of(patient, state)
+        source = {"msh10": None, "sender": "api"}
+        triggers = self.envelopes([{"type": t["type"], "time": at, "episode": result["episode"],
+                                    "data": t["data"]} for t in (d.triggers if pid is not None else ())],
+                                  key, source)
+        request_view = {"action": request.action, "user": request.user, "profession": request.profession,
+                        "mode": request.mode, "reason": request.reason, "visit": request.visit, "at": at}
+        made = self.envelopes([{"type": "decision.made", "time": at, "episode": result["episode"],
+                                "data": {**{k: result[k] for k in ("decision", "mode", "reasons")},
+                                         "request": request_view}}], key, source)
+        result["audit_id"] = uow.audit(at=now, patient_id=pid, kind="decision",
+                                       payload={"request": request_view, "patient": patient, **result})
+        result["triggers"] = [{"id": t["id"], "type": t["type"], "data": t["data"]} for t in triggers]
+        uow.enqueue(made + triggers, self.routes, now)
+        return result
+
+    def record_consent(self, uow, patient: dict, values: dict, visit, collected_at, collected_by, now) -> dict:
+        pid = self.find(uow, patient)
+        created = pid is None
+        if created:
+            if patient.get("ins"):
+                raise LookupError("patient.unknown")
+            pid = uow.create_patient(state_to_dict(PatientState()), now)
+        state = state_from_dict(uow.load_patient(pid))
+        if created:
+            state = rules.replace(state, identifiers=(("PI", patient.get("authority"), patient["id"]),))
+        source = {"api": True, "collected_by": collected_by}
+        new, events = rules.record_consent(state, values, visit, collected_at, source, self.policy)
+        uow.save_patient(pid, state_to_dict(new), now)
+        uow.set_identifiers(pid, new.identifiers)
+        uow.audit(at=now, patient_id=pid, kind="consent", payload={
+            "values": values, "visit": visit, "collected_at": collected_at, "collected_by": collected_by})
+        key = _key_of(patient, new)
+        uow.enqueue(self.envelopes(events, key, {"msh10": None, "sender": "api"}), self.routes, now)
+        return self.view(uow, pid, now)
+
+    def record_dmp_result(self, uow, patient: dict, user: dict, transaction: str, result: str, now) -> bool:
+        pid = self.find(uow, patient)
+        if pid is None:
+            return False
+        state = state_from_dict(uow.load_patient(pid))
+        new, events = rules.record_dmp_result(state, user["id"], transaction, result, now)
+        for e in events:
+            e["data"]["user"] = {**user}
+        uow.save_patient(pid, state_to_dict(new), now)
+        uow.audit(at=now, patient_id=pid, kind="dmp.result",
+                  payload={"user": user, "transaction": transaction, "result": result})
+        uow.enqueue(self.envelopes(events, _key_of(patient, new), {"msh10": None, "sender": "api"}),
+                    self.routes, now)
+        return True
+
+    def view(self, uow, pid: int, at: datetime) -> dict:
+        """The patient's consent state at an instant, each value with its collection date and source."""
+        state = state_from_dict(uow.load_patient(pid))
+
+        def latest(item):
+            facts = [f for f in state.facts if f.item == item and f.collected_at <= at and not f.cancelled]
+            f = rules._latest(facts)
+            return None if f is None else {"value": f.value, "code": f.code, "collected_at": f.collected_at,
+                                           "visit": f.visit, "source": f.source}
+
+        gate = rules.gate(state, self.policy, at)
+        return {
+            "at": at,
+            "identities": uow.patient_identifiers(pid),
+            "episodes": [{"visit": v.number, "nda": v.nda, "patient_class": v.patient_class, "uf": v.uf,
+                          "admitted_at": v.admitted_at, "discharged_at": v.discharged_at,
+                          "cancelled": v.cancelled} for v in state.visits],
+            "current_episode": gate["visit"],
+            "consent": latest(CONSULT),
+            "feed_opposition": latest(FEED),
+            "dmp_status": latest(DMP_STATUS),
+            "blocks": {"break_glass": latest("block.break_glass"), "centre_15": latest("block.centre_15")},
+            "break_glass_requests": [{"user": b.user, "reason": b.reason, "at": b.at, "visit": b.visit}
+                                     for b in state.break_glass if b.at <= at],
+            "gate": {k: gate[k] for k in ("consult", "feed", "reasons", "valid_until")},
+            "history": [{"item": f.item, "value": f.value, "code": f.code, "collected_at": f.collected_at,
+                         "visit": f.visit, "cancelled": f.cancelled, "source": f.source}
+                        for f in sorted(state.facts, key=lambda f: (f.collected_at, f.seq))
+                        if f.collected_at <= at],
+        }
+
+
+@dataclass
+class MessageWork:
+    pipeline: Pipeline
+    text: str
+    raw: bytes
+    received_at: datetime
+    header: dict = field(default_factory=dict)
+    facts: dict | None = None
+    outcome: Outcome | None = None
+    mapping: str | None = None
+    why: str | None = None
+
+    @property
+    def sender(self) -> str:
+        return f"{self.header.get('app', '')}|{self.header.get('facility', '')}"
+
+    def keys(self) -> list[str]:
+        """The patients this message touches, locked before it runs (PostgreSQL, several instances)."""
+        f = self.facts or {}
+        keys = [patient_key(f.get("patient.ipp_authority"), f["patient.ipp"])] if f.get("patient.ipp") else []
+        if f.get("prior.ipp"):
+            keys.append(patient_key(f.get("prior.ipp_authority"), f["prior.ipp"]))
+        return keys
+
+    def run(self, uow) -> Outcome:
+        return self.pipeline.apply_message(uow, self)
+
+
+def _err(p) -> tuple:
+    return (p.segment, p.sequence, p.field, p.component, p.code, p.text)
+
+
+def _key_of(patient: dict, state) -> tuple:
+    if patient.get("ins") and state is not None:
+        for kind, authority, value in state.identifiers:
+            if kind == "PI":
+                return authority, value
+    return patient.get("authority"), patient.get("id") or patient.get("ins")

@@ -1,0 +1,142 @@
+"""`pamgate serve`: the wiring of the edges around the pipeline, and the reactor's life."""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import structlog
+
+from engine import config as configuration
+from engine import logs, metrics
+from engine.pipeline import Pipeline, now_utc
+
+log = structlog.get_logger("pamgate.serve")
+
+
+class StartError(Exception):
+    """One line for stderr: what stopped the start."""
+
+
+def open_store(cfg):
+    from consent_store.store import Store
+    url = cfg.store.url
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    elif url.startswith("sqlite:////"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    store = Store(url)
+    if cfg.store.auto_upgrade:
+        try:
+            store.upgrade()
+        except Exception as e:  # noqa: BLE001 — the one line says why
+            raise StartError(f"store {store.engine.url.render_as_string(hide_password=True)}: "
+                             f"cannot migrate: {str(e).splitlines()[0]}") from None
+    return store
+
+
+def build_pipeline(cfg) -> Pipeline:
+    import mappings
+    from mappings import habilitation
+    mapping_set = mappings.load(cfg.mappings.all_paths(), senders=[s.model_dump() for s in cfg.mappings.senders])
+    matrix = habilitation.load(cfg.habilitation_file())
+    return Pipeline(mapping_set, cfg.policy(matrix), tz=cfg.timezone, routes=cfg.routes())
+
+
+def message_handler(pipeline, committer):
+    """The MLLP listener's handler: prepare off the store, apply in the group commit, ACK after commit."""
+    from mllp.ack import AckError, build_ack
+
+    def handle(frame):
+        started = time.perf_counter()
+        work = pipeline.prepare(frame.text, frame.raw, now_utc())
+
+        def ack(outcome):
+            errors = [AckError(segment=s, sequence=q, field=f, component=c, code=code, severity="E", text=t)
+                      for s, q, f, c, code, t in outcome.errors]
+            metrics.messages.labels(work.header.get("event") or "?", outcome.code).inc()
+            metrics.ack_latency.observe(time.perf_counter() - started)
+            if outcome.code != "AA":
+                log.info("message.refused", ack=outcome.code, event=work.header.get("event"),
+                         sender=work.sender, errors=[e[5] for e in outcome.errors])
+            return build_ack(frame.text, outcome.code, errors)
+        return committer.submit(work.run, work.keys()).addCallback(ack)
+    return handle
+
+
+def serve(config_path: str | None) -> int:
+    from twisted.internet import reactor
+    from twisted.internet.endpoints import serverFromString
+
+    from engine.api import Api, site
+    from engine.commit import GroupCommit
+    from mllp.listener import ListenerSettings, MLLPServerFactory
+
+    cfg = configuration.load(config_path)
+    logs.configure(cfg.log.level, cfg.log.format)
+    store = open_store(cfg)
+    pipeline = build_pipeline(cfg)
+    committer = GroupCommit(store, reactor, max_batch=cfg.limits.max_batch, on_commit=metrics.on_commit)
+    handler = message_handler(pipeline, committer)
+    ports, factories, failures = [], [], []
+
+    def listening(kind, description):
+        def report(port):
+            ports.append(port)
+            host = port.getHost()
+            print(f"pamgate: {kind} listening on {description} ({host.host}:{host.port})", flush=True)
+            return port
+        return report
+
+    def failed(description):
+        def report(f):
+            failures.append(f"{description}: cannot listen: {f.getErrorMessage()}")
+        return report
+
+    try:
+        for listener in cfg.listeners.mllp:
+            factory = MLLPServerFactory(handler, settings=ListenerSettings(
+                name=listener.endpoint, max_frame_bytes=cfg.limits.max_frame_bytes,
+                idle_timeout=cfg.limits.idle_timeout, frame_timeout=cfg.limits.frame_timeout,
+                max_connections=cfg.limits.max_connections, default_encoding=listener.default_encoding,
+                force_encoding=listener.force_encoding))
+            factories.append(factory)
+            serverFromString(reactor, listener.endpoint).listen(factory).addCallbacks(
+                listening("mllp", listener.endpoint), failed(listener.endpoint))
+        api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes)
+        serverFromString(reactor, cfg.listeners.http).listen(site(api)).addCallbacks(
+            listening("http", cfg.listeners.http), failed(cfg.listeners.http))
+    except (ValueError, TypeError, KeyError) as e:
+        raise StartError(f"listener endpoint: {e}") from None
+
+    dispatcher = None
+    if cfg.destinations:
+        from engine.dispatch import Dispatcher
+        dispatcher = Dispatcher(store, cfg, reactor)
+
+    def check_started():
+        if failures:
+            print(f"pamgate: {failures[0]}", file=sys.stderr, flush=True)
+            reactor.stop()
+            return
+        log.info("serve.started", listeners=len(ports), store=store.engine.dialect.name)
+        if dispatcher:
+            dispatcher.start()
+
+    def graceful():
+        """Stop accepting, finish and ACK what is in flight, commit, then exit."""
+        from twisted.internet.defer import DeferredList, maybeDeferred
+        log.info("serve.stopping")
+        stops = [maybeDeferred(p.stopListening) for p in ports]
+        drains = [f.drain() for f in factories]
+        d = DeferredList(stops + drains, consumeErrors=True)
+        if dispatcher:
+            d.addBoth(lambda _: dispatcher.stop())
+        d.addBoth(lambda _: committer.stop())
+        return d
+
+    reactor.callWhenRunning(lambda: reactor.callLater(0, check_started))
+    reactor.addSystemEventTrigger("before", "shutdown", graceful)
+    reactor.run()
+    store.dispose()
+    return 1 if failures else 0
