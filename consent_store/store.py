@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 from sqlalchemy import create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
+from consent_store.tables import applied as applied_message
 from consent_store.tables import (audit, audit_head, delivery, identifiers, journal, metadata, outbox,
                                   patients, users)
 
@@ -30,7 +31,7 @@ def _json(value) -> str:
 
 
 def chain_hash(prev: str, at: datetime, patient_id, kind: str, payload: str) -> str:
-    body = "\x1f".join([prev, _aware(at).isoformat(), str(patient_id or ""), kind, payload])
+    body = "\x1f".join([prev, _aware(at).astimezone(timezone.utc).isoformat(), str(patient_id or ""), kind, payload])
     return hashlib.sha256(body.encode()).hexdigest()
 
 
