@@ -1,0 +1,216 @@
+"""HL7 v2.5 acknowledgements (``ACK``) for inbound messages.
+
+Acknowledgment modes (HL7 v2.5, chapter 2, "acknowledgment messages"):
+
+* MSH-15 (accept acknowledgment type) and MSH-16 (application acknowledgment type) take the values of
+  table 0155: ``AL`` always, ``NE`` never, ``ER`` on error only, ``SU`` on success only.
+* Both empty: **original mode**. The receiver answers once, after processing: ``AA`` applied,
+  ``AE`` refused (understood, but in error), ``AR`` rejected whole.
+* Either valued: **enhanced mode**, which splits the answer in two. The *accept* acknowledgment
+  (``CA`` commit accept, ``CE`` commit error, ``CR`` commit reject) says the message was committed to
+  safe storage; the *application* acknowledgment (``AA/AE/AR``), driven by MSH-16, says what the
+  application made of it, and is a separate message.
+
+What pamgate sends, on the MLLP connection, once the message's effects are committed:
+
+* MSH-15 valued and not ``NE``: the accept acknowledgment, ``CA/CE/CR``. Our commit *is* the
+  processing, so a later application acknowledgment would say nothing more; none is sent.
+* MSH-15 empty or ``NE`` (the sender does not want an accept acknowledgment), whether or not MSH-16
+  is valued: ``AA/AE/AR``, which in enhanced mode is the application acknowledgment.
+* ``ER``/``SU``/``NE`` are not used to stay silent: an MLLP sender waits for one answer per frame,
+  and a receiver that says nothing stalls it. One answer always goes back.
+
+Other choices: MSH-3..6 are swapped as sent (components included); MSH-11, MSH-12 and MSH-18 are
+copied (defaults ``P`` and ``2.5``), so the ACK is read with the same character set it is encoded in;
+MSH-10 is new and unique; MSA-3 repeats the first error's text for senders still on v2.3, which read
+MSA-3 rather than ERR.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+DEFAULT_SEPARATORS = "|^~\\&"
+DEFAULT_VERSION = "2.5"
+
+#: HL7 table 0357, message error condition codes.
+ERROR_CONDITIONS = {
+    0: "Message accepted",
+    100: "Segment sequence error",
+    101: "Required field missing",
+    102: "Data type error",
+    103: "Table value not found",
+    200: "Unsupported message type",
+    201: "Unsupported event code",
+    202: "Unsupported processing id",
+    203: "Unsupported version id",
+    204: "Unknown key identifier",
+    205: "Duplicate key identifier",
+    206: "Application record locked",
+    207: "Application internal error",
+}
+
+_ORIGINAL_CODES = ("AA", "AE", "AR")
+_ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
+_SEVERITIES = ("E", "W", "I")  # HL7 table 0516
+
+
+@dataclass(frozen=True, slots=True)
+class AckError:
+    """One ERR segment. ``segment=""`` leaves ERR-2 (location) empty; ``field=0`` names the segment."""
+
+    segment: str
+    sequence: int
+    field: int
+    component: int | None
+    code: int
+    severity: str
+    text: str
+
+    def __post_init__(self) -> None:
+        if self.severity not in _SEVERITIES:
+            raise ValueError(f"ERR-4 severity must be one of {_SEVERITIES}, not {self.severity!r}")
+
+
+# Unique across processes (random tag) and restarts (the counter starts at the clock, in µs).
+# 4 + 13 characters, within MSH-10's 20.
+_PROCESS_TAG = os.urandom(2).hex().upper()
+_counter = itertools.count(time.time_ns() // 1000)
+
+
+def new_control_id() -> str:
+    return f"{_PROCESS_TAG}{next(_counter):013X}"
+
+
+@dataclass(frozen=True, slots=True)
+class _Header:
+    separators: str  # field, component, repetition, escape, subcomponent
+    fields: dict[int, str]  # MSH-n → raw value, n ≥ 3
+
+    def get(self, n: int, default: str = "") -> str:
+        return self.fields.get(n) or default
+
+    def component(self, n: int, index: int) -> str:
+        parts = self.get(n).split(self.separators[1])
+        return parts[index - 1] if len(parts) >= index else ""
+
+
+def _usable_separators(separator: str, encoding: str) -> str | None:
+    chosen = separator + encoding[:4] + DEFAULT_SEPARATORS[1 + len(encoding[:4]) :]
+    if any(ch.isalnum() or ch.isspace() for ch in chosen) or len(set(chosen)) != 5:
+        return None
+    return chosen
+
+
+def _read_header(message_text: str | None) -> _Header:
+    """The inbound MSH, as leniently as possible; empty (defaults) when there is none."""
+    if message_text:
+        for segment in message_text.replace("\n", "\r").split("\r"):
+            segment = segment.lstrip("\ufeff \t\x00\x0b")
+            if not segment.startswith("MSH") or len(segment) < 4:
+                continue
+            fields = segment.split(segment[3])
+            separators = _usable_separators(segment[3], fields[1] if len(fields) > 1 else "")
+            if separators is not None:
+                return _Header(separators, {n: fields[n - 1] for n in range(3, len(fields) + 1)})
+    return _Header(DEFAULT_SEPARATORS, {})
+
+
+def escape(text: str, separators: str = DEFAULT_SEPARATORS) -> str:
+    """HL7 escape of the delimiters (``\\F\\ \\S\\ \\R\\ \\E\\ \\T\\``) and of line breaks.
+
+    Hand-written because python-hl7's ``escape`` also hex-escapes every non-ASCII character (as a
+    code point, wrong past Latin-1), while the ACK is encoded in the message's own character set.
+    """
+    field, component, repetition, esc, subcomponent = separators[:5]
+    replacements = {
+        esc: f"{esc}E{esc}",
+        field: f"{esc}F{esc}",
+        component: f"{esc}S{esc}",
+        repetition: f"{esc}R{esc}",
+        subcomponent: f"{esc}T{esc}",
+        "\r": f"{esc}X0D{esc}",
+        "\n": f"{esc}X0A{esc}",
+    }
+    return "".join(replacements.get(c, c) for c in text)
+
+
+def _error_segment(error: AckError, separators: str) -> str:
+    f, c = separators[0], separators[1]
+    location = ""
+    if error.segment:
+        # ERL: segment ^ sequence ^ field ^ field repetition ^ component; the repetition stays empty.
+        parts = [error.segment, str(error.sequence)]
+        if error.field:
+            parts.append(str(error.field))
+            if error.component:
+                parts += ["", str(error.component)]
+        location = c.join(parts)
+    condition = c.join(
+        [str(error.code), escape(ERROR_CONDITIONS.get(error.code, ""), separators), "HL70357"]
+    )
+    # ERR-1 (withdrawn) | ERR-2 | ERR-3 | ERR-4 | ERR-5..7 empty | ERR-8 user message
+    return f.join(
+        ["ERR", "", location, condition, error.severity, "", "", "", escape(error.text, separators)]
+    )
+
+
+def is_enhanced_mode(message_text: str | None) -> bool:
+    """True when the sender asks for an accept acknowledgment (MSH-15 valued and not ``NE``)."""
+    return _wants_accept_ack(_read_header(message_text))
+
+
+def _wants_accept_ack(header: _Header) -> bool:
+    accept = header.component(15, 1).strip().upper()
+    return bool(accept) and accept != "NE"
+
+
+def build_ack(
+    message_text: str | None,
+    code: str,
+    errors: Iterable[AckError] = (),
+    *,
+    control_id: str | None = None,
+) -> str:
+    """The ACK for ``message_text`` (which may be None or garbage), segments joined by ``\\r``.
+
+    ``code`` is ``AA``, ``AE`` or ``AR`` (original mode); it becomes ``CA/CE/CR`` when MSH-15 asks
+    for an accept acknowledgment. ``control_id`` sets the ACK's own MSH-10 (a new unique one when
+    None); MSA-2 is always the inbound MSH-10.
+    """
+    if code not in _ORIGINAL_CODES:
+        raise ValueError(f"code must be one of {_ORIGINAL_CODES}, not {code!r}")
+    errors = list(errors)
+    header = _read_header(message_text)
+    seps = header.separators
+    f, c = seps[0], seps[1]
+    event = header.component(9, 2)
+    msh = [
+        "MSH",
+        seps[1:],
+        header.get(5),
+        header.get(6),
+        header.get(3),
+        header.get(4),
+        datetime.now().astimezone().strftime("%Y%m%d%H%M%S%z"),
+        "",
+        c.join(["ACK", event, "ACK"]) if event else "ACK",
+        control_id or new_control_id(),
+        header.get(11, "P"),
+        header.get(12, DEFAULT_VERSION),
+    ]
+    charset = header.get(18)
+    if charset:
+        msh += [""] * 5 + [charset]  # MSH-13..17 empty, MSH-18
+    acknowledgment = _ENHANCED[code] if _wants_accept_ack(header) else code
+    msa = ["MSA", acknowledgment, header.get(10)]
+    if errors:
+        msa.append(escape(errors[0].text, seps))
+    segments = [f.join(msh), f.join(msa)]
+    segments += [_error_segment(error, seps) for error in errors]
+    return "\r".join(segments)

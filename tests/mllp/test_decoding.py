@@ -1,0 +1,97 @@
+"""Decoding after deframing: MSH-18, listener default and force, BOM, segment ends."""
+
+from __future__ import annotations
+
+import pytest
+
+from mllp.decoding import (
+    MissingHeader,
+    UndecodableFrame,
+    codec_for_charset,
+    decode_frame,
+    normalise_segments,
+    read_charset,
+)
+from tests.mllp.conftest import adt
+
+
+@pytest.mark.parametrize(
+    "charset, codec, family",
+    [
+        ("UNICODE UTF-8", "utf-8", "ÉLOÏSE-ÇÀÈ"),
+        ("8859/1", "iso8859-1", "ÉLOÏSE-ÇÀÈ"),
+        ("8859/15", "iso8859-15", "ŒUVRE-CÉLINE-€"),
+    ],
+)
+def test_charset_from_msh18_keeps_accented_names(charset, codec, family):
+    raw = adt(family=family, charset=charset).encode(codec)
+    decoded = decode_frame(raw, default_encoding="ascii")
+    assert decoded.encoding == codec
+    assert f"PID|1||123456^^^CHU-X&1.2.3&ISO^PI||{family}^JEAN" in decoded.text
+    assert not decoded.fallback
+
+
+def test_latin1_bytes_are_not_read_as_8859_15():
+    # 0xBC is "Œ" in 8859-15 and "¼" in 8859-1: the header decides.
+    raw = adt(family="\u0152", charset="8859/15").encode("iso8859-15")
+    assert "Œ" in decode_frame(raw).text
+    assert "¼" in decode_frame(raw.replace(b"8859/15", b"8859/1")).text
+
+
+def test_empty_msh18_is_ascii_and_falls_back_to_the_listener_default():
+    assert decode_frame(adt(charset="").encode("ascii")).encoding == "ascii"
+    raw = adt(charset="", family="GRÉGOIRE").encode("iso8859-1")
+    decoded = decode_frame(raw, default_encoding="latin-1")
+    assert (decoded.encoding, decoded.fallback) == ("iso8859-1", True)
+    assert "GRÉGOIRE" in decoded.text
+
+
+def test_unknown_charset_uses_the_default():
+    decoded = decode_frame(adt(charset="EBCDIC-ISH").encode(), default_encoding="utf-8")
+    assert (decoded.encoding, decoded.declared, decoded.fallback) == ("utf-8", "EBCDIC-ISH", True)
+
+
+def test_force_overrides_a_wrong_header():
+    raw = adt(charset="UNICODE UTF-8", family="HÉLÈNE").encode("iso8859-1")
+    with pytest.raises(UndecodableFrame):
+        decode_frame(raw)
+    assert "HÉLÈNE" in decode_frame(raw, force_encoding="latin-1").text
+
+
+def test_bom_is_stripped_and_means_utf8():
+    raw = b"\xef\xbb\xbf" + adt(charset="", family="FRANÇOIS").encode("utf-8")
+    decoded = decode_frame(raw)
+    assert decoded.text.startswith("MSH|^~\\&|GAM")
+    assert decoded.encoding == "utf-8" and "FRANÇOIS" in decoded.text
+
+
+@pytest.mark.parametrize("newline", ["\n", "\r\n", "\r"])
+def test_segment_ends_are_normalised_and_trailing_blanks_dropped(newline):
+    raw = (adt(newline=newline) + newline + "  " + newline).encode()
+    text = decode_frame(raw).text
+    assert text.split("\r")[0].startswith("MSH|")
+    assert [s[:3] for s in text.split("\r")] == ["MSH", "EVN", "PID", "PV1"]
+    assert "\n" not in text and not text.endswith("\r")
+
+
+def test_charset_is_read_from_the_bytes_with_the_message_separator():
+    raw = adt(charset="8859/15").replace("|", "#").encode("latin-1")
+    assert read_charset(raw) == "8859/15"
+    assert read_charset(adt(charset="8859/1~UNICODE UTF-8").encode()) == "8859/1"
+
+
+@pytest.mark.parametrize("raw", [b"", b"PID|1|", b"garbage\x00\xff", b"MSH", b"MSHA^~\\&|x"])
+def test_frame_without_msh_is_refused(raw):
+    with pytest.raises(MissingHeader):
+        decode_frame(raw)
+
+
+def test_codec_names():
+    assert codec_for_charset("unicode  utf-8") == "utf-8"
+    assert codec_for_charset("ISO-8859-1") == "iso8859-1"
+    assert codec_for_charset("UNICODE UTF-16") is None
+    assert codec_for_charset("nonsense") is None
+
+
+def test_normalise_segments():
+    assert normalise_segments("A\r\nB\nC\r\r \r") == "A\rB\rC"
