@@ -162,6 +162,23 @@ def decode_frame(
 
 
 def decode_leniently(raw: bytes) -> str:
-    """Best-effort text of any bytes, for reading the MSH of a frame that is answered ``AR``."""
+    """Best-effort text of any bytes (never raises): a message file, or a frame answered ``AR``.
+
+    BOM → UTF-8; else the MSH-18 charset if the bytes fit it; else UTF-8 if they are valid UTF-8;
+    else latin-1, which reads any byte.
+    """
     body, bom = _strip_preamble(raw)
-    return normalise_segments(body.decode("utf-8" if bom else "latin-1", "replace"))
+    if bom:
+        return normalise_segments(body.decode("utf-8", "replace"))
+    try:
+        declared = codec_for_charset(read_charset(body))
+    except MissingHeader:
+        declared = None
+    for codec in (declared, "utf-8"):
+        if codec is None:
+            continue
+        try:
+            return normalise_segments(body.decode(codec))
+        except UnicodeDecodeError:
+            pass
+    return normalise_segments(body.decode("latin-1"))

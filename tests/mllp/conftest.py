@@ -1,85 +1,10 @@
-"""Shared helpers for the mllp tests: message builders, a raw-bytes peer, test certificates."""
+"""Fixtures for the mllp tests: certificates made at test time."""
 
 from __future__ import annotations
 
 import datetime
-import re
 
 import pytest
-from twisted.internet import defer, protocol
-
-VT, FS, CR = b"\x0b", b"\x1c", b"\r"
-ENVELOPE_END = FS + CR
-
-
-def adt(control_id: str = "MSG0001", *, family: str = "DUPONT", given: str = "JEAN",
-        charset: str = "UNICODE UTF-8", msh15: str = "", sender: str = "GAM",
-        newline: str = "\r") -> str:
-    """A small PAM FR ADT^A01 (made up) whose PID-5 carries the names under test."""
-    segments = [
-        f"MSH|^~\\&|{sender}|CHU-X|DPI|CHU-Y|20240306111154||ADT^A01^ADT_A01|{control_id}|P|"
-        f"2.5^FRA^2.11|||{msh15}||FRA|{charset}|FR||2.11^IHE_FRANCE-2.11-PAM",
-        "EVN||20240306111154||||20240306110000",
-        f"PID|1||123456^^^CHU-X&1.2.3&ISO^PI||{family}^{given}^^^^^L||19800101|M",
-        "PV1|1|I|^^^CHU-X&1.2.3&ISO^O^^|R|||||||||||||||||V000123^^^CHU-X&1.2.3&ISO^VN",
-    ]
-    return newline.join(segments) + newline
-
-
-def framed(payload: bytes) -> bytes:
-    return VT + payload + ENVELOPE_END
-
-
-def split_frames(stream: bytes) -> list[bytes]:
-    """Reference deframer (non-incremental), to check the real one against."""
-    return [m.group(1) for m in re.finditer(rb"\x0b(.*?)\x1c\r", stream, re.DOTALL)]
-
-
-def fields(ack: str, segment: str) -> list[str]:
-    for line in ack.split("\r"):
-        if line.startswith(segment + "|"):
-            return line.split("|")
-    raise AssertionError(f"no {segment} in {ack!r}")
-
-
-def msa(ack: str) -> tuple[str, str]:
-    parts = fields(ack, "MSA")
-    return parts[1], parts[2]
-
-
-class RawPeer(protocol.Protocol):
-    """A client that writes raw bytes and collects the ACK frames it receives."""
-
-    def __init__(self) -> None:
-        self.received = b""
-        self.closed = defer.Deferred()
-        self._waiters: list[tuple[int, defer.Deferred]] = []
-
-    def dataReceived(self, data: bytes) -> None:
-        self.received += data
-        self._wake()
-
-    def frames(self) -> list[bytes]:
-        return split_frames(self.received)
-
-    def wait_frames(self, count: int, timeout: float = 10.0) -> defer.Deferred:
-        from twisted.internet import reactor
-
-        d = defer.Deferred()
-        self._waiters.append((count, d))
-        self._wake()
-        return d.addTimeout(timeout, reactor)
-
-    def _wake(self) -> None:
-        frames = self.frames()
-        for entry in list(self._waiters):
-            if len(frames) >= entry[0] and not entry[1].called:
-                self._waiters.remove(entry)
-                entry[1].callback(frames)
-
-    def connectionLost(self, reason=None) -> None:
-        if not self.closed.called:
-            self.closed.callback(reason)
 
 
 # -- certificates ------------------------------------------------------------------------------
@@ -139,3 +64,62 @@ def pki(tmp_path_factory):
     rogue_cert, _ = _certificate("rogue", rogue_key, None, None, ca=False)
     write("rogue", rogue_cert, rogue_key)
     return root
+
+
+# -- real loopback servers ---------------------------------------------------------------------
+
+
+class Loopback:
+    """Starts listeners on 127.0.0.1 port 0 and connects raw peers; cleans up after the test."""
+
+    def __init__(self) -> None:
+        self.ports = []
+        self.factories = []
+        self.peers = []
+
+    async def listen(self, factory, description: str = "tcp:0:interface=127.0.0.1") -> int:
+        from twisted.internet import reactor
+
+        from mllp.endpoints import server_endpoint
+
+        port = await server_endpoint(reactor, description).listen(factory)
+        self.ports.append(port)
+        self.factories.append(factory)
+        return port.getHost().port
+
+    async def connect(self, port: int, peer=None, description: str | None = None):
+        from twisted.internet import endpoints, reactor
+
+        from tests.mllp.support import RawPeer
+
+        peer = peer or RawPeer()
+        endpoint = endpoints.clientFromString(
+            reactor, description or f"tcp:host=127.0.0.1:port={port}:timeout=10"
+        )
+        await endpoints.connectProtocol(endpoint, peer)
+        if hasattr(peer.transport, "setTcpNoDelay"):
+            peer.transport.setTcpNoDelay(True)
+        self.peers.append(peer)
+        return peer
+
+    async def close(self) -> None:
+        from twisted.internet import defer, reactor, task
+
+        for peer in self.peers:
+            if peer.transport is not None and peer.transport.connected:
+                peer.transport.abortConnection()
+        for factory in self.factories:
+            for connection in list(factory.connections):
+                connection.transport.abortConnection()
+        await defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in self.ports])
+        await task.deferLater(reactor, 0.01, lambda: None)
+
+
+@pytest.fixture
+def loopback():
+    import pytest_twisted
+    from twisted.internet import defer
+
+    net = Loopback()
+    yield net
+    pytest_twisted.blockon(defer.ensureDeferred(net.close()))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from mllp.ack import AckError, build_ack, escape, is_enhanced_mode, new_control_id
-from tests.mllp.conftest import adt, fields, msa
+from tests.mllp.support import adt, fields, msa
 
 
 def test_original_mode_echoes_control_id_and_swaps_parties():

@@ -9,10 +9,11 @@ from mllp.decoding import (
     UndecodableFrame,
     codec_for_charset,
     decode_frame,
+    decode_leniently,
     normalise_segments,
     read_charset,
 )
-from tests.mllp.conftest import adt
+from tests.mllp.support import adt
 
 
 @pytest.mark.parametrize(
@@ -95,3 +96,17 @@ def test_codec_names():
 
 def test_normalise_segments():
     assert normalise_segments("A\r\nB\nC\r\r \r") == "A\rB\rC"
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        (adt(family="JOSÉ", charset="8859/1").encode("latin-1"), "JOSÉ"),
+        (adt(family="JOSÉ", charset="").encode("utf-8"), "JOSÉ"),
+        (adt(family="JOSÉ", charset="UNICODE UTF-8").encode("latin-1"), "JOSÉ"),
+        (b"\xef\xbb\xbf" + adt(family="JOSÉ").encode(), "JOSÉ"),
+        (b"\xff\x00garbage", "\xff\x00garbage"),
+    ],
+)
+def test_lenient_decoding_never_fails(raw, expected):
+    assert expected in decode_leniently(raw)

@@ -7,7 +7,7 @@ from hypothesis import strategies as st
 from twisted.internet.testing import StringTransport
 
 from mllp.frame import HEAD_BYTES, MLLPReceiver
-from tests.mllp.conftest import framed, split_frames
+from tests.mllp.support import framed, split_frames
 
 
 class Recorder(MLLPReceiver):
