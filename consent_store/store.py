@@ -12,7 +12,7 @@ import zlib
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from sqlalchemy import create_engine, event, func, insert, select, text, update
+from sqlalchemy import case, create_engine, event, exists, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from consent_store.tables import applied as applied_message
@@ -20,6 +20,8 @@ from consent_store.tables import (audit, audit_head, delivery, identifiers, jour
                                   patients, users)
 
 GENESIS = "0" * 64
+# event types the pipeline writes for one destination kind only: a "*" route does not take them
+INTERNAL_TYPES = frozenset({"adt.forward"})
 
 
 def _aware(dt):
@@ -28,6 +30,13 @@ def _aware(dt):
 
 def _json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def _envelope_json(env: dict) -> str:
+    """The envelope as delivered: ISO 8601 times, so receivers parse them as such."""
+    def default(o):
+        return o.isoformat() if isinstance(o, datetime) else str(o)
+    return json.dumps(env, separators=(",", ":"), default=default, ensure_ascii=False)
 
 
 def chain_hash(prev: str, at: datetime, patient_id, kind: str, payload: str) -> str:
@@ -237,13 +246,16 @@ class UnitOfWork:
 
     # --- outbox ---
     def enqueue(self, envelopes: list[dict], routes: dict, now: datetime) -> None:
-        """Write events and, for each destination that takes its type, a pending delivery."""
+        """Write events and, for each destination that takes its type, a pending delivery.
+
+        "*" takes every public type; internal types (`adt.forward`) go only where they are named.
+        """
         for env in envelopes:
             seq = self.conn.execute(insert(outbox).values(
                 event_id=env["id"], type=env["type"], patient_key=env.get("patient_key"), created_at=now,
-                envelope=_json(env))).inserted_primary_key[0]
+                envelope=_envelope_json(env))).inserted_primary_key[0]
             for dest, types in routes.items():
-                if env["type"] in types or "*" in types:
+                if env["type"] in types or ("*" in types and env["type"] not in INTERNAL_TYPES):
                     self.conn.execute(insert(delivery).values(
                         event_seq=seq, destination=dest, patient_key=env.get("patient_key"), status="pending",
                         attempts=0, next_attempt_at=now))
@@ -257,6 +269,109 @@ class UnitOfWork:
         if patient_key:
             q = q.where(outbox.c.patient_key == patient_key)
         return [json.loads(r.envelope) for r in self.conn.execute(q)]
+
+    # --- deliveries (the dispatcher and `pamgate outbox`) ---
+    def claim_deliveries(self, destination: str, owner: str, now: datetime, lease_until: datetime,
+                         limit: int) -> list[dict]:
+        """Lease the deliveries due now that head their patient's queue to `destination`.
+
+        A delivery is a head when no earlier delivery of the same patient to the same destination is still
+        pending, so a patient's later event never overtakes an earlier one. One statement claims them: on
+        PostgreSQL `FOR UPDATE SKIP LOCKED` lets several instances share the outbox; SQLite has one writer.
+        """
+        d, earlier = delivery, delivery.alias("earlier")
+        heads = (select(d.c.event_seq)
+                 .where(d.c.destination == destination, d.c.status == "pending", d.c.next_attempt_at <= now,
+                        or_(d.c.claimed_until.is_(None), d.c.claimed_until < now),
+                        ~exists().where(earlier.c.destination == d.c.destination,
+                                        earlier.c.patient_key == d.c.patient_key,
+                                        earlier.c.status == "pending",
+                                        earlier.c.event_seq < d.c.event_seq))
+                 .order_by(d.c.event_seq).limit(limit))
+        if self.is_postgres:
+            heads = heads.with_for_update(skip_locked=True, of=d)
+        claimed = [r[0] for r in self.conn.execute(
+            update(d).where(d.c.destination == destination, d.c.event_seq.in_(heads.scalar_subquery()))
+            .values(claimed_by=owner, claimed_until=lease_until).returning(d.c.event_seq))]
+        if not claimed:
+            return []
+        rows = self.conn.execute(
+            select(d.c.event_seq, d.c.attempts, outbox.c.event_id, outbox.c.type, outbox.c.envelope)
+            .join(outbox, outbox.c.seq == d.c.event_seq)
+            .where(d.c.destination == destination, d.c.event_seq.in_(claimed)).order_by(d.c.event_seq))
+        return [dict(event_seq=r.event_seq, attempts=r.attempts, event_id=r.event_id, type=r.type,
+                     envelope=json.loads(r.envelope)) for r in rows]
+
+    def finish_delivery(self, event_seq: int, destination: str, owner: str, now: datetime, *,
+                        error: str | None = None, retry_at: datetime | None = None) -> bool:
+        """Record one attempt: done (no error), pending again at `retry_at`, or dead (error, no retry_at).
+
+        Only the holder of the lease records it; a lease taken over by another instance is left alone.
+        """
+        d = delivery.c
+        values = dict(attempts=d.attempts + 1, last_attempt_at=now, claimed_by=None, claimed_until=None)
+        if error is None:
+            values.update(status="done", delivered_at=now)
+        elif retry_at is not None:
+            values.update(next_attempt_at=retry_at, last_error=error[:2000])
+        else:
+            values.update(status="dead", last_error=error[:2000])
+        return self.conn.execute(update(delivery).where(
+            d.event_seq == event_seq, d.destination == destination, d.claimed_by == owner,
+            d.status == "pending").values(**values)).rowcount == 1
+
+    def release_claims(self) -> int:
+        """Drop every lease: for a store that only one instance uses (SQLite), at its start."""
+        return self.conn.execute(update(delivery).where(delivery.c.claimed_by.is_not(None)).values(
+            claimed_by=None, claimed_until=None)).rowcount
+
+    def deliveries(self, *, status: str | None = None, event_ref: str | None = None,
+                   destination: str | None = None, limit: int | None = None) -> list[dict]:
+        """Deliveries with their event, oldest first. `event_ref` is an event id or an outbox seq."""
+        d = delivery.c
+        q = (select(d.event_seq, d.destination, d.patient_key, d.status, d.attempts, d.next_attempt_at,
+                    d.last_error, d.delivered_at, d.last_attempt_at, d.claimed_by, d.claimed_until,
+                    outbox.c.event_id, outbox.c.type, outbox.c.created_at, outbox.c.envelope)
+             .join(outbox, outbox.c.seq == d.event_seq).order_by(d.event_seq, d.destination))
+        if status:
+            q = q.where(d.status == status)
+        if destination:
+            q = q.where(d.destination == destination)
+        if event_ref is not None:
+            q = q.where(outbox.c.event_id == event_ref if not event_ref.isdigit()
+                        else or_(outbox.c.event_id == event_ref, d.event_seq == int(event_ref)))
+        if limit:
+            q = q.limit(limit)
+        out = []
+        for r in self.conn.execute(q):
+            row = dict(r._mapping)
+            row["envelope"] = json.loads(row["envelope"])
+            for k in ("next_attempt_at", "delivered_at", "last_attempt_at", "claimed_until", "created_at"):
+                row[k] = _aware(row[k])
+            out.append(row)
+        return out
+
+    def count_deliveries(self) -> dict:
+        return {r[0]: r[1] for r in self.conn.execute(
+            select(delivery.c.status, func.count()).group_by(delivery.c.status))}
+
+    def retry_deliveries(self, keys, now: datetime) -> int:
+        """Put (event_seq, destination) deliveries back in the queue, due now, with a fresh attempt count.
+
+        Dead ones are revived; pending ones are only made due now. Delivered ones are left as they are.
+        """
+        n = 0
+        for seq, dest in keys:
+            d = delivery.c
+            n += self.conn.execute(update(delivery).where(
+                d.event_seq == seq, d.destination == dest, d.status.in_(("dead", "pending"))).values(
+                status="pending", attempts=case((d.status == "dead", 0), else_=d.attempts),
+                next_attempt_at=now)).rowcount
+        return n
+
+    def retry_dead(self, now: datetime) -> int:
+        return self.conn.execute(update(delivery).where(delivery.c.status == "dead").values(
+            status="pending", attempts=0, next_attempt_at=now)).rowcount
 
     # --- professionals ---
     def last_reminded(self, user_id: str):

@@ -93,8 +93,15 @@ delivery = Table(
     Column("next_attempt_at", DateTime(timezone=True), nullable=False),
     Column("last_error", Text),
     Column("delivered_at", DateTime(timezone=True)),
+    Column("last_attempt_at", DateTime(timezone=True)),
+    # a dispatcher's lease on a row it is delivering; past claimed_until, another may take it over
+    Column("claimed_by", String(64)),
+    Column("claimed_until", DateTime(timezone=True)),
 )
 Index("ix_delivery_pending", delivery.c.destination, delivery.c.status, delivery.c.next_attempt_at)
+# the per-patient order check: "is there an earlier pending delivery of this patient to this destination?"
+Index("ix_delivery_patient_order", delivery.c.destination, delivery.c.patient_key, delivery.c.status,
+      delivery.c.event_seq)
 
 # Professionals, for the traceability reminder (every 6 months by default).
 users = Table(

@@ -11,7 +11,7 @@ from typing import Literal
 
 import isodate
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine.domain import EpisodePolicy, Period, Policy
 
@@ -107,19 +107,51 @@ class DmpConfig(Strict):
     _v = field_validator("verify_max_age")(classmethod(lambda cls, v: _duration(v)))
 
 
+EVENT_TYPES = ("consent.changed", "decision.made", "dmp.access.verify", "dmp.access.authorize",
+               "break_glass.used")
+
+
 class Destination(Strict):
-    name: str
+    """One outbound destination: its own queue, retries, backoff, timeout and dead letters."""
+    name: str = Field(min_length=1, max_length=100)
     type: Literal["http", "mllp", "file"]
-    url: str | None = None            # http
-    endpoint: str | None = None       # mllp: host:port or a Twisted client endpoint string
-    path: str | None = None           # file
+    url: str | None = None            # http: the URL each event is POSTed to
+    endpoint: str | None = None       # mllp: host:port or a Twisted client endpoint string (tcp:…, tls:…)
+    path: str | None = None           # file: JSON lines appended and fsynced
     events: list[str] = Field(default_factory=lambda: ["*"])
     forward_adt: bool = False         # mllp: forward the inbound ADT with its ZFA in the 2.11.1 layout
     timeout: float = Field(10.0, gt=0)
     max_attempts: int = Field(10, gt=0)
-    backoff: float = Field(1.0, gt=0)
+    backoff: float = Field(1.0, gt=0)       # seconds before the 2nd attempt, doubled each time after
     max_backoff: float = Field(300.0, gt=0)
+    concurrency: int = Field(8, gt=0)       # deliveries in flight at once (each to a different patient)
+    poll_interval: float = Field(0.5, gt=0)  # seconds between looks at the outbox when it is idle
     headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("events")
+    @classmethod
+    def _events(cls, v):
+        for t in v:
+            if t != "*" and t not in EVENT_TYPES:
+                raise ValueError(f"unknown event type {t!r} (known: *, {', '.join(EVENT_TYPES)})")
+        return v
+
+    @model_validator(mode="after")
+    def _shape(self):
+        need = {"http": "url", "mllp": "endpoint", "file": "path"}[self.type]
+        if not getattr(self, need):
+            raise ValueError(f"{'a' if self.type == 'file' else 'an'} {self.type} destination needs {need}")
+        if self.type == "http" and not self.url.startswith(("http://", "https://")):
+            raise ValueError(f"url must start with http:// or https:// ({self.url!r})")
+        if self.type == "mllp" and not self.forward_adt:
+            raise ValueError("an mllp destination carries the forwarded ADT (HL7 v2): set forward_adt: true")
+        if self.type != "mllp" and self.forward_adt:
+            raise ValueError("forward_adt is for mllp destinations only")
+        return self
+
+    def takes(self) -> set:
+        """The outbox types routed here: the forwarded ADT for mllp, the named events otherwise."""
+        return {"adt.forward"} if self.type == "mllp" else set(self.events)
 
 
 class ApiConfig(Strict):
@@ -178,7 +210,16 @@ class Config(Strict):
         )
 
     def routes(self) -> dict:
-        return {d.name: set(d.events) for d in self.destinations}
+        return {d.name: d.takes() for d in self.destinations}
+
+    @field_validator("destinations")
+    @classmethod
+    def _unique(cls, v):
+        names = [d.name for d in v]
+        for n in names:
+            if names.count(n) > 1:
+                raise ValueError(f"two destinations are named {n!r}")
+        return v
 
 
 def _as_timedelta(p: Period) -> timedelta:
@@ -227,5 +268,5 @@ def load(path: str | None = None, environ=None) -> Config:
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(x) for x in err["loc"])
-        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
         raise ConfigError(f"{path}: {key}: {msg}") from None

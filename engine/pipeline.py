@@ -55,6 +55,8 @@ class Pipeline:
         self.policy = policy
         self.tz = ZoneInfo(tz)
         self.routes = routes or {}
+        # an mllp destination with forward_adt takes the inbound ADT, its ZFA rewritten (engine/forward.py)
+        self.forwarding = any("adt.forward" in types for types in self.routes.values())
 
     # --- inbound messages ---------------------------------------------------------------------
 
@@ -138,15 +140,29 @@ class Pipeline:
         uow.save_patient(pid, state_to_dict(new), now)
         uow.set_identifiers(pid, new.identifiers)
         added = new.facts[len(state.facts):]
+        envelopes = self.envelopes(events, key, source)
         uow.audit(at=now, patient_id=pid, kind="message", payload={
             "event": event, "msh10": source["msh10"], "sender": source["sender"], "mapping": work.mapping,
             "selection": work.why, "created": created, **audit_extra,
             "facts": [{"item": x.item, "value": x.value, "code": x.code, "visit": x.visit,
                        "collected_at": x.collected_at} for x in added],
+            "events": _audited(envelopes),
         })
-        envelopes = self.envelopes(events, key, source)
+        if self.forwarding:
+            envelopes += self.envelopes([self._forward(work, new)], key, source)
         uow.enqueue(envelopes, self.routes, now)
         return Outcome("AA", patient_id=pid, events=envelopes)
+
+    def _forward(self, work: "MessageWork", state) -> dict:
+        """The inbound message with its ZFA in the 2.11.1 layout, from the state after it was applied."""
+        from engine.forward import forwarded_message
+        try:
+            text = forwarded_message(work.text, state, work.facts, self.policy, self.tz)
+        except Exception as e:  # noqa: BLE001 — forward it as it came rather than lose it
+            log.warning("forward.rewrite_failed", error=f"{type(e).__name__}: {e}"[:200])
+            text = work.text
+        return {"type": "adt.forward", "time": work.received_at, "episode": {"visit": work.facts.get("visit.number")},
+                "data": {"message": text, "event": work.facts.get("message.event")}}
 
     def envelopes(self, events, key, source) -> list[dict]:
         authority, ipp = key
@@ -197,9 +213,9 @@ class Pipeline:
         made = self.envelopes([{"type": "decision.made", "time": at, "episode": result["episode"],
                                 "data": {**{k: result[k] for k in ("decision", "mode", "reasons")},
                                          "request": request_view}}], key, source)
+        result["triggers"] = [{"id": t["id"], "type": t["type"], "data": t["data"]} for t in triggers]
         result["audit_id"] = uow.audit(at=now, patient_id=pid, kind="decision",
                                        payload={"request": request_view, "patient": patient, **result})
-        result["triggers"] = [{"id": t["id"], "type": t["type"], "data": t["data"]} for t in triggers]
         uow.enqueue(made + triggers, self.routes, now)
         return result
 
@@ -214,13 +230,19 @@ class Pipeline:
         if created:
             state = rules.replace(state, identifiers=(("PI", patient.get("authority"), patient["id"]),))
         source = {"api": True, "collected_by": collected_by}
+        if (collected_by or {}).get("id"):
+            # DMP/CONF.16: the logged-in user who records the consent has their DMP access checked
+            values = {**values, "professionals": [{"id": collected_by["id"], "authority": collected_by.get("authority"),
+                                                   "type": "collector"}]}
         new, events = rules.record_consent(state, values, visit, collected_at, source, self.policy)
         uow.save_patient(pid, state_to_dict(new), now)
         uow.set_identifiers(pid, new.identifiers)
-        uow.audit(at=now, patient_id=pid, kind="consent", payload={
-            "values": values, "visit": visit, "collected_at": collected_at, "collected_by": collected_by})
         key = _key_of(patient, new)
-        uow.enqueue(self.envelopes(events, key, {"msh10": None, "sender": "api"}), self.routes, now)
+        envelopes = self.envelopes(events, key, {"msh10": None, "sender": "api"})
+        uow.audit(at=now, patient_id=pid, kind="consent", payload={
+            "values": {k: v for k, v in values.items() if k != "professionals"}, "visit": visit,
+            "collected_at": collected_at, "collected_by": collected_by, "events": _audited(envelopes)})
+        uow.enqueue(envelopes, self.routes, now)
         return self.view(uow, pid, now)
 
     def record_dmp_result(self, uow, patient: dict, user: dict, transaction: str, result: str, now) -> bool:
@@ -232,10 +254,11 @@ class Pipeline:
         for e in events:
             e["data"]["user"] = {**user}
         uow.save_patient(pid, state_to_dict(new), now)
+        envelopes = self.envelopes(events, _key_of(patient, new), {"msh10": None, "sender": "api"})
         uow.audit(at=now, patient_id=pid, kind="dmp.result",
-                  payload={"user": user, "transaction": transaction, "result": result})
-        uow.enqueue(self.envelopes(events, _key_of(patient, new), {"msh10": None, "sender": "api"}),
-                    self.routes, now)
+                  payload={"user": user, "transaction": transaction, "result": result,
+                           "events": _audited(envelopes)})
+        uow.enqueue(envelopes, self.routes, now)
         return True
 
     def view(self, uow, pid: int, at: datetime) -> dict:
@@ -296,6 +319,11 @@ class MessageWork:
 
     def run(self, uow) -> Outcome:
         return self.pipeline.apply_message(uow, self)
+
+
+def _audited(envelopes) -> list[dict]:
+    """What the audit entry keeps of the events a change caused: enough to find them in the outbox."""
+    return [{"id": e["id"], "type": e["type"], "data": e["data"]} for e in envelopes]
 
 
 def _err(p) -> tuple:

@@ -360,13 +360,21 @@ def decide(state: PatientState, request: DecisionRequest, policy: Policy, now: d
     if request.mode == BREAK_GLASS:
         triggers.append({"type": "break_glass.used",
                          "data": {"user": request.user, "reason": request.reason, "visit": visit}})
-    valid = _last_result(state, request.user, "TD0.2", at)
-    if not (valid and valid.result == "VALIDE" and at - valid.at < policy.verify_max_age):
+    if not _authorized(state, request.user, at, policy):
         triggers.append({"type": "dmp.access.verify",
                          "data": {"transaction": "TD0.2", "user": {"id": request.user,
                                                                    "profession": request.profession},
                                   "cause": "consult.permitted"}})
     return Decision(PERMIT, request.mode, tuple(info), episode, tuple(triggers))
+
+
+def _authorized(state: PatientState, user: str, at: datetime, policy: Policy) -> bool:
+    """A recent proof of the user's DMP authorization: a TD0.2 VALIDE, or a TD0.3 OK that just set it
+    (DMP/CONF.16: after TD0.3 there is nothing left to verify). The latest of the two answers counts."""
+    last = max((r for r in (_last_result(state, user, "TD0.2", at), _last_result(state, user, "TD0.3", at)) if r),
+               key=lambda r: r.at, default=None)
+    return bool(last and (last.transaction, last.result) in (("TD0.2", "VALIDE"), ("TD0.3", "OK"))
+                and at - last.at < policy.verify_max_age)
 
 
 def record_break_glass(state: PatientState, request: DecisionRequest, at: datetime, visit: str | None):
