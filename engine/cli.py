@@ -22,6 +22,7 @@ def parser() -> argparse.ArgumentParser:
     r.add_argument("--config")
     r.add_argument("--expect")
     r.add_argument("--to", metavar="mllp://HOST:PORT")
+    r.add_argument("--api", metavar="http://HOST:PORT", help="with --to: the running server's HTTP API")
     r.add_argument("--junit", metavar="FILE")
     r.add_argument("--report", metavar="FILE.html")
     r.add_argument("--strict", action="store_true")

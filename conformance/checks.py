@@ -1,0 +1,157 @@
+"""The checks, as pure functions: (what was expected, what the gate answered) → a held or failed Check."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import hl7
+
+from conformance import wording
+
+HELD, FAILED, SKIPPED = "held", "failed", "skipped"
+ENHANCED = {"CA": "AA", "CE": "AE", "CR": "AR"}
+
+
+@dataclass
+class Check:
+    kind: str                  # ack, err, decision, event, structure
+    name: str                  # what is checked, in words
+    status: str                # held, failed, skipped
+    expected: str
+    actual: str
+    step: str | None = None    # the expectations file's label ("4", "CONF.06 step 4")
+    title: str | None = None
+    detail: dict = field(default_factory=dict)
+
+    @property
+    def held(self) -> bool:
+        return self.status == HELD
+
+
+@dataclass(frozen=True)
+class Ack:
+    text: str
+    code: str                  # original mode: an enhanced-mode CA/CE/CR is read as AA/AE/AR
+    sent_code: str             # as the gate sent it
+    errors: tuple              # "ZBE-4: text (code 101)"
+
+    @property
+    def error_text(self) -> str:
+        return "; ".join(self.errors)
+
+
+def read_ack(text: str) -> Ack:
+    segments = [s for s in text.replace("\n", "\r").split("\r") if s]
+    try:
+        msg = hl7.parse("\r".join(segments))
+    except Exception:  # noqa: BLE001 — the ACK itself is broken: that is the finding
+        return Ack(text, "?", "?", ("the ACK cannot be read as HL7",))
+    try:
+        sent = str(msg.extract_field("MSA", 1, 1))
+    except (KeyError, IndexError):
+        return Ack(text, "?", "?", ("the ACK has no MSA segment",))
+    errors = []
+    for seg in (s for s in msg if str(s[0]) == "ERR"):
+        def part(n, c=1):
+            try:
+                return str(seg(n)(1)(c)) if len(seg) > n else ""
+            except (IndexError, TypeError):
+                return ""
+        where = part(2, 1)
+        if part(2, 3):
+            where += f"-{part(2, 3)}"
+            if part(2, 5):
+                where += f"-{part(2, 5)}"
+        code = part(3, 1)
+        words = msg.unescape(str(seg[8])) if len(seg) > 8 and str(seg[8]) else part(3, 2)
+        errors.append(f"{where + ': ' if where else ''}{words}{f' (code {code})' if code else ''}")
+    if not errors:
+        try:
+            text3 = str(msg.extract_field("MSA", 1, 3))
+        except (KeyError, IndexError):
+            text3 = ""
+        if text3:
+            errors.append(msg.unescape(text3))
+    return Ack(text, ENHANCED.get(sent, sent), sent, tuple(errors))
+
+
+def check_ack(expected: str, ack: Ack, name: str) -> Check:
+    shown = ack.code if ack.sent_code == ack.code else f"{ack.code} (sent as {ack.sent_code})"
+    actual = wording.ack_text(ack.code) if ack.sent_code == ack.code else f"{wording.ack_text(ack.code)}, sent as {ack.sent_code}"
+    if ack.errors:
+        actual += " — " + ack.error_text
+    return Check("ack", name, HELD if ack.code == expected else FAILED, wording.ack_text(expected), actual,
+                 detail={"expected_code": expected, "code": shown})
+
+
+def check_err(fragment: str, ack: Ack, name: str) -> Check:
+    found = any(fragment.casefold() in e.casefold() for e in ack.errors)
+    return Check("err", name, HELD if found else FAILED, f"the error names “{fragment}”",
+                 ack.error_text or "no error in the ACK")
+
+
+def check_decision(expect, result: dict, name: str) -> Check:
+    got = (result.get("decision"), sorted(result.get("reasons") or []))
+    problems = []
+    if got[0] != expect.decision:
+        problems.append("decision")
+    if expect.reasons is not None and got[1] != sorted(expect.reasons):
+        problems.append("reasons")
+    triggers = sorted(t.get("type") for t in result.get("triggers") or [])
+    if expect.triggers is not None and triggers != sorted(expect.triggers):
+        problems.append("triggers")
+    exp_text = wording.decision_text(expect.action, expect.mode, expect.decision, expect.reasons or [])
+    if expect.reasons is None:
+        exp_text += " (reasons not checked)"
+    act_text = wording.decision_text(expect.action, expect.mode, got[0], result.get("reasons") or [])
+    if expect.triggers is not None:
+        exp_text += f"; triggers: {', '.join(sorted(expect.triggers)) or 'none'}"
+        act_text += f"; triggers: {', '.join(triggers) or 'none'}"
+    return Check("decision", name, FAILED if problems else HELD, exp_text, act_text, expect.step, expect.title,
+                 detail={"decision": got[0], "reasons": result.get("reasons") or [], "triggers": triggers,
+                         "expected": {"decision": expect.decision, "reasons": expect.reasons,
+                                      "triggers": expect.triggers},
+                         "codes_expected": ", ".join(expect.reasons or []) if expect.reasons is not None else None,
+                         "codes": ", ".join(result.get("reasons") or []), "wrong": problems,
+                         "reminder_due": result.get("reminder_due"), "audit_id": result.get("audit_id")})
+
+
+def matches(data: dict, wanted: dict) -> bool:
+    """Every key of `wanted` is in `data` with that value; nested dicts are matched the same way."""
+    for k, v in wanted.items():
+        if k not in data:
+            return False
+        if isinstance(v, dict) and isinstance(data[k], dict):
+            if not matches(data[k], v):
+                return False
+        elif isinstance(v, list) and isinstance(data[k], list) and v and isinstance(v[0], str):
+            if sorted(map(str, data[k])) != sorted(v):
+                return False
+        elif not (data[k] == v or not isinstance(v, (bool, type(None))) and str(data[k]) == str(v)):
+            return False
+    return True
+
+
+def check_events(expect, events: list[dict] | None, name: str) -> Check:
+    what = wording.outbox_text(expect.type)
+    if expect.data:
+        what += " with " + ", ".join(f"{k} = {v}" for k, v in _flat(expect.data))
+    exp_text = (f"exactly {expect.count} × " if expect.count is not None else "at least one ") + what
+    if events is None:
+        return Check("event", name, SKIPPED, exp_text, "not checked: the outbox cannot be read in this mode "
+                     "(give --config with the server's configuration)", expect.step, expect.title)
+    same_type = [e for e in events if e.get("type") == expect.type]
+    found = [e for e in same_type if matches(e.get("data") or {}, expect.data or {})]
+    ok = len(found) == expect.count if expect.count is not None else len(found) >= 1
+    actual = f"{len(found)} found"
+    if len(same_type) != len(found):
+        actual += f" ({len(same_type)} of that type in all)"
+    return Check("event", name, HELD if ok else FAILED, exp_text, actual, expect.step, expect.title,
+                 detail={"found": [{"type": e.get("type"), "data": e.get("data")} for e in found]})
+
+
+def _flat(d: dict, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from _flat(v, f"{prefix}{k}.")
+        else:
+            yield f"{prefix}{k}", v

@@ -1,0 +1,260 @@
+"""The two gates a replay can talk to: pamgate in this process, or a running `pamgate serve`.
+
+Both answer the same four questions — the ACK of a message, a decision, the patient's state at an instant,
+the events in the outbox — and return plain JSON values, so the checks and reports never know which one
+answered. In-process runs the code path of `serve` (decode, `message_handler`, the pipeline and the unit
+of work, the ACK builder) on a temporary SQLite file, with no socket; only the group commit's batching is
+replaced by one transaction per operation, on this thread.
+"""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import socket
+import tempfile
+import urllib.error
+import urllib.parse
+import urllib.request
+from datetime import datetime
+
+from twisted.python.failure import Failure
+
+from engine.commands import CommandError
+from engine.pipeline import now_utc, patient_key
+
+
+def plain(value):
+    """The JSON form of a value, as the HTTP API sends it (datetimes as ISO 8601 text)."""
+    from engine.api import to_json
+    return json.loads(to_json(value))
+
+
+def key_of(patient: dict) -> str:
+    return patient_key(patient.get("authority"), patient.get("id"))
+
+
+# --- in-process --------------------------------------------------------------------------------
+
+class InlineCommit:
+    """The group commit's contract (`submit(work, keys) -> Deferred`), run at once: one transaction each."""
+
+    def __init__(self, store):
+        self.store = store
+
+    def submit(self, work, keys=()):
+        from twisted.internet import defer
+        try:
+            with self.store.transaction() as uow:
+                uow.lock_keys(keys)
+                with uow.savepoint():
+                    result = work(uow)
+        except Exception:  # noqa: BLE001 — handed on as the group commit does, as a failed Deferred
+            return defer.fail(Failure())
+        return defer.succeed(result)
+
+
+def _now(d):
+    """The result of a Deferred that has already fired."""
+    box = []
+    d.addBoth(box.append)
+    if not box:
+        raise RuntimeError("the operation did not complete synchronously")
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]
+
+
+class InProcessGate:
+    mode = "in-process"
+    reads_events = True
+
+    def __init__(self, cfg):
+        self.cfg = cfg
+        self.where = "in-process, into a fresh temporary store"
+        self._dir = tempfile.mkdtemp(prefix="pamgate-replay-")
+        self._stores = 0
+        self.store = None
+        from engine.serve import build_pipeline
+        try:
+            self.pipeline = build_pipeline(cfg)
+        except Exception as e:  # noqa: BLE001 — a mapping or matrix that cannot load: one line
+            raise CommandError(f"cannot load the mappings: {str(e).splitlines()[0]}") from None
+        self.fresh()
+
+    def fresh(self) -> None:
+        """A new, empty store (a replay's start, or each file of an isolated replay)."""
+        from engine.serve import message_handler, open_store
+        if self.store is not None:
+            self.store.dispose()
+        self._stores += 1
+        cfg = self.cfg.model_copy(deep=True)
+        cfg.store.url = f"sqlite:///{self._dir}/replay-{self._stores}.db"
+        cfg.store.auto_upgrade = True
+        self.store = open_store(cfg)
+        self.commit = InlineCommit(self.store)
+        self.handler = message_handler(self.pipeline, self.commit)
+
+    def send(self, message) -> str:
+        from mllp.ack import AckError, build_ack
+        from mllp.decoding import UndecodableFrame, codec_for_charset, decode_frame, decode_leniently
+        from mllp.frame import InboundFrame
+        from mllp.listener import STORE_UNAVAILABLE
+        raw, _ = message.wire_bytes()
+        raw = raw.rstrip(b"\r")
+        listener = self.cfg.listeners.mllp[0] if self.cfg.listeners.mllp else None
+        default = listener.default_encoding if listener else "8859/1"
+        force = listener.force_encoding if listener else None
+        try:   # the configuration names HL7 character sets (8859/1) or Python codecs
+            decoded = decode_frame(raw, default_encoding=codec_for_charset(default) or default,
+                                   force_encoding=force and (codec_for_charset(force) or force))
+        except UndecodableFrame as e:      # the listener answers these itself
+            segment, sequence, field = e.location
+            return build_ack(decode_leniently(raw), "AR", [AckError(segment, sequence, field, None, e.code, "E",
+                                                                    str(e))])
+        frame = InboundFrame(raw=raw, text=decoded.text, encoding=decoded.encoding, peer="replay",
+                             listener="in-process")
+        try:
+            return _now(self.handler(frame))
+        except Exception:  # noqa: BLE001 — as the listener does: the store failed, answer AE
+            return build_ack(frame.text, "AE", [STORE_UNAVAILABLE])
+
+    def decide(self, patient: dict, request) -> dict:
+        result = _now(self.commit.submit(lambda uow: self.pipeline.decide(uow, patient, request, now_utc()),
+                                         [key_of(patient)]))
+        return plain(result)
+
+    def state(self, patient: dict, at: datetime) -> dict | None:
+        def read(uow):
+            pid = self.pipeline.find(uow, patient)
+            return None if pid is None else self.pipeline.view(uow, pid, at)
+        return plain(_now(self.commit.submit(read)))
+
+    def events(self, key: str) -> list[dict]:
+        return plain(_now(self.commit.submit(lambda uow: uow.outbox_events(key, limit=10**9))))
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.dispose()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+# --- a running server --------------------------------------------------------------------------
+
+TO = re.compile(r"^mllp://(\[[^\]]+\]|[^:/]+):(\d+)/?$")
+
+
+def api_from_config(cfg) -> str | None:
+    """The API's base URL, where the configuration's `listeners.http` names a fixed port."""
+    m = re.match(r"^(tcp|ssl):(\d+)(.*)$", cfg.listeners.http)
+    if not m or m.group(2) == "0":
+        return None
+    host = re.search(r"interface=([^:]+)", m.group(3))
+    scheme = "https" if m.group(1) == "ssl" else "http"
+    return f"{scheme}://{host.group(1) if host else '127.0.0.1'}:{m.group(2)}"
+
+
+class RemoteGate:
+    mode = "mllp"
+
+    def __init__(self, to: str, api: str | None, cfg, store_readable: bool):
+        from mllp.client import BlockingMLLPClient
+        m = TO.match(to)
+        if not m:
+            raise CommandError(f"--to {to}: expected mllp://HOST:PORT")
+        self.host, self.port = m.group(1).strip("[]"), int(m.group(2))
+        self.to = to
+        self.api = (api or api_from_config(cfg) or "").rstrip("/") or None
+        if api and not re.match(r"^https?://[^/]+", api):
+            raise CommandError(f"--api {api}: expected http://HOST:PORT")
+        self.token = cfg.api.token
+        self.where = f"over MLLP to {to}" + (f", decisions through {self.api}" if self.api else "")
+        self.client = BlockingMLLPClient(self.host, self.port, timeout=60)
+        try:
+            self.client.connect()
+        except OSError as e:
+            raise CommandError(f"--to {to}: cannot connect: {e.strerror or e}") from None
+        self.sent = 0
+        # The outbox is read from the server's own store, where --config names it (read only).
+        self.store = None
+        if store_readable:
+            from engine.serve import open_store
+            c = cfg.model_copy(deep=True)
+            c.store.auto_upgrade = False
+            try:
+                self.store = open_store(c)
+                self.store.ping()
+            except Exception as e:  # noqa: BLE001
+                raise CommandError(f"cannot read the server's store ({c.store.url}): "
+                                   f"{str(e).splitlines()[0]}") from None
+        self.reads_events = self.store is not None
+
+    def fresh(self) -> None:
+        raise CommandError("isolation: file replays each file into a fresh store, which only an in-process "
+                           "replay can do: leave out --to")
+
+    def send(self, message) -> str:
+        from mllp.client import MLLPError, decode_ack
+        raw, codec = message.wire_bytes()
+        try:
+            ack = decode_ack(self.client.send_bytes(raw), codec)
+        except (OSError, MLLPError) as e:
+            raise CommandError(f"--to {self.to}: no ACK for message {message.position} ({message.label}) after "
+                               f"{self.sent} acknowledged: {getattr(e, 'strerror', None) or e}") from None
+        self.sent += 1
+        return ack
+
+    def _http(self, method: str, path: str, body=None):
+        if not self.api:
+            raise CommandError("asking the gate needs its HTTP API: give --api http://HOST:PORT")
+        req = urllib.request.Request(self.api + path, method=method,
+                                     data=None if body is None else json.dumps(body).encode())
+        req.add_header("content-type", "application/json")
+        if self.token:
+            req.add_header("authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return r.status, json.loads(r.read() or b"null")
+        except urllib.error.HTTPError as e:
+            try:
+                return e.code, json.loads(e.read() or b"null")
+            except ValueError:
+                return e.code, None
+        except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
+            raise CommandError(f"--api {self.api}: {getattr(e, 'reason', e)}") from None
+
+    def decide(self, patient: dict, request) -> dict:
+        user = {"id": request.user}
+        if request.profession:
+            user["profession"] = request.profession
+        if request.specialty:
+            user["specialty"] = request.specialty
+        body = {"patient": patient, "action": request.action, "user": user, "mode": request.mode,
+                "at": request.at.isoformat()}
+        for k in ("visit", "reason", "category"):
+            if getattr(request, k):
+                body[k] = getattr(request, k)
+        status, answer = self._http("POST", "/v1/decisions", body)
+        if status != 200:
+            raise CommandError(f"--api {self.api}: POST /v1/decisions answered {status}: {answer}")
+        return answer
+
+    def state(self, patient: dict, at: datetime) -> dict | None:
+        if not self.api or not patient.get("id"):
+            return None
+        q = urllib.parse.quote
+        status, answer = self._http(
+            "GET", f"/v1/patients/{q(patient.get('authority') or '', safe='')}/{q(patient['id'], safe='')}"
+                   f"/consent?at={q(at.isoformat())}")
+        return answer if status == 200 else None
+
+    def events(self, key: str) -> list[dict] | None:
+        if self.store is None:
+            return None
+        with self.store.transaction() as uow:
+            return plain(uow.outbox_events(key, limit=10**9))
+
+    def close(self) -> None:
+        self.client.close()
+        if self.store is not None:
+            self.store.dispose()
