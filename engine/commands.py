@@ -64,7 +64,7 @@ def mappings_check(args) -> int:
     files = args.files
     if not files:
         cfg = configuration.load(args.config)
-        files = cfg.mappings.all_paths() + [cfg.habilitation_file()]
+        files = [str(configuration.SHIPPED_MAPPINGS)] + cfg.mappings.paths + [cfg.habilitation_file()]
     problems = check_files(files)
     for line in problems:
         print(line, file=sys.stderr)

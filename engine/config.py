@@ -71,17 +71,18 @@ class Limits(Strict):
 
 
 class SenderRule(Strict):
+    """Which mapping a sender gets (mappings/README.md, "Selection"), with policy overrides."""
     application: str | None = None
     facility: str | None = None
+    version: str | None = None
+    profile: str | None = None
     mapping: str
+    policy: dict = Field(default_factory=dict)
 
 
 class MappingsConfig(Strict):
     paths: list[str] = Field(default_factory=list)   # added after the shipped mappings, so they override
     senders: list[SenderRule] = Field(default_factory=list)
-
-    def all_paths(self) -> list[str]:
-        return [str(SHIPPED_MAPPINGS)] + self.paths
 
 
 class EpisodeConfig(Strict):

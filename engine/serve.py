@@ -38,8 +38,12 @@ def open_store(cfg):
 def build_pipeline(cfg) -> Pipeline:
     import mappings
     from mappings import habilitation
-    mapping_set = mappings.load(cfg.mappings.all_paths(), senders=[s.model_dump() for s in cfg.mappings.senders])
-    matrix = habilitation.load(cfg.habilitation_file())
+    senders = [s.model_dump(exclude_none=True) for s in cfg.mappings.senders] or None
+    try:
+        mapping_set = mappings.load(cfg.mappings.paths, senders=senders)
+        matrix = habilitation.load(cfg.habilitation_file())
+    except (mappings.MappingFileError, OSError, ValueError) as e:
+        raise StartError(str(e).splitlines()[0]) from None
     return Pipeline(mapping_set, cfg.policy(matrix), tz=cfg.timezone, routes=cfg.routes())
 
 
@@ -57,7 +61,7 @@ def message_handler(pipeline, committer):
             metrics.messages.labels(work.header.get("event") or "?", outcome.code).inc()
             metrics.ack_latency.observe(time.perf_counter() - started)
             if outcome.code != "AA":
-                log.info("message.refused", ack=outcome.code, event=work.header.get("event"),
+                log.info("message.refused", ack=outcome.code, hl7_event=work.header.get("event"),
                          sender=work.sender, errors=[e[5] for e in outcome.errors])
             return build_ack(frame.text, outcome.code, errors)
         return committer.submit(work.run, work.keys()).addCallback(ack)
@@ -70,6 +74,7 @@ def serve(config_path: str | None) -> int:
 
     from engine.api import Api, site
     from engine.commit import GroupCommit
+    from mllp.decoding import codec_for_charset
     from mllp.listener import ListenerSettings, MLLPServerFactory
 
     cfg = configuration.load(config_path)
@@ -98,8 +103,11 @@ def serve(config_path: str | None) -> int:
             factory = MLLPServerFactory(handler, settings=ListenerSettings(
                 name=listener.endpoint, max_frame_bytes=cfg.limits.max_frame_bytes,
                 idle_timeout=cfg.limits.idle_timeout, frame_timeout=cfg.limits.frame_timeout,
-                max_connections=cfg.limits.max_connections, default_encoding=listener.default_encoding,
-                force_encoding=listener.force_encoding))
+                max_connections=cfg.limits.max_connections,
+                # the configuration names MSH-18 character sets (8859/1); the listener takes codecs
+                default_encoding=codec_for_charset(listener.default_encoding) or listener.default_encoding,
+                force_encoding=listener.force_encoding and (
+                    codec_for_charset(listener.force_encoding) or listener.force_encoding)))
             factories.append(factory)
             serverFromString(reactor, listener.endpoint).listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))

@@ -1,6 +1,14 @@
 """DMP/CONF.06, all 15 steps, end to end: ADT over a real MLLP socket, decisions over HTTP."""
+from datetime import datetime, timedelta
+
 from tests.builders import adt, zfa_2111
 from tests.serving import ack_code
+
+BASE = datetime.now() - timedelta(hours=3)   # recent: a consent lasts 6 months from its collection
+
+
+def ts(minutes: int) -> str:
+    return (BASE + timedelta(minutes=minutes)).strftime("%Y%m%d%H%M%S")
 
 P = {"id": "100001", "authority": "HOSP-T"}
 
@@ -15,27 +23,27 @@ def test_conf06_end_to_end(server):
         return d["decision"], d["reasons"]
 
     # 1–3: nothing collected
-    assert ack_code(server.send(adt("A01", zfa=zfa_2111("NA", "NA", "20250106090000")))) == "AA"
+    assert ack_code(server.send(adt("A01", zfa=zfa_2111("NA", "NA", ts(0)), when=ts(0)))) == "AA"
     assert step("consult") == ("deny", ["consent.not_collected"])
     assert step("consult") == ("deny", ["consent.not_collected"])
     assert step("feed") == ("permit", [])
     # 4–6: consent recorded (a Z99 updating the admission, carrying the new ZFA)
-    upd = adt("Z99", zfa=zfa_2111("NA", "IC", "20250106091000"), zbe_action="UPDATE", original="A01",
-              when="20250106091000")
+    upd = adt("Z99", zfa=zfa_2111("NA", "IC", ts(10)), zbe_action="UPDATE", original="A01",
+              when=ts(10))
     assert ack_code(server.send(upd)) == "AA"
     assert step("consult") == ("permit", [])
     assert step("consult") == ("permit", [])
     assert step("feed") == ("permit", [])
     # 7–9: refusal of consent
-    upd = adt("Z99", zfa=zfa_2111("NA", "INC", "20250106092000"), zbe_action="UPDATE", original="A01",
-              when="20250106092000")
+    upd = adt("Z99", zfa=zfa_2111("NA", "INC", ts(20)), zbe_action="UPDATE", original="A01",
+              when=ts(20))
     assert ack_code(server.send(upd)) == "AA"
     assert step("consult") == ("deny", ["consent.refused"])
     assert step("consult") == ("deny", ["consent.refused"])
     assert step("feed") == ("permit", [])
     # 10–12: opposition to feeding
-    upd = adt("Z99", zfa=zfa_2111("IO", "NA", "20250106093000"), zbe_action="UPDATE", original="A01",
-              when="20250106093000")
+    upd = adt("Z99", zfa=zfa_2111("IO", "NA", ts(30)), zbe_action="UPDATE", original="A01",
+              when=ts(30))
     assert ack_code(server.send(upd)) == "AA"
     assert step("consult") == ("deny", ["consent.refused"])
     assert step("feed") == ("deny", ["feed.opposed"])

@@ -1,0 +1,20 @@
+"""Where the shared real-message samples are, or a clear skip."""
+from pathlib import Path
+
+import pytest
+
+SAMPLES = Path(__file__).resolve().parent.parent.parent / "shared" / "samples"
+
+
+def sample_dir(name: str) -> Path:
+    d = SAMPLES / name
+    if not d.is_dir():
+        pytest.skip(f"{d} is absent: the shared samples are not beside this checkout")
+    return d
+
+
+def read_sample(path: Path) -> str:
+    """The file's message, segments joined by CR (the ANS files use LF)."""
+    raw = path.read_bytes()
+    text = raw.decode("utf-8") if b"UNICODE UTF-8" in raw else raw.decode("latin-1")
+    return "\r".join(line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip())
