@@ -90,35 +90,61 @@ def new_control_id() -> str:
 @dataclass(frozen=True, slots=True)
 class _Header:
     separators: str  # field, component, repetition, escape, subcomponent
-    fields: dict[int, str]  # MSH-n → raw value, n ≥ 3
+    fields: list[str]  # fields[n - 1] is MSH-n, for n ≥ 3
 
     def get(self, n: int, default: str = "") -> str:
-        return self.fields.get(n) or default
+        return (self.fields[n - 1] if n - 1 < len(self.fields) else "") or default
 
     def component(self, n: int, index: int) -> str:
         parts = self.get(n).split(self.separators[1])
         return parts[index - 1] if len(parts) >= index else ""
 
 
+_NO_HEADER = _Header(DEFAULT_SEPARATORS, [])
+
+
 def _usable_separators(separator: str, encoding: str) -> str | None:
     chosen = separator + encoding[:4] + DEFAULT_SEPARATORS[1 + len(encoding[:4]) :]
-    if any(ch.isalnum() or ch.isspace() for ch in chosen) or len(set(chosen)) != 5:
+    if len(set(chosen)) != 5 or any(ch.isalnum() or ch.isspace() for ch in chosen):
         return None
     return chosen
 
 
+def _header_from_segment(segment: str) -> _Header | None:
+    segment = segment.lstrip("\ufeff \t\x00\x0b")
+    if not segment.startswith("MSH") or len(segment) < 4:
+        return None
+    fields = segment.split(segment[3])
+    separators = _usable_separators(segment[3], fields[1] if len(fields) > 1 else "")
+    return _Header(separators, fields) if separators is not None else None
+
+
 def _read_header(message_text: str | None) -> _Header:
     """The inbound MSH, as leniently as possible; empty (defaults) when there is none."""
-    if message_text:
-        for segment in message_text.replace("\n", "\r").split("\r"):
-            segment = segment.lstrip("\ufeff \t\x00\x0b")
-            if not segment.startswith("MSH") or len(segment) < 4:
-                continue
-            fields = segment.split(segment[3])
-            separators = _usable_separators(segment[3], fields[1] if len(fields) > 1 else "")
-            if separators is not None:
-                return _Header(separators, {n: fields[n - 1] for n in range(3, len(fields) + 1)})
-    return _Header(DEFAULT_SEPARATORS, {})
+    if not message_text:
+        return _NO_HEADER
+    if message_text.startswith("MSH"):  # the usual case: read the first segment only
+        end = message_text.find("\r")
+        header = _header_from_segment(message_text if end < 0 else message_text[:end])
+        if header is not None and "\n" not in header.fields[-1]:
+            return header
+    for segment in message_text.replace("\n", "\r").split("\r"):
+        header = _header_from_segment(segment)
+        if header is not None:
+            return header
+    return _NO_HEADER
+
+
+_last_stamp: tuple[int, str] = (0, "")
+
+
+def _timestamp() -> str:
+    """MSH-7, local time with its offset; computed once per second (strftime is not free)."""
+    global _last_stamp
+    second = int(time.time())
+    if _last_stamp[0] != second:
+        _last_stamp = (second, datetime.fromtimestamp(second).astimezone().strftime("%Y%m%d%H%M%S%z"))
+    return _last_stamp[1]
 
 
 def escape(text: str, separators: str = DEFAULT_SEPARATORS) -> str:
@@ -197,7 +223,7 @@ def build_ack(
         header.get(6),
         header.get(3),
         header.get(4),
-        datetime.now().astimezone().strftime("%Y%m%d%H%M%S%z"),
+        _timestamp(),
         "",
         c.join(["ACK", event, "ACK"]) if event else "ACK",
         control_id or new_control_id(),

@@ -173,24 +173,25 @@ class MLLPServerProtocol(MLLPReceiver):
         answer = self._enqueue()
         self.factory.inFlight += 1
         d = defer.maybeDeferred(self.factory.handler, inbound)
-        d.addCallback(self._checkAck)
-        d.addErrback(self._handlerFailed, inbound)
-        d.addCallback(self._answer, answer, inbound.encoding)
+        d.addCallbacks(self._handlerAnswered, self._handlerFailed,
+                       callbackArgs=(answer, inbound), errbackArgs=(answer, inbound))
         d.addErrback(self._answerFailed, answer)
         d.addBoth(self.factory._frameDone)
 
     # -- answers -------------------------------------------------------------------------------
 
-    def _checkAck(self, ack) -> str:
+    def _handlerAnswered(self, ack, answer: _Answer, inbound: InboundFrame) -> None:
         if not isinstance(ack, str):
-            raise TypeError(f"the handler returned {type(ack).__name__}, not the ACK text")
-        return ack
+            log.error("mllp.handler_answer_invalid", listener=self.settings.name, peer=self.peer,
+                      type=type(ack).__name__)
+            ack = build_ack(inbound.text, "AE", [STORE_UNAVAILABLE])
+        self._answer(ack, answer, inbound.encoding)
 
-    def _handlerFailed(self, failure: Failure, inbound: InboundFrame) -> str:
+    def _handlerFailed(self, failure: Failure, answer: _Answer, inbound: InboundFrame) -> None:
         log.error("mllp.handler_failed", listener=self.settings.name, peer=self.peer,
                   size=len(inbound.raw), error=failure.type.__name__)
         log.debug("mllp.handler_failure_detail", failure=failure.getTraceback())
-        return build_ack(inbound.text, "AE", [STORE_UNAVAILABLE])
+        self._answer(build_ack(inbound.text, "AE", [STORE_UNAVAILABLE]), answer, inbound.encoding)
 
     def _answerFailed(self, failure: Failure, answer: _Answer) -> None:
         # A bug of ours; still answer, or every later ACK of this connection would wait forever.

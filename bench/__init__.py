@@ -1,0 +1,1 @@
+"""Benchmarks; messages.py is importable as bench.messages."""
