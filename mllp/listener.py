@@ -13,7 +13,8 @@ Behaviour at the edges (the choices, written down once):
   owed the clock does not run: the wait is ours, not the peer's.
 * ``frame_timeout``: a frame must be complete within this many seconds of its start byte; otherwise
   the connection is closed (the partial frame is dropped and logged, its sender will resend it).
-* ``max_connections``: a connection past the limit is closed at once, before any byte is read.
+* ``max_connections``: a connection past the limit is closed at once (aborted), before any byte is
+  read, and logged. So is any connection made while draining.
 * Back-pressure: past ``max_pending`` unanswered frames on one connection, reading pauses until
   ACKs go out.
 * ACKs are encoded in the frame's encoding (characters it cannot carry become ``?``), and sent with
@@ -28,7 +29,7 @@ from dataclasses import dataclass
 
 import structlog
 from twisted.internet import defer
-from twisted.internet.protocol import Factory
+from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
 
 from mllp.ack import AckError, build_ack
@@ -307,6 +308,17 @@ class MLLPServerProtocol(MLLPReceiver):
         self._cancelTimer()
 
 
+class _Refused(Protocol):
+    """Closes a connection the listener will not serve (limit reached, or shutting down).
+
+    A protocol rather than ``buildProtocol`` returning None, which TLS wrapping does not support.
+    Aborted rather than closed: a TLS close would first wait for a handshake the peer may never do.
+    """
+
+    def connectionMade(self) -> None:
+        self.transport.abortConnection()
+
+
 class MLLPServerFactory(Factory):
     """Serves MLLP on any Twisted stream endpoint; ``handler(InboundFrame) -> Deferred[str]``."""
 
@@ -329,11 +341,11 @@ class MLLPServerFactory(Factory):
         if not self.accepting:
             log.info("mllp.connection_refused", listener=self.settings.name, peer=peer,
                      reason="draining")
-            return None
+            return _Refused()
         if len(self.connections) >= self.settings.max_connections:
             log.warning("mllp.connection_refused", listener=self.settings.name, peer=peer,
                         reason="max_connections", limit=self.settings.max_connections)
-            return None  # Twisted closes the connection at once
+            return _Refused()
         return self.protocol(self, peer)
 
     def _frameDone(self, _=None) -> None:

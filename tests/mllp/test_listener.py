@@ -9,7 +9,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import StringTransport
 
 from mllp.ack import build_ack
-from mllp.listener import ListenerSettings, MLLPServerFactory
+from mllp.listener import ListenerSettings, MLLPServerFactory, MLLPServerProtocol
 from tests.mllp.support import adt, fields, framed, msa, split_frames
 
 
@@ -152,11 +152,18 @@ def test_mid_frame_timeout_closes_even_if_bytes_trickle_in():
     assert transport.disconnecting
 
 
+def refused(factory) -> bool:
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    return transport.disconnecting and not isinstance(proto, MLLPServerProtocol)
+
+
 def test_max_connections_refuses_the_extra_one():
     factory, first, *_ = serve(max_connections=1)
-    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is None
+    assert refused(factory)
     first.connectionLost(None)
-    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1)) is not None
+    assert not refused(factory)
 
 
 def test_back_pressure_pauses_reading_until_acks_go_out():
@@ -181,7 +188,7 @@ def test_drain_waits_for_in_flight_acks_then_closes():
     drained = factory.drain(timeout=10)
     proto.dataReceived(framed(adt("D2").encode()))  # read after the drain began: not taken
     assert not drained.called and len(handler.frames) == 2
-    assert factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 9)) is None
+    assert refused(factory)
     handler.ack(1)
     assert not drained.called
     handler.ack(0)

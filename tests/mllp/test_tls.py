@@ -15,9 +15,9 @@ from mllp.listener import ListenerSettings, MLLPServerFactory
 from tests.mllp.support import adt, msa
 
 
-def listener():
+def listener(**settings):
     return MLLPServerFactory(lambda frame: defer.succeed(build_ack(frame.text, "AA")),
-                             settings=ListenerSettings(name="tls"))
+                             settings=ListenerSettings(name="tls", **settings))
 
 
 def server_string(pki, mutual: bool) -> str:
@@ -50,6 +50,19 @@ async def test_mutual_tls_refuses_other_clients(loopback, pki, cert, alert):
     port = await loopback.listen(listener(), server_string(pki, mutual=True))
     with pytest.raises(MLLPError, match=alert):
         await send(client(pki, port, cert), adt("MTLS2"), timeout=10)
+
+
+@pytest_twisted.ensureDeferred
+async def test_connection_past_the_limit_is_refused_under_tls_too(loopback, pki):
+    from mllp.client import MLLPClientProtocol
+
+    port = await loopback.listen(listener(max_connections=1), server_string(pki, mutual=False))
+    first = MLLPClientProtocol(timeout=10)
+    await endpoints.connectProtocol(client(pki, port), first)
+    assert msa(await first.send(adt("L1")))[0] == "AA"
+    with pytest.raises(MLLPError):
+        await send(client(pki, port), adt("L2"), timeout=10)
+    first.transport.loseConnection()
 
 
 @pytest_twisted.ensureDeferred
