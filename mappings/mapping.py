@@ -99,6 +99,15 @@ class FactRule:
     only_with: str | None
     items: tuple | None          # ((key, component, subcomponent), ...) for records
     delete_ignores_when: bool
+    path: Path = None            # the first path
+    plain: bool = False          # a text copied as is: the fast path of `extract`
+    header: bool = False         # a message.* fact, still extracted when the message is rejected
+
+    def __post_init__(self):
+        object.__setattr__(self, "path", self.paths[0] if self.paths else None)
+        object.__setattr__(self, "plain", self.type == "str" and self.codes is None and not self.when
+                           and self.default is None and self.required is None and self.items is None)
+        object.__setattr__(self, "header", self.name.startswith("message."))
 
     @property
     def path_text(self) -> str:
@@ -106,6 +115,7 @@ class FactRule:
 
 
 _YN = {"Y": True, "N": False}
+_PLAIN, _TYPED, _SLOW, _LIST = "plain", "typed", "slow", "list"   # kinds of the extraction plan
 
 
 @dataclass
@@ -129,32 +139,122 @@ class Mapping:
 
     # -- the one hot function --
 
+    def __post_init__(self):
+        # The hot loop reads plain tuples, not attributes: (rule, name, path text, segment, memo key,
+        # field, component index, subcomponent index, kind). Dependent facts (`only_with`) run after the others.
+        def plan(rules):
+            out = []
+            for r in rules:
+                p = r.path
+                kind = (_LIST if r.type == "list" else _SLOW if not p.simple or r.when or r.default is not None
+                        else _PLAIN if r.plain else _TYPED)
+                out.append((r, r.name, p.text, p.segment, f"{p.segment}.{p.field}", p.field,
+                            (p.component or 1) - 1, (p.sub or 1) - 1, kind))
+            return tuple(out)
+        self._plan = plan(r for r in self.facts if r.only_with is None)
+        self._dependent = plan(r for r in self.facts if r.only_with is not None)
+        self._header = tuple(r for r in self.facts if r.header)
+
     def extract(self, message: Message | str) -> Extraction:
         msg = Message.parse(message) if isinstance(message, str) else message
         ex = Extraction()
         event = msg.get("MSH-9-2")
         ex.rejection = self._rejection(msg.get("MSH-9-1"), event)
-        if ex.rejection is None:
-            for seg, req in self.segments:
-                if seg not in msg.segments and req.applies(msg, event):
-                    ex.problems.append(Problem(seg, 1, None, None, SEGMENT_SEQUENCE_ERROR,
-                                               f"segment {seg} is required on {event} and is missing"))
-        for rule in self.facts:
-            if ex.rejection is not None and not rule.name.startswith("message."):
-                continue
-            if rule.only_with is not None and rule.only_with not in ex.facts:
-                continue
-            if rule.type == "list":
-                self._list_fact(rule, msg, event, ex)
-            else:
-                self._fact(rule, msg, event, ex)
-        if ex.rejection is None:
-            for path, reason in self.forbidden:
-                seq, raw = msg.locate(path)
-                if raw is not None:
-                    ex.problems.append(_problem(path, seq, DATA_TYPE_ERROR,
-                                                f"{path.text} must be empty ({reason}); it holds {raw!r}"))
+        if ex.rejection is not None:
+            for rule in self._header:          # enough to log and journal the rejected message
+                seq, raw = msg.locate(rule.path)
+                self._fact(rule, msg, event, ex, seq, raw)
+            return ex
+        segments = msg.segments
+        missing = set()          # segments already reported missing: their fields are not reported again
+        for seg, req in self.segments:
+            if seg not in segments and req.applies(msg, event):
+                missing.add(seg)
+                ex.problems.append(Problem(seg, 1, None, None, SEGMENT_SEQUENCE_ERROR,
+                                           f"segment {seg} is required on {event} and is missing"))
+        self._run(self._plan, msg, event, ex, missing)
+        facts = ex.facts
+        self._run(tuple(x for x in self._dependent if x[0].only_with in facts), msg, event, ex, missing)
+        for path, reason in self.forbidden:
+            seq, raw = msg.locate(path)
+            if raw is not None:
+                ex.problems.append(_problem(path, seq, DATA_TYPE_ERROR,
+                                            f"{path.text} must be empty ({reason}); it holds {raw!r}"))
         return ex
+
+    def _run(self, plan: tuple, msg: Message, event, ex: Extraction, missing: set) -> None:
+        facts, trace = ex.facts, ex.trace
+        ss, es = msg.ss, msg.es
+        components = msg.first_components
+        memo = msg._memo
+        new_fact = tuple.__new__        # Fact is a NamedTuple: build it without the Python-level __new__
+        for rule, name, ptext, seg, key, fld, ci, si, kind in plan:
+            if kind is _SLOW or kind is _LIST:
+                if seg not in msg.segments:
+                    self._absent(rule, msg, event, ex, missing)
+                elif kind is _LIST:
+                    self._list_fact(rule, msg, event, ex)
+                else:
+                    seq, raw = msg.locate(rule.path)
+                    self._fact(rule, msg, event, ex, seq, raw)
+                continue
+            comps = memo.get(key) or components(seg, fld, key)
+            if comps is None:
+                self._absent(rule, msg, event, ex, missing)
+                continue
+            raw = comps[ci] if ci < len(comps) else ""
+            if ss in raw:
+                subs = raw.split(ss)
+                raw = subs[si] if si < len(subs) else ""
+            elif si:
+                raw = ""
+            if kind is _PLAIN:
+                if raw:
+                    value = raw if es not in raw or raw == DELETE else msg.unescape(raw)
+                    facts[name] = value
+                    trace.append(new_fact(Fact, (name, ptext, raw, value)))
+                continue
+            if not raw or raw == DELETE:
+                self._fact(rule, msg, event, ex, 1, raw or None)    # required, explicit null: the rare cases
+                continue
+            text = raw if es not in raw else msg.unescape(raw)
+            codes = rule.codes
+            if codes is not None:
+                if text not in codes:
+                    ex.problems.append(_problem(rule.path, 1, TABLE_VALUE_NOT_FOUND,
+                                                f"{_what(rule.path, rule)}: code {text!r} is not one of "
+                                                f"{', '.join(codes)} (mapping {self.name})"))
+                    continue
+                value = codes[text]
+                if value is None:
+                    ex.ignored.append(new_fact(Fact, (name, rule.path.text, raw,
+                                                      "not collected (code maps to no fact)")))
+                    continue
+            elif rule.type == "ts":
+                try:
+                    value = parse_ts(text)
+                except TsError as e:
+                    ex.problems.append(_problem(rule.path, 1, DATA_TYPE_ERROR, f"{_what(rule.path, rule)}: {e}"))
+                    continue
+            elif rule.type == "bool":
+                value = _YN.get(text)
+                if value is None:
+                    ex.problems.append(_problem(rule.path, 1, TABLE_VALUE_NOT_FOUND,
+                                                f"{_what(rule.path, rule)}: {text!r} is not Y or N (table 0136)"))
+                    continue
+            else:
+                value = text
+            facts[name] = value
+            trace.append(new_fact(Fact, (name, ptext, raw, value)))
+
+    def _absent(self, rule: FactRule, msg: Message, event, ex: Extraction, missing: set) -> None:
+        """The fact's segment is absent: a problem only when the fact is required and the segment was not
+        already reported missing."""
+        p = rule.path
+        if rule.required is not None and p.segment not in missing and rule.required.applies(msg, event):
+            ex.problems.append(_problem(p, 0, REQUIRED_FIELD_MISSING,
+                                        f"{_what(p, rule)} is {rule.required.describe(event)}; "
+                                        f"segment {p.segment} is missing"))
 
     def _rejection(self, mtype: str | None, event: str | None) -> Problem | None:
         if mtype not in self.message_types:
@@ -170,9 +270,8 @@ class Mapping:
                            f"event {event} is not accepted by mapping {self.name}")
         return None
 
-    def _fact(self, rule: FactRule, msg: Message, event, ex: Extraction) -> None:
-        path = rule.paths[0]
-        seq, raw = msg.locate(path)
+    def _fact(self, rule: FactRule, msg: Message, event, ex: Extraction, seq: int, raw: str | None) -> None:
+        path = rule.path
         if raw is None:
             if rule.default is None:
                 if rule.required is not None and rule.required.applies(msg, event):
@@ -229,7 +328,7 @@ class Mapping:
             for path in rule.paths:
                 if rule.items:
                     for _, rep in msg.repetitions(path):
-                        item = {k: msg.part(rep, c, s) for k, c, s in rule.items}
+                        item = _record(msg, rep, rule.items)
                         key = tuple(item.values())
                         if not key[0] or key in seen:   # no id, or already named by another field
                             continue
@@ -248,6 +347,21 @@ class Mapping:
         elif rule.required is not None and rule.required.applies(msg, event):
             ex.problems.append(_problem(rule.paths[0], 0, REQUIRED_FIELD_MISSING,
                                         f"{_what(rule.paths[0], rule)} is {rule.required.describe(event)} and is empty"))
+
+
+def _record(msg: Message, rep: str, items: tuple) -> dict:
+    """One repetition as {key: component}, splitting it once."""
+    parts = rep.split(msg.cs)
+    out = {}
+    for key, c, sub in items:
+        v = parts[c - 1] if c <= len(parts) else ""
+        if msg.ss in v:
+            subs = v.split(msg.ss)
+            v = subs[(sub or 1) - 1] if (sub or 1) <= len(subs) else ""
+        elif sub and sub > 1:
+            v = ""
+        out[key] = msg.unescape(v) if msg.es in v else v
+    return out
 
 
 def _what(path: Path, rule: FactRule) -> str:

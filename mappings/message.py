@@ -52,6 +52,8 @@ class Path:
     field_filter: tuple
     component: int | None      # None: component 1 for a value, the whole repetition for `repetitions`
     sub: int | None
+    simple: bool = False       # first segment, first repetition, no filter: the fast path of `locate`
+    rep_key: str = ""          # the path up to the repetition: `PID-3[5=PI]` for `PID-3[5=PI]-4-1`
 
     @property
     def many(self) -> bool:
@@ -123,8 +125,11 @@ def compile_path(text: str, lists: dict | None = None) -> Path:
     ffilt = _conds(m["ffilt"], False, lists, text) if m["ffilt"] else ()
     srep = None if m["srep"] == "*" or sfilt else int(m["srep"] or 0)
     frep = None if m["frep"] == "*" or ffilt else int(m["frep"] or 0)
+    simple = srep == 0 and frep == 0 and not (seg == "MSH" and fld <= 2)
+    rep_key = text.strip()[:m.end("ffilt") + 1 if m["ffilt"] is not None else m.end("frep") + 1 if m["frep"]
+                           else m.end("field")]
     return Path(text.strip(), seg, srep, sfilt, fld, frep, ffilt,
-                int(m["comp"]) if m["comp"] else None, int(m["sub"]) if m["sub"] else None)
+                int(m["comp"]) if m["comp"] else None, int(m["sub"]) if m["sub"] else None, simple, rep_key)
 
 
 _cached_path = lru_cache(maxsize=4096)(compile_path)
@@ -167,7 +172,7 @@ def unescape(value: str, fs="|", cs="^", rs="~", es="\\", ss="&") -> str:
 class Message:
     """One message. `get(path)` gives the first non-empty value, `values(path)` all of them (unescaped)."""
 
-    __slots__ = ("text", "fs", "cs", "rs", "es", "ss", "segments", "_fields")
+    __slots__ = ("text", "fs", "cs", "rs", "es", "ss", "segments", "_fields", "_memo")
 
     def __init__(self, segments: dict[str, list[str]], text: str, fs: str, enc: str):
         self.text = text
@@ -178,6 +183,7 @@ class Message:
         self.es = enc[2] if len(enc) > 2 else "\\"
         self.ss = enc[3] if len(enc) > 3 else "&"
         self._fields: dict = {}
+        self._memo: dict = {}      # path text -> result of `locate`, for the paths with filters or (*)
 
     @classmethod
     def parse(cls, text: str) -> "Message":
@@ -198,19 +204,14 @@ class Message:
         lines[0] = first
         segments: dict[str, list[str]] = {}
         for line in lines:
-            if len(line) < 3 or line.isspace():
-                continue
-            name = line[:3]
-            if name in segments:
-                segments[name].append(line)
-            else:
-                segments[name] = [line]
+            if len(line) > 2 and line[0] > " ":     # skip empty and blank lines
+                segments.setdefault(line[:3], []).append(line)
         return cls(segments, text, fs, enc)
 
     # -- fields of one segment occurrence, split once --
 
     def _seg_fields(self, name: str, i: int) -> list[str]:
-        key = (name, i)
+        key = name if i == 0 else (name, i)     # the first occurrence, by far the most read, keyed by name
         f = self._fields.get(key)
         if f is None:
             f = self.segments[name][i].split(self.fs)
@@ -218,6 +219,20 @@ class Message:
                 f.insert(1, self.fs)        # MSH-1 is the separator itself, so MSH-n is f[n]
             self._fields[key] = f
         return f
+
+    def first_components(self, name: str, fld: int, key: str) -> list[str] | None:
+        """The components of the first repetition of field `fld` of the first `name` segment, split once per
+        message (several facts read the same field); None when the segment is absent. For `Mapping.extract`."""
+        comps = self._memo.get(key)
+        if comps is None:
+            if name not in self.segments:
+                return None
+            f = self._fields.get(name) or self._seg_fields(name, 0)
+            raw = f[fld] if fld < len(f) else ""
+            if self.rs in raw:
+                raw = raw[:raw.index(self.rs)]
+            comps = self._memo[key] = raw.split(self.cs)
+        return comps
 
     def segment_count(self, name: str) -> int:
         return len(self.segments.get(name, ()))
@@ -246,13 +261,41 @@ class Message:
         return rep
 
     def _cond_holds(self, source: str, cond: Cond) -> bool:
-        for rep in source.split(self.rs) if self.rs in source else (source,):
+        if self.rs not in source:
+            v = self._part(source, cond.component, cond.sub)
+            return (self.unescape(v) if self.es in v else v) in cond.values
+        for rep in source.split(self.rs):
             v = self._part(rep, cond.component, cond.sub)
             if self.es in v:
                 v = unescape(v, self.fs, self.cs, self.rs, self.es, self.ss)
             if v in cond.values:
                 return True
         return False
+
+    def _first_match(self, p: Path) -> tuple[int, str | None]:
+        """The first repetition of a field of the first segment that passes the filter (the common filter)."""
+        fields = self._fields.get(p.segment) or self._seg_fields(p.segment, 0)
+        raw = fields[p.field] if p.field < len(fields) else ""
+        if not raw:
+            return 0, None
+        cs, ss, es = self.cs, self.ss, self.es
+        for rep in raw.split(self.rs):
+            parts = rep.split(cs)
+            for c in p.field_filter:
+                v = parts[c.component - 1] if c.component <= len(parts) else ""
+                if ss in v:
+                    subs = v.split(ss)
+                    v = subs[c.sub - 1] if c.sub <= len(subs) else ""
+                elif c.sub > 1:
+                    v = ""
+                if es in v:
+                    v = self.unescape(v)
+                if v not in c.values:
+                    break
+            else:
+                if rep:
+                    return 1, rep
+        return 0, None
 
     def _reps(self, p: Path):
         """Yield (segment occurrence from 0, raw field repetition) for the repetitions the path names."""
@@ -295,9 +338,53 @@ class Message:
 
     def locate(self, path: str | Path) -> tuple[int, str | None]:
         """(segment occurrence from 1, the raw escaped value) of the first non-empty value; (0, None) if none."""
-        p = path if isinstance(path, Path) else _cached_path(path)
+        p = path if path.__class__ is Path else _cached_path(path)
+        segs = self.segments.get(p.segment)
+        if segs is None:
+            return 0, None
+        if p.simple:
+            # the hot path: one dict lookup, one index, at most three splits
+            fields = self._fields.get(p.segment)
+            if fields is None:
+                fields = self._seg_fields(p.segment, 0)
+            if p.field >= len(fields):
+                return 1, None
+            v = fields[p.field]
+            if not v:
+                return 1, None
+            if self.rs in v:
+                v = v[:v.index(self.rs)]
+            if self.cs in v:
+                parts = v.split(self.cs)
+                c = p.component or 1
+                if c > len(parts):
+                    return 1, None
+                v = parts[c - 1]
+            elif p.component and p.component > 1:
+                return 1, None
+            if self.ss in v:
+                parts = v.split(self.ss)
+                sub = p.sub or 1
+                v = parts[sub - 1] if sub <= len(parts) else ""
+            elif p.sub and p.sub > 1:
+                return 1, None
+            return (1, v) if v else (1, None)
         msh_sep = p.segment == "MSH" and p.field <= 2
-        for i, rep in self._reps(p):
+        if p.field_filter or p.seg_filter or (p.seg_rep is not None and p.field_rep is not None):
+            # a filter (or an index) names ONE repetition: the first that matches. Its components are
+            # then read from it, so `PID-3[5=PI]-1` and `PID-3[5=PI]-4-1` always come from the same CX.
+            # The repetition is kept per message: several facts read the same one.
+            hit = self._memo.get(p.rep_key)
+            if hit is None:
+                hit = self._first_match(p) if p.field_filter and p.seg_rep == 0 else \
+                    next(((i + 1, rep) for i, rep in self._reps(p)), (0, None))
+                self._memo[p.rep_key] = hit
+            seq, rep = hit
+            if rep is None:
+                return 0, None
+            v = rep if msh_sep else self._part(rep, p.component, p.sub)
+            return (seq, v) if v else (seq, None)
+        for i, rep in self._reps(p):       # (*): the first non-empty value of all
             v = rep if msh_sep else self._part(rep, p.component, p.sub)
             if v:
                 return i + 1, v

@@ -127,6 +127,7 @@ class MappingSet:
         self.mappings: dict[str, Mapping] = mappings
         self.rules: list[Rule] = sorted(rules, key=Rule.rank)
         self._code_paths = code_paths   # the paths that code rules read, named in `why` when none matched
+        self._cache: dict = {}
 
     def __getitem__(self, name: str) -> Mapping:
         return self.mappings[name]
@@ -139,6 +140,19 @@ class MappingSet:
 
     def select(self, message: Message | str) -> Selection:
         msg = Message.parse(message) if isinstance(message, str) else message
+        # The choice depends only on a few header values and the codes that code rules read: keep it.
+        f = msg._seg_fields("MSH", 0)
+        key = (*f[3:5], *f[12:13], *f[21:22], *[msg.get(p) for p in self._code_paths])
+        hit = self._cache.get(key)
+        if hit is not None:
+            return hit
+        found = self._select(msg)
+        if len(self._cache) > 4096:        # a bound, against a sender that varies its header endlessly
+            self._cache.clear()
+        self._cache[key] = found
+        return found
+
+    def _select(self, msg: Message) -> Selection:
         h = Header.of(msg)
         for rule in self.rules:
             reasons = rule.matches(h, msg)
