@@ -740,12 +740,13 @@ def _variant(entry, key, m: Mapping, merged, errors, origin) -> Mapping | None:
     if not isinstance(pol, MarkedDict):
         errors.add(pmark, f"{key}.policy", "expected {KEY: value}")
         return None
+    n_before = len(errors.items)
     for k in pol:
         if k not in m.policy:
             errors.add(pol.mark_of(k), f"{key}.policy.{k}",
                        f"unknown policy key for mapping {m.name}" + (f"; known: {', '.join(m.policy)}" if m.policy
                                                                      else " (it declares none)"))
-    if errors:
+    if len(errors.items) > n_before:
         return None
     sub = Errors()
     v = compile_mapping(merged[m.name], m.chain, sub, policy_override=dict(pol), variant=origin)
