@@ -109,6 +109,7 @@ class MLLPServerProtocol(MLLPReceiver):
         self._closed = False
         self.framesReceived = 0
         self.acksSent = 0
+        self.garbageBytes = 0
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -126,15 +127,19 @@ class MLLPServerProtocol(MLLPReceiver):
         self.factory.connections.discard(self)
         log.info("mllp.connection_closed", listener=self.settings.name, peer=self.peer,
                  frames=self.framesReceived, acks=self.acksSent,
-                 unanswered=len(self._answers))
+                 unanswered=len(self._answers), bytes_outside_frames=self.garbageBytes)
         self.factory._checkDrained()
 
     # -- framing hooks -------------------------------------------------------------------------
 
     def garbageDiscarded(self, data: bytes) -> None:
         self._lastActivity = self.clock.seconds()
-        # Whitespace between frames is common (a newline after 0x1C 0x0D) and harmless.
-        level = log.debug if not data.strip() else log.warning
+        # Whitespace between frames is common (a newline after 0x1C 0x0D) and harmless. Otherwise
+        # warn once per connection, so a peer spewing bytes cannot flood the log; the total goes
+        # into mllp.connection_closed.
+        first = self.garbageBytes == 0
+        self.garbageBytes += len(data)
+        level = log.warning if first and data.strip() else log.debug
         level("mllp.bytes_outside_frame", listener=self.settings.name, peer=self.peer,
               size=len(data))
 
