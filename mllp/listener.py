@@ -110,6 +110,7 @@ class MLLPServerProtocol(MLLPReceiver):
         self.framesReceived = 0
         self.acksSent = 0
         self.garbageBytes = 0
+        self._warnedGarbage = False
 
     # -- connection ----------------------------------------------------------------------------
 
@@ -137,9 +138,10 @@ class MLLPServerProtocol(MLLPReceiver):
         # Whitespace between frames is common (a newline after 0x1C 0x0D) and harmless. Otherwise
         # warn once per connection, so a peer spewing bytes cannot flood the log; the total goes
         # into mllp.connection_closed.
-        first = self.garbageBytes == 0
         self.garbageBytes += len(data)
-        level = log.warning if first and data.strip() else log.debug
+        warn = not self._warnedGarbage and bool(data.strip())
+        self._warnedGarbage = self._warnedGarbage or warn
+        level = log.warning if warn else log.debug
         level("mllp.bytes_outside_frame", listener=self.settings.name, peer=self.peer,
               size=len(data))
 
