@@ -71,7 +71,10 @@ class Run:
 
 def main(args) -> int:
     from engine import config as configuration
+    from engine import logs
     cfg = configuration.load(args.config)
+    # the replay reports every ACK itself; the engine's info lines would only interleave with it
+    logs.configure("warning" if cfg.log.level in ("debug", "info") else cfg.log.level, cfg.log.format)
     tz = ZoneInfo(cfg.timezone)
     for option, path in (("--junit", args.junit), ("--report", args.report)):
         if path and not Path(path).resolve().parent.is_dir():
