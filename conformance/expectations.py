@@ -188,7 +188,9 @@ def load(path: str | None) -> tuple[Expectations, str | None]:
     try:
         return Expectations.model_validate(data), str(path)
     except ValidationError as e:
-        err = e.errors()[0]
+        errors = e.errors()
+        # a misspelt key also makes the real one "missing": the misspelling is what to fix
+        err = next((x for x in errors if x["type"] == "extra_forbidden"), errors[0])
         loc = tuple(err["loc"])
         key = _key_text(loc)
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")

@@ -70,6 +70,11 @@ class Run:
 
 
 def main(args) -> int:
+    """The command: 0 when every ACK and expectation held, 1 otherwise (bad input raises CommandError)."""
+    return 0 if execute(args).ok else 1
+
+
+def execute(args) -> Run:
     from engine import config as configuration
     from engine import logs
     cfg = configuration.load(args.config)
@@ -119,7 +124,7 @@ def main(args) -> int:
     if args.report:
         from conformance.report import write as write_report
         _write(args.report, "--report", lambda p: write_report(run, p))
-    return 0 if run.ok else 1
+    return run
 
 
 def _write(path, option, writer):
