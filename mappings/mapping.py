@@ -11,11 +11,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from functools import lru_cache
 
-from .message import Message, Path
+from .message import Message, Path, compile_path
 from .model import (
     DATA_TYPE_ERROR, DELETE, REQUIRED_FIELD_MISSING, SEGMENT_SEQUENCE_ERROR, TABLE_VALUE_NOT_FOUND,
     UNSUPPORTED_EVENT_CODE, UNSUPPORTED_MESSAGE_TYPE, UNSUPPORTED_VERSION_ID, Extraction, Fact, Problem,
 )
+
+_EVENT = compile_path("MSH-9-2")
+_TYPE = compile_path("MSH-9-1")
 
 __all__ = ["Mapping", "FactRule", "Requirement", "When", "Refusal", "parse_ts", "TsError"]
 
@@ -158,8 +161,8 @@ class Mapping:
     def extract(self, message: Message | str) -> Extraction:
         msg = Message.parse(message) if isinstance(message, str) else message
         ex = Extraction()
-        event = msg.get("MSH-9-2")
-        ex.rejection = self._rejection(msg.get("MSH-9-1"), event)
+        event = msg.get(_EVENT)
+        ex.rejection = self._rejection(msg.get(_TYPE), event)
         if ex.rejection is not None:
             for rule in self._header:          # enough to log and journal the rejected message
                 seq, raw = msg.locate(rule.path)
@@ -174,7 +177,9 @@ class Mapping:
                                            f"segment {seg} is required on {event} and is missing"))
         self._run(self._plan, msg, event, ex, missing)
         facts = ex.facts
-        self._run(tuple(x for x in self._dependent if x[0].only_with in facts), msg, event, ex, missing)
+        dependent = [x for x in self._dependent if x[0].only_with in facts]
+        if dependent:
+            self._run(dependent, msg, event, ex, missing)
         for path, reason in self.forbidden:
             seq, raw = msg.locate(path)
             if raw is not None:
@@ -214,8 +219,12 @@ class Mapping:
                     facts[name] = value
                     trace.append(new_fact(Fact, (name, ptext, raw, value)))
                 continue
-            if not raw or raw == DELETE:
-                self._fact(rule, msg, event, ex, 1, raw or None)    # required, explicit null: the rare cases
+            if not raw:
+                if rule.required is not None:
+                    self._fact(rule, msg, event, ex, 1, None)
+                continue
+            if raw == DELETE:
+                self._fact(rule, msg, event, ex, 1, raw)             # explicit null: the rare case
                 continue
             text = raw if es not in raw else msg.unescape(raw)
             codes = rule.codes

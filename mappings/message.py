@@ -403,6 +403,19 @@ class Message:
     def repetitions(self, path: str | Path) -> list[tuple[int, str]]:
         """(segment occurrence from 1, raw repetition) for each non-empty repetition: for records, `items`."""
         p = path if isinstance(path, Path) else _cached_path(path)
+        segs = self.segments.get(p.segment)
+        if segs is None:
+            return []
+        if p.field_rep is None and not p.field_filter and not p.seg_filter and p.segment != "MSH":
+            # `PV1-7(*)`, `ROL(*)-4(*)`: every repetition, without the generator
+            out = []
+            rs = self.rs
+            for i in (range(len(segs)) if p.seg_rep is None else (p.seg_rep,) if p.seg_rep < len(segs) else ()):
+                f = self._fields.get(p.segment if i == 0 else (p.segment, i)) or self._seg_fields(p.segment, i)
+                raw = f[p.field] if p.field < len(f) else ""
+                if raw:
+                    out.extend((i + 1, rep) for rep in raw.split(rs) if rep)
+            return out
         return [(i + 1, rep) for i, rep in self._reps(p) if rep]
 
     def unescape(self, value: str) -> str:
