@@ -190,25 +190,22 @@ def _iso(d):
     return d.isoformat() if d else None
 
 
+def _plain(obj, **dates) -> dict:
+    """A dataclass as a dict, without asdict's deep copies (this runs for every message)."""
+    d = dict(obj.__dict__)
+    for k in dates:
+        d[k] = _iso(d[k])
+    return d
+
+
 def state_to_dict(s: PatientState) -> dict:
-    def fact(f: Fact):
-        d = asdict(f)
-        d["collected_at"] = _iso(f.collected_at)
-        return d
-
-    def visit(v: Visit):
-        return {
-            **{k: getattr(v, k) for k in ("number", "nda", "patient_class", "uf", "cancelled")},
-            "admitted_at": _iso(v.admitted_at), "discharged_at": _iso(v.discharged_at),
-            "movements": [{**asdict(m), "start": _iso(m.start)} for m in v.movements],
-        }
-
     return {
         "identifiers": [list(i) for i in s.identifiers],
-        "facts": [fact(f) for f in s.facts],
-        "visits": [visit(v) for v in s.visits],
-        "break_glass": [{**asdict(b), "at": _iso(b.at)} for b in s.break_glass],
-        "dmp_results": [{**asdict(r), "at": _iso(r.at)} for r in s.dmp_results],
+        "facts": [_plain(f, collected_at=1) for f in s.facts],
+        "visits": [{**_plain(v, admitted_at=1, discharged_at=1),
+                    "movements": [_plain(m, start=1) for m in v.movements]} for v in s.visits],
+        "break_glass": [_plain(b, at=1) for b in s.break_glass],
+        "dmp_results": [_plain(r, at=1) for r in s.dmp_results],
         "next_seq": s.next_seq,
     }
 

@@ -122,13 +122,15 @@ class Pipeline:
         if pid is None and f.get("prior.ins") and event == ITI30_CHANGE_ID:
             pid = uow.find_patient("INS", f.get("prior.ins_oid"), f["prior.ins"])
         created = pid is None
-        if created:
+        absorbed = uow.find_patient("PI", *prior) if event == ITI30_MERGE and prior else None
+        if created and absorbed is not None:
             pid = uow.create_patient(state_to_dict(PatientState()), now)
-        state = state_from_dict(uow.load_patient(pid))
+            created = False
+        # a new patient is written once, with its first state, at the end
+        state = PatientState() if created else state_from_dict(uow.load_patient(pid))
 
-        if event == ITI30_MERGE and prior:
-            absorbed = uow.find_patient("PI", *prior)
-            if absorbed is not None and absorbed != pid:
+        if absorbed is not None:
+            if absorbed != pid:
                 state = rules.merge(state, state_from_dict(uow.load_patient(absorbed)))
                 uow.merge_patient(absorbed, pid, now)
                 audit_extra["merged"] = absorbed
@@ -137,8 +139,12 @@ class Pipeline:
                 i for i in state.identifiers if not (i[0] == "PI" and (i[1], i[2]) == prior)))
 
         new, events = rules.apply(state, f, source, self.policy, now)
-        uow.save_patient(pid, state_to_dict(new), now)
-        uow.set_identifiers(pid, new.identifiers)
+        if created:
+            pid = uow.create_patient(state_to_dict(new), now)
+        else:
+            uow.save_patient(pid, state_to_dict(new), now)
+        if created or new.identifiers != state.identifiers:
+            uow.set_identifiers(pid, new.identifiers)
         added = new.facts[len(state.facts):]
         envelopes = self.envelopes(events, key, source)
         uow.audit(at=now, patient_id=pid, kind="message", payload={
@@ -275,9 +281,11 @@ class Pipeline:
         return {
             "at": at,
             "identities": uow.patient_identifiers(pid),
+            # as at `at`: an episode begun later was not known yet, a later discharge had not happened
             "episodes": [{"visit": v.number, "nda": v.nda, "patient_class": v.patient_class, "uf": v.uf,
-                          "admitted_at": v.admitted_at, "discharged_at": v.discharged_at,
-                          "cancelled": v.cancelled} for v in state.visits],
+                          "admitted_at": v.admitted_at,
+                          "discharged_at": v.discharged_at if v.discharged_at and v.discharged_at <= at else None,
+                          "cancelled": v.cancelled} for v in state.visits if _begun_by(v, at)],
             "current_episode": gate["visit"],
             "consent": latest(CONSULT),
             "feed_opposition": latest(FEED),
@@ -319,6 +327,11 @@ class MessageWork:
 
     def run(self, uow) -> Outcome:
         return self.pipeline.apply_message(uow, self)
+
+
+def _begun_by(visit, at: datetime) -> bool:
+    start = visit.admitted_at or min((m.start for m in visit.movements if m.start), default=None)
+    return start is None or start <= at
 
 
 def _audited(envelopes) -> list[dict]:

@@ -1,0 +1,116 @@
+"""End-to-end benchmark: the real `pamgate serve` (SQLite, ACK after commit) against its baselines.
+
+    python bench/e2e.py [--messages 5000] [--connections 1,4,16]
+
+In one run, on the same generated PAM FR ADT^A01 messages (bench/messages.py):
+  1. bare `hl7.parse` (python-hl7), messages per second, in this process;
+  2. a bare Twisted ACK-only listener (bench/baseline_listener.py --mode bare), driven by bench/load.py;
+  3. `pamgate serve` on a fresh SQLite file (WAL, synchronous=FULL), driven by bench/load.py: every ACK
+     leaves after the commit that holds its message.
+Prints each figure and the ratio of pamgate's throughput to bare hl7.parse. Loopback only; bounded.
+"""
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from bench.messages import adt_a01  # noqa: E402
+
+LEVEL = re.compile(r"^\s*(\d+) conn\s+(\d+) msg\s+([\d.]+) s\s+(\d+) msg/s\s+p50\s+([\d.]+) ms\s+p99\s+([\d.]+) ms\s+not-AA: (.*)$")
+
+
+def hl7_parse_rate(n: int) -> float:
+    import hl7
+    texts = [adt_a01(i, seed=7) for i in range(n)]
+    best = 0.0
+    for _ in range(3):
+        started = time.perf_counter()
+        for t in texts:
+            hl7.parse(t)
+        best = max(best, n / (time.perf_counter() - started))
+    return best
+
+
+def load(port: int, args) -> list[tuple]:
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), "127.0.0.1", str(port),
+                          "--connections", args.connections, "--messages", str(args.messages),
+                          "--warmup", "500", "--timeout", "60"],
+                         capture_output=True, text=True, timeout=1800, check=True).stdout
+    return [m.groups() for m in map(LEVEL.match, out.splitlines()) if m]
+
+
+def wait_line(proc, pattern: str, timeout=60) -> re.Match:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"process ended: {proc.stderr.read() if proc.stderr else ''}")
+        m = re.search(pattern, line)
+        if m:
+            return m
+    raise RuntimeError("timed out waiting for the listener")
+
+
+def bare(args):
+    proc = subprocess.Popen([sys.executable, str(ROOT / "bench" / "baseline_listener.py"), "--mode", "bare",
+                             "--seconds", "1800"], stdout=subprocess.PIPE, text=True)
+    try:
+        port = int(wait_line(proc, r"listening on 127\.0\.0\.1:(\d+)").group(1))
+        return load(port, args)
+    finally:
+        proc.terminate()
+        proc.wait()
+
+
+def pamgate(args):
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = Path(tmp) / "config.yaml"
+        cfg.write_text(f"""store: {{url: "sqlite:///{tmp}/bench.db"}}
+listeners: {{mllp: [{{endpoint: "tcp:0:interface=127.0.0.1"}}], http: "tcp:0:interface=127.0.0.1"}}
+log: {{level: warning}}
+""")
+        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(cfg)], cwd=ROOT,
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        try:
+            port = int(wait_line(proc, r"mllp listening on .*:(\d+)\)").group(1))
+            return load(port, args)
+        finally:
+            proc.terminate()
+            proc.wait(60)
+
+
+def table(title, rows):
+    print(f"\n{title}")
+    print("| connections | msg/s | p50 ms | p99 ms | not AA |")
+    print("|---|---|---|---|---|")
+    for conn, _, _, rate, p50, p99, bad in rows:
+        print(f"| {conn} | {rate} | {p50} | {p99} | {bad} |")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--messages", type=int, default=5000, help="messages per concurrency level")
+    p.add_argument("--connections", default="1,4,16")
+    args = p.parse_args()
+    parse = hl7_parse_rate(min(args.messages, 3000))
+    print(f"bare hl7.parse: {parse:,.0f} msg/s")
+    bare_rows = bare(args)
+    table("bare Twisted ACK-only listener", bare_rows)
+    rows = pamgate(args)
+    table("pamgate serve, SQLite WAL synchronous=FULL, ACK after commit", rows)
+    print("\nratio of pamgate serve to bare hl7.parse:")
+    for conn, *_rest in rows:
+        rate = float(_rest[2])
+        print(f"  {conn} connection(s): {rate / parse:.2f}×")
+
+
+if __name__ == "__main__":
+    main()
