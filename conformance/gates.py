@@ -164,7 +164,8 @@ class RemoteGate:
             raise CommandError(f"--to {to}: expected mllp://HOST:PORT")
         self.host, self.port = m.group(1).strip("[]"), int(m.group(2))
         self.to = to
-        self.api = (api or api_from_config(cfg) or "").rstrip("/") or None
+        # the server's own configuration (--config) may name its API; the local default does not
+        self.api = (api or (api_from_config(cfg) if store_readable else None) or "").rstrip("/") or None
         if api and not re.match(r"^https?://[^/]+", api):
             raise CommandError(f"--api {api}: expected http://HOST:PORT")
         self.token = cfg.api.token
@@ -221,7 +222,8 @@ class RemoteGate:
             except ValueError:
                 return e.code, None
         except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
-            raise CommandError(f"--api {self.api}: {getattr(e, 'reason', e)}") from None
+            reason = getattr(e, "reason", e)
+            raise CommandError(f"--api {self.api}: {getattr(reason, 'strerror', None) or reason}") from None
 
     def decide(self, patient: dict, request) -> dict:
         user = {"id": request.user}
