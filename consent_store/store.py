@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from sqlalchemy import case, create_engine, event, exists, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
+from consent_store import projections
 from consent_store.tables import applied as applied_message
 from consent_store.tables import (audit, audit_head, delivery, identifiers, journal, metadata, outbox,
                                   patients, users)
@@ -58,7 +58,10 @@ def make_engine(url: str) -> Engine:
             cur.close()
 
         return eng
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+    # pre_ping: a connection that died with the server is replaced at the next checkout, so the service
+    # resumes by itself once PostgreSQL is back; connect_timeout bounds each attempt while it is away.
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5,
+                         connect_args={"connect_timeout": 10})
 
 
 class Store:
@@ -85,24 +88,45 @@ class Store:
         self.engine.dispose()
 
 
+def advisory_key(key: str) -> int:
+    """A patient key as a signed 64-bit PostgreSQL advisory lock id."""
+    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big", signed=True)
+
+
 class UnitOfWork:
     def __init__(self, conn: Connection, is_postgres: bool):
         self.conn = conn
         self.is_postgres = is_postgres
+        # state documents as loaded in this transaction, so a save writes only the projection rows that changed
+        self._docs: dict[int, dict] = {}
 
     @contextmanager
     def savepoint(self):
-        with self.conn.begin_nested():
-            yield self
+        try:
+            with self.conn.begin_nested():
+                yield self
+        except BaseException:
+            self._docs.clear()   # what was loaded or saved inside is rolled back: forget it
+            raise
 
     # --- ordering between instances ---
     def lock_keys(self, keys) -> None:
-        """Serialise work on the same patients across instances (PostgreSQL); sorted, so no deadlock."""
+        """Serialise work on the same patients across instances (PostgreSQL).
+
+        Locks are always taken in one order: the patients' advisory locks (sorted), then the audit chain's
+        head row, then whatever rows the operations touch. The head is taken here rather than at the first
+        audit entry, so that no transaction holds a patient row while waiting for the head that another,
+        waiting for that row, holds: two instances cannot deadlock, whatever identifiers (IPP, INS, a merged
+        IPP) lead their operations to the same patient.
+        """
         if not self.is_postgres:
+            return   # SQLite: one writer, the group commit's thread
+        ids = sorted({advisory_key(k) for k in keys})
+        if not ids:
             return
-        for k in sorted(set(keys)):
-            self.conn.execute(text("SELECT pg_advisory_xact_lock(:k)"),
-                              {"k": zlib.crc32(k.encode()) - 2**31})
+        self.conn.execute(text("SELECT count(pg_advisory_xact_lock(k)) FROM "
+                               "(SELECT unnest(CAST(:ids AS bigint[])) AS k ORDER BY 1) AS s"), {"ids": ids})
+        self.conn.execute(select(audit_head.c.id).where(audit_head.c.id == 1).with_for_update())
 
     # --- journal and duplicates ---
     def already_applied(self, app: str, facility: str, control_id: str) -> bool:
@@ -123,16 +147,23 @@ class UnitOfWork:
                                                      control_id=control_id, journal_id=jid))
         return jid
 
-    def prune_journal(self, before: datetime) -> int:
-        """Journal retention: raw messages older than `before` go; the audit trail never does."""
+    def prune_journal(self, before: datetime, limit: int | None = None) -> int:
+        """Journal retention: raw messages received before `before` go, at most `limit` of them (oldest
+        first), so that a long backlog is pruned in short transactions. The audit trail never goes, nor do
+        the applied_message rows: a duplicate is still known once its raw bytes are gone."""
         from sqlalchemy import delete
-        return self.conn.execute(delete(journal).where(journal.c.received_at < before)).rowcount
+        q = select(journal.c.id).where(journal.c.received_at < before).order_by(journal.c.id)
+        if limit:
+            q = q.limit(limit)
+        return self.conn.execute(delete(journal).where(journal.c.id.in_(q.scalar_subquery()))).rowcount
 
     # --- patients ---
     def find_patient(self, kind: str, authority: str | None, value: str) -> int | None:
+        """The patient an identifier leads to, following merges to the survivor. A deactivated identifier
+        (an INS deleted by A47 with "") leads nowhere; an old IPP stays active and still leads here."""
         row = self.conn.execute(select(identifiers.c.patient_id).where(
             identifiers.c.kind == kind, identifiers.c.authority == (authority or ""),
-            identifiers.c.value == value)).first()
+            identifiers.c.value == value, identifiers.c.active.is_(True))).first()
         if row is None:
             return None
         pid = row[0]
@@ -145,8 +176,11 @@ class UnitOfWork:
         return pid
 
     def create_patient(self, state: dict, now: datetime) -> int:
-        return self.conn.execute(insert(patients).values(state=_json(state), version=1, updated_at=now)
-                                 ).inserted_primary_key[0]
+        pid = self.conn.execute(insert(patients).values(state=_json(state), version=1, updated_at=now)
+                                ).inserted_primary_key[0]
+        projections.write(self.conn, pid, projections.rows(pid, None), projections.rows(pid, state))
+        self._docs[pid] = state
+        return pid
 
     def load_patient(self, patient_id: int) -> dict:
         if self.is_postgres:
@@ -154,11 +188,18 @@ class UnitOfWork:
         else:
             q = select(patients.c.state).where(patients.c.id == patient_id)
         raw = self.conn.execute(q).scalar()
-        return json.loads(raw) if raw else {}
+        doc = json.loads(raw) if raw else {}
+        self._docs[patient_id] = doc
+        return doc
 
     def save_patient(self, patient_id: int, state: dict, now: datetime) -> None:
+        """Store the state document, and its projection rows (episode, movement, consent_fact) with it."""
         self.conn.execute(update(patients).where(patients.c.id == patient_id).values(
             state=_json(state), version=patients.c.version + 1, updated_at=now))
+        old = self._docs.get(patient_id)
+        projections.write(self.conn, patient_id, None if old is None else projections.rows(patient_id, old),
+                          projections.rows(patient_id, state))
+        self._docs[patient_id] = state
 
     def set_identifiers(self, patient_id: int, ids) -> None:
         """Point each (kind, authority, value) at this patient; ids no longer held are deactivated."""
@@ -189,10 +230,15 @@ class UnitOfWork:
             identifiers.c.value == value)).scalar())
 
     def merge_patient(self, absorbed_id: int, survivor_id: int, now: datetime) -> None:
+        """A40: the absorbed patient's identifiers lead to the survivor. Its state document and audit entries
+        stay as they were (the survivor's state holds a copy of its facts); its projection rows go, since
+        the survivor's carry them now."""
         self.conn.execute(update(patients).where(patients.c.id == absorbed_id).values(
             merged_into=survivor_id, updated_at=now))
         self.conn.execute(update(identifiers).where(identifiers.c.patient_id == absorbed_id).values(
             patient_id=survivor_id))
+        projections.clear(self.conn, absorbed_id)
+        self._docs.pop(absorbed_id, None)
 
     def patient_ids_merged_into(self, survivor_id: int) -> list[int]:
         out, todo = [], [survivor_id]

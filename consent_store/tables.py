@@ -103,6 +103,56 @@ Index("ix_delivery_pending", delivery.c.destination, delivery.c.status, delivery
 Index("ix_delivery_patient_order", delivery.c.destination, delivery.c.patient_key, delivery.c.status,
       delivery.c.event_seq)
 
+# Projections of the patient's state document, for SQL readers (reports, integrators). The JSON state is
+# the one source of truth, the one the rules fold; these rows are derived from it and rewritten in the
+# same transaction each time the state is saved. A patient merged into another has none: its survivor's
+# rows carry what it brought.
+episode = Table(
+    "episode", metadata,
+    Column("patient_id", ID, ForeignKey("patient.id"), primary_key=True),
+    Column("visit", String(200), primary_key=True),          # PV1-19
+    Column("nda", String(200)),                              # PID-18
+    Column("patient_class", String(50)),                     # PV1-2
+    Column("uf", String(200)),                               # medical responsibility UF (ZBE-7)
+    Column("admitted_at", DateTime(timezone=True)),
+    Column("discharged_at", DateTime(timezone=True)),
+    Column("cancelled", Boolean, nullable=False),
+)
+
+movement = Table(
+    "movement", metadata,
+    Column("patient_id", ID, ForeignKey("patient.id"), primary_key=True),
+    Column("visit", String(200), primary_key=True),
+    Column("ordinal", Integer, primary_key=True),            # its place in the visit, as received
+    Column("movement_id", String(200)),                      # ZBE-1
+    Column("event", String(20)),                             # the trigger (A01, A02, ...)
+    Column("action", String(20)),                            # INSERT / UPDATE / CANCEL
+    Column("start", DateTime(timezone=True)),                # ZBE-2
+    Column("historic", Boolean, nullable=False),
+    Column("nature", String(50)),
+    Column("uf_medical", String(200)),
+    Column("uf_care", String(200)),
+    Column("cancelled", Boolean, nullable=False),
+)
+
+# Every value ever collected (consent, feed opposition, DMP status, blocks), with its provenance.
+consent_fact = Table(
+    "consent_fact", metadata,
+    Column("patient_id", ID, ForeignKey("patient.id"), primary_key=True),
+    Column("seq", Integer, primary_key=True),                # arrival order within the patient
+    Column("item", String(50), primary_key=True),            # consult, feed, dmp_status, block.*
+    Column("value", String(200), nullable=False),
+    Column("code", String(200)),                             # the raw code as sent (IC, INO, ...)
+    Column("visit", String(200)),
+    Column("collected_at", DateTime(timezone=True), nullable=False),
+    Column("cancelled", Boolean, nullable=False),
+    Column("source_msh10", String(200)),                     # the message that carried it, with its sender
+    Column("source_sender", String(401)),
+    Column("source_mapping", String(200)),
+    Column("collected_by", Text),                            # JSON: who recorded it through the API
+)
+Index("ix_consent_fact_item", consent_fact.c.item, consent_fact.c.collected_at)
+
 # Professionals, for the traceability reminder (every 6 months by default).
 users = Table(
     "professional", metadata,
@@ -111,4 +161,4 @@ users = Table(
 )
 
 __all__ = ["metadata", "journal", "applied", "patients", "identifiers", "audit", "audit_head", "outbox",
-           "delivery", "users", "UniqueConstraint"]
+           "delivery", "users", "episode", "movement", "consent_fact", "UniqueConstraint"]

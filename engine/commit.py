@@ -4,20 +4,28 @@ Each operation is submitted with the patient keys it touches. The worker takes w
 those keys (sorted, so two instances cannot deadlock), runs each operation in its own savepoint, commits
 once, and only then fires each operation's Deferred on the reactor. An ACK therefore never leaves before
 the commit that holds its message.
+
+When the store cannot commit (unreachable, a connection lost mid-way), every operation of the batch fails
+with StoreUnavailable (MLLP answers AE 207, the API 503) and the worker goes on: the pool replaces dead
+connections at the next checkout, so service resumes by itself once the store answers. A lock conflict
+between instances (PostgreSQL deadlock or serialisation failure) is retried whole, a few times.
 """
 from __future__ import annotations
 
 import queue
+import random
 import threading
 import time
+from datetime import datetime, timezone
 from typing import Callable
 
 import structlog
-from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
 from twisted.internet.defer import Deferred
 
 log = structlog.get_logger("pamgate.commit")
 _STOP = object()
+CONFLICT_RETRIES = 5
 
 
 class StoreUnavailable(Exception):
@@ -64,37 +72,116 @@ class GroupCommit:
         while True:
             batch, stop = self._take()
             if batch:
-                self._run(batch)
+                try:
+                    self._run(batch)
+                except BaseException as e:  # noqa: BLE001 — the worker must outlive any failure
+                    log.exception("commit.worker_failed")
+                    self._fail(batch, StoreUnavailable(f"{type(e).__name__}"))
             if stop:
                 return
 
     def _run(self, batch) -> None:
         started = time.perf_counter()
-        results = []
-        try:
-            with self.store.transaction() as uow:
-                uow.lock_keys(k for _, keys, _ in batch for k in keys)
-                for work, _, d in batch:
-                    try:
-                        with uow.savepoint():
-                            results.append((d, True, work(uow)))
-                    except DBAPIError as e:
-                        if e.connection_invalidated:
-                            raise
-                        log.error("store.operation_failed", error=type(e).__name__)
-                        results.append((d, False, e))
-                    except SQLAlchemyError:
-                        raise
-                    except Exception as e:  # noqa: BLE001 — one bad operation must not sink the batch
-                        log.exception("operation.failed")
-                        results.append((d, False, e))
-        except Exception as e:  # noqa: BLE001 — the commit failed: nothing of the batch holds
-            log.error("store.unavailable", error=type(e).__name__, detail=str(e).splitlines()[0][:200])
-            failure = StoreUnavailable(str(e).splitlines()[0][:200])
-            for _, _, d in batch:
-                self.reactor.callFromThread(d.errback, failure)
-            return
+        for attempt in range(1, CONFLICT_RETRIES + 1):
+            try:
+                results = self._transaction(batch)
+                break
+            except DBAPIError as e:
+                if not _conflict(e) or attempt == CONFLICT_RETRIES:
+                    return self._unavailable(batch, e)
+                # another instance won a lock: nothing of this batch holds, so run all of it again
+                log.warning("store.conflict_retry", attempt=attempt, sqlstate=_sqlstate(e))
+                time.sleep(random.uniform(0.005, 0.05) * attempt)
+            except Exception as e:  # noqa: BLE001 — the commit failed: nothing of the batch holds
+                return self._unavailable(batch, e)
         if self.on_commit:
-            self.on_commit(len(batch), time.perf_counter() - started)
+            try:
+                self.on_commit(len(batch), time.perf_counter() - started)
+            except Exception:  # noqa: BLE001 — metrics must not hold back the ACKs of a committed batch
+                log.exception("commit.metrics_failed")
         for d, ok, value in results:
             self.reactor.callFromThread(d.callback if ok else d.errback, value)
+
+    def _transaction(self, batch) -> list:
+        """One transaction: locks, then each operation in its own savepoint, then the commit."""
+        results = []
+        with self.store.transaction() as uow:
+            uow.lock_keys(k for _, keys, _ in batch for k in keys)
+            for work, _, d in batch:
+                try:
+                    with uow.savepoint():
+                        results.append((d, True, work(uow)))
+                except DBAPIError as e:
+                    if e.connection_invalidated or _conflict(e) or isinstance(e, OperationalError):
+                        raise   # the connection or the whole transaction is lost, not just this operation
+                    log.error("store.operation_failed", error=type(e).__name__)
+                    results.append((d, False, e))
+                except SQLAlchemyError:
+                    raise
+                except Exception as e:  # noqa: BLE001 — one bad operation must not sink the batch
+                    log.exception("operation.failed")
+                    results.append((d, False, e))
+        return results
+
+    def _unavailable(self, batch, e: BaseException) -> None:
+        detail = (str(e).splitlines() or [""])[0][:200]
+        log.error("store.unavailable", error=type(e).__name__, detail=detail)
+        self._fail(batch, StoreUnavailable(detail))
+
+    def _fail(self, batch, failure: Exception) -> None:
+        for _, _, d in batch:
+            self.reactor.callFromThread(d.errback, failure)
+
+
+def _sqlstate(e: DBAPIError) -> str | None:
+    return getattr(e.orig, "sqlstate", None)
+
+
+def _conflict(e: DBAPIError) -> bool:
+    """PostgreSQL gave up a lock wait (deadlock) or a serialisation: the batch may simply run again."""
+    return _sqlstate(e) in ("40P01", "40001")
+
+
+class JournalPruner:
+    """Journal retention: at start, then every `every` seconds, raw messages older than `retention` leave
+    the journal, through the group commit (one writer), in chunks so that no message waits long behind
+    them. The audit trail is never pruned, nor are the applied_message rows that detect duplicates."""
+
+    CHUNK = 5000
+
+    def __init__(self, committer: GroupCommit, retention, reactor, every: float = 3600.0, now=None):
+        from twisted.internet.task import LoopingCall
+        self.committer, self.retention, self.every = committer, retention, every
+        self.now = now or (lambda: datetime.now(timezone.utc))
+        self.loop = LoopingCall(self.prune)
+        self.loop.clock = reactor
+
+    def start(self) -> None:
+        self.loop.start(self.every, now=True)
+
+    def stop(self) -> None:
+        if self.loop.running:
+            self.loop.stop()
+
+    def cutoff(self) -> datetime:
+        # a Period runs forward; the same months and delta, negated, run back from now
+        back = type(self.retention)(months=-self.retention.months, delta=-self.retention.delta)
+        return back.after(self.now())
+
+    def prune(self) -> Deferred:
+        before, total = self.cutoff(), [0]
+
+        def step(n):
+            total[0] += n
+            if n >= self.CHUNK:
+                return self.committer.submit(lambda uow: uow.prune_journal(before, self.CHUNK)).addCallback(step)
+            if total[0]:
+                log.info("journal.pruned", rows=total[0], before=before.isoformat())
+            return total[0]
+
+        def failed(f):
+            # the next round tries again; a failure must not stop the loop
+            log.warning("journal.prune_failed", error=f.getErrorMessage()[:200])
+            return 0
+        return self.committer.submit(lambda uow: uow.prune_journal(before, self.CHUNK)).addCallback(
+            step).addErrback(failed)

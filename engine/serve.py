@@ -83,6 +83,10 @@ def serve(config_path: str | None) -> int:
     pipeline = build_pipeline(cfg)
     committer = GroupCommit(store, reactor, max_batch=cfg.limits.max_batch, on_commit=metrics.on_commit)
     handler = message_handler(pipeline, committer)
+    pruner = None
+    if cfg.store.journal_retention:
+        from engine.commit import JournalPruner
+        pruner = JournalPruner(committer, configuration.period(cfg.store.journal_retention), reactor)
     ports, factories, failures = [], [], []
 
     def listening(kind, description):
@@ -128,6 +132,8 @@ def serve(config_path: str | None) -> int:
             reactor.stop()
             return
         log.info("serve.started", listeners=len(ports), store=store.engine.dialect.name)
+        if pruner:
+            pruner.start()
         if dispatcher:
             dispatcher.start()
 
@@ -135,6 +141,8 @@ def serve(config_path: str | None) -> int:
         """Stop accepting, finish and ACK what is in flight, commit, then exit."""
         from twisted.internet.defer import DeferredList, maybeDeferred
         log.info("serve.stopping")
+        if pruner:
+            pruner.stop()
         stops = [maybeDeferred(p.stopListening) for p in ports]
         drains = [f.drain() for f in factories]
         d = DeferredList(stops + drains, consumeErrors=True)

@@ -1,0 +1,118 @@
+"""Queryable rows derived from a patient's state document: episodes, movements, consent facts.
+
+The JSON state is the one source of truth (the rules fold it; point-in-time reads replay it). These rows
+are a projection of it for SQL readers, written in the same transaction as the state. Saving a state
+writes only the rows that differ from the state it replaces, so a long-lived patient costs no more to
+update than a new one.
+
+This module reads the state document as plain JSON (the shape `engine.domain.state_to_dict` writes); it
+knows nothing of the rules.
+"""
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+from sqlalchemy import and_, bindparam, delete, insert, select
+
+from consent_store.tables import consent_fact, episode, movement, patients
+
+# column order of each row tuple; the first `key` columns identify a row
+SHAPES = {
+    "episode": (episode, ("patient_id", "visit", "nda", "patient_class", "uf", "admitted_at", "discharged_at",
+                          "cancelled"), 2),
+    "movement": (movement, ("patient_id", "visit", "ordinal", "movement_id", "event", "action", "start",
+                            "historic", "nature", "uf_medical", "uf_care", "cancelled"), 3),
+    "consent_fact": (consent_fact, ("patient_id", "seq", "item", "value", "code", "visit", "collected_at",
+                                    "cancelled", "source_msh10", "source_sender", "source_mapping",
+                                    "collected_by"), 3),
+}
+DATES = frozenset({"admitted_at", "discharged_at", "start", "collected_at"})
+
+
+def _text(value) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return json.dumps(value, sort_keys=True, default=str)   # booleans of the blocks: "true" / "false"
+
+
+def rows(patient_id: int, doc: dict | None) -> dict[str, frozenset]:
+    """The projection of one state document: per table, a set of row tuples (dates still as ISO text).
+    Should two rows share a key (a state written by an older version), the later one is kept, so that a
+    projection can never make a message fail."""
+    doc = doc or {}
+    eps, moves, facts = {}, {}, {}
+    for v in doc.get("visits", ()):
+        eps[v["number"]] = (patient_id, v["number"], v.get("nda"), v.get("patient_class"), v.get("uf"),
+                            v.get("admitted_at"), v.get("discharged_at"), bool(v.get("cancelled")))
+        for i, m in enumerate(v.get("movements", ())):
+            moves[(v["number"], i)] = (
+                patient_id, v["number"], i, m.get("id"), m.get("event"), m.get("action"), m.get("start"),
+                bool(m.get("historic")), m.get("nature"), m.get("uf_medical"), m.get("uf_care"),
+                bool(m.get("cancelled")))
+    for f in doc.get("facts", ()):
+        src = f.get("source") or {}
+        by = src.get("collected_by")
+        facts[(f["seq"], f["item"])] = (
+            patient_id, f["seq"], f["item"], _text(f.get("value")) or "", f.get("code"), f.get("visit"), f["collected_at"],
+            bool(f.get("cancelled")), src.get("msh10"), src.get("sender"),
+            src.get("mapping") or ("api" if src.get("api") else None),
+            json.dumps(by, sort_keys=True, default=str) if by else None)
+    return {"episode": frozenset(eps.values()), "movement": frozenset(moves.values()),
+            "consent_fact": frozenset(facts.values())}
+
+
+def _lengths(table) -> dict:
+    return {c.name: c.type.length for c in table.columns if getattr(c.type, "length", None)}
+
+
+LENGTHS = {name: _lengths(table) for name, (table, _, _) in SHAPES.items()}
+
+
+def _values(name, names, row) -> dict:
+    """A row as column values: dates parsed, text cut to its column (a sender's odd field must not make
+    PostgreSQL refuse the whole message; the state document keeps it whole)."""
+    cut = LENGTHS[name]
+    out = {}
+    for n, v in zip(names, row):
+        if n in DATES and v:
+            v = datetime.fromisoformat(v)
+        elif isinstance(v, str) and n in cut and len(v) > cut[n]:
+            v = v[:cut[n]]
+        out[n] = v
+    return out
+
+
+def write(conn, patient_id: int, old: dict | None, new: dict) -> None:
+    """Turn the rows of `old` into those of `new`; `old` None means "unknown": rewrite the patient."""
+    if old is None:
+        clear(conn, patient_id)
+    for name, (table, names, key) in SHAPES.items():
+        want = new[name]
+        if old is None:
+            gone, came = (), want
+        else:
+            have = old[name]
+            gone, came = have - want, want - have
+        if gone:
+            where = and_(*(table.c[n] == bindparam(f"k_{n}") for n in names[:key]))
+            keys = [_values(name, names[:key], r) for r in gone]
+            conn.execute(delete(table).where(where), [{f"k_{n}": v for n, v in k.items()} for k in keys])
+        if came:
+            conn.execute(insert(table), [_values(name, names, r) for r in came])
+
+
+def clear(conn, patient_id: int) -> None:
+    for table, _, _ in SHAPES.values():
+        conn.execute(delete(table).where(table.c.patient_id == patient_id))
+
+
+def backfill(conn) -> int:
+    """Derive the rows of every patient not merged into another (migration 0003, or a repair)."""
+    ids = [r[0] for r in conn.execute(select(patients.c.id).where(patients.c.merged_into.is_(None))
+                                      .order_by(patients.c.id))]
+    for i in range(0, len(ids), 500):
+        chunk = conn.execute(select(patients.c.id, patients.c.state).where(patients.c.id.in_(ids[i:i + 500]))).all()
+        for pid, state in chunk:
+            write(conn, pid, None, rows(pid, json.loads(state) if state else {}))
+    return len(ids)
