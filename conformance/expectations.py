@@ -35,6 +35,8 @@ class PatientRef(Strict):
     def _one(self):
         if not self.id and not self.ins:
             raise ValueError("give id (with authority) or ins (with oid)")
+        if self.ins and not self.oid:
+            raise ValueError("an ins needs its oid")
         return self
 
     def api(self) -> dict:

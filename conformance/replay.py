@@ -247,9 +247,10 @@ class Output:
         width = len(str(self.total))
         if self.progress is not None:
             self.progress.update(self.task, advance=1, description=m.message.label)
+            from rich.markup import escape
             for c in failed:
-                self.console.print(f"[red]FAILED[/red] {c.name}: expected {c.expected}; got {c.actual}",
-                                   markup=True, soft_wrap=True)
+                self.console.print(f"[red]FAILED[/red] {escape(f'{c.name}: expected {c.expected}; got {c.actual}')}",
+                                   soft_wrap=True)
             return
         held = sum(1 for c in m.checks if c.status == C.HELD)
         line = (f"[{m.message.position:>{width}}/{self.total}] {m.message.label}  {m.message.message_type or '?'}  "
