@@ -153,5 +153,7 @@ def _flat(d: dict, prefix=""):
     for k, v in d.items():
         if isinstance(v, dict):
             yield from _flat(v, f"{prefix}{k}.")
+        elif isinstance(v, list):
+            yield f"{prefix}{k}", ", ".join(map(str, v)) or "none"
         else:
             yield f"{prefix}{k}", v

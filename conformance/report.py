@@ -136,9 +136,18 @@ def _state(s: dict | None, tz) -> dict | None:
     gate = s.get("gate") or {}
     consult, feed = wording.gate_text(gate)
     consent, opposition = s.get("consent"), s.get("feed_opposition")
+    consent_line = "Consent to consultation: " + wording.consent_text(consent) + (
+        f", collected {wording.when(consent.get('collected_at'), tz)}" if consent else "")
+    fallen = [h for h in s.get("history") or [] if h.get("item") == "consult" and h.get("cancelled")]
+    if not consent and fallen:
+        # "not collected" would mislead: a consent was collected, and fell with its cancelled episode
+        last = fallen[-1]
+        what = {"consent": "the consent", "refused": "the refusal"}.get(last.get("value"), "the value")
+        code = f" ({last['code']})" if last.get("code") else ""
+        consent_line = (f"Consent to consultation: none in force — {what}{code} collected "
+                        f"{wording.when(last.get('collected_at'), tz)} was cancelled with its episode")
     out = {
-        "consent": "Consent to consultation: " + wording.consent_text(consent)
-                   + (f", collected {wording.when(consent.get('collected_at'), tz)}" if consent else ""),
+        "consent": consent_line,
         "feed": "Opposition to feeding: " + wording.feed_text(opposition)
                 + (f", collected {wording.when(opposition.get('collected_at'), tz)}" if opposition else ""),
         "consult_gate": consult, "feed_gate": feed,

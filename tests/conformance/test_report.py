@@ -82,3 +82,13 @@ def test_the_report_is_self_contained_and_masks_identities(conf06_report, tmp_pa
     execute(scenario_args("conf06", "--report", str(shown), "--show-identities"))
     page = shown.read_text(encoding="utf-8")
     assert all(s in page for s in ("LEFÈVRE", "19720415", "700601 (CH-DEMO)"))
+
+
+def test_the_report_says_a_cancelled_admission_took_its_consent_with_it(tmp_path):
+    out = tmp_path / "movements.html"
+    assert execute(scenario_args("movements", "--report", str(out))).ok
+    page = text_of(out.read_text(encoding="utf-8"))
+    assert ("Consent to consultation: none in force — the consent (IC) collected 2025-04-15 09:00 was cancelled "
+            "with its episode") in page
+    assert "Consultation: DENIED — the episode of care was cancelled" in page
+    assert "Patient 3" in page and "Patient 4" not in page
