@@ -198,7 +198,14 @@ class RemoteGate:
         from mllp.client import MLLPError, decode_ack
         raw, codec = message.wire_bytes()
         try:
-            ack = decode_ack(self.client.send_bytes(raw), codec)
+            try:
+                ack = decode_ack(self.client.send_bytes(raw), codec)
+            except (OSError, MLLPError):
+                # the server may have closed an idle connection: send once more on a new one (a message
+                # that did arrive is a duplicate, acknowledged again and applied once)
+                self.client.close()
+                self.client.connect()
+                ack = decode_ack(self.client.send_bytes(raw), codec)
         except (OSError, MLLPError) as e:
             raise CommandError(f"--to {self.to}: no ACK for message {message.position} ({message.label}) after "
                                f"{self.sent} acknowledged: {getattr(e, 'strerror', None) or e}") from None

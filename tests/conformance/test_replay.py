@@ -197,3 +197,25 @@ def test_the_shared_samples_hold_their_expectations(folder, expect):
     if folder == "cpage-gam-2025":
         assert run.ack_codes() == {"AA": 200}
         assert [m.message.name for m in run.messages] == sorted(m.message.name for m in run.messages)
+
+
+def test_over_mllp_a_connection_closed_by_the_server_while_idle_is_reopened(tmp_path):
+    import time
+
+    from conformance.gates import RemoteGate
+    from conformance.messages import collect
+    from engine import config as configuration
+    from tests.serving import Server
+    server = Server(tmp_path, config={"limits": {"idle_timeout": 0.5}}).start()
+    try:
+        messages = collect([SCENARIOS / "conf06"]).messages
+        gate = RemoteGate(f"mllp://127.0.0.1:{server.mllp_port}", None, configuration.load(str(server.config_path)),
+                          store_readable=False)
+        try:
+            assert C.read_ack(gate.send(messages[0])).code == "AA"
+            time.sleep(2)                    # the server closes the idle connection meanwhile
+            assert C.read_ack(gate.send(messages[1])).code == "AA"
+        finally:
+            gate.close()
+    finally:
+        server.stop()
