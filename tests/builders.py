@@ -22,7 +22,7 @@ def adt(event="A01", *, ipp="100001", authority="HOSP-T", visit="V0001", when="2
     segs = [
         f"MSH|^~\\&|{app}|{facility}|DPI|{facility}|{when}||ADT^{event}^{structure}|{cid}|P|{version}|||||FRA|{charset}|||{profile}",
         f"EVN||{when}||||{when}",
-        f"PID|1||{pid3}||{name}^^^^L||19800101|F|||||||||||NDA{visit}^^^{authority}^AN|||||||||||||||VALI",
+        f"PID|1||{pid3}||{name}^^^^L||19800101|F||||||||||NDA{visit}^^^{authority}^AN||||||||||||||VALI",   # PID-18, PID-32
     ]
     if prior_ipp:
         segs.append(f"MRG|{prior_ipp}^^^{authority}&1.2.250.1.71.1.2.2&ISO^PI")
