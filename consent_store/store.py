@@ -56,6 +56,15 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
+            # pysqlite's own BEGIN comes late (before the first write, after the reads), so two writers
+            # (the group commit, the dispatcher, a CLI) could fail at once with "database is locked" instead
+            # of waiting; and its SAVEPOINTs are unreliable. SQLAlchemy's documented fix: begin ourselves.
+            dbapi_conn.isolation_level = None
+
+        @event.listens_for(eng, "begin")
+        def _sqlite_begin(conn):
+            # IMMEDIATE takes the write lock first: writers queue on the busy timeout, never deadlock
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return eng
     # pre_ping: a connection that died with the server is replaced at the next checkout, so the service

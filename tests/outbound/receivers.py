@@ -92,6 +92,7 @@ class MllpReceiver:
         self.attempts: list[str] = []
         self.answer = lambda text: ("AA", None)
         self.lock = threading.Lock()
+        self.exchange = threading.Lock()
         self.sock = None
         self.conns: list[socket.socket] = []
         self.running = False
@@ -146,22 +147,29 @@ class MllpReceiver:
                         break
                     buf = buf[m.end():]
                     text = m.group(1).decode("utf-8", "replace").rstrip("\r")
-                    code, msa2 = self.answer(text)
-                    ack = build_ack(text, code)
-                    if msa2 is not None:
-                        ack = re.sub(r"(MSA\|[A-Z]{2}\|)[^|\r]*", lambda mm: mm.group(1) + msa2, ack)
-                    with self.lock:
-                        self.attempts.append(text)
+                    # one exchange at a time against down(): a message counts as accepted once its ACK
+                    # has left, as a real receiver commits before it answers
+                    with self.exchange:
+                        if not self.running:
+                            return
+                        code, msa2 = self.answer(text)
+                        ack = build_ack(text, code)
+                        if msa2 is not None:
+                            ack = re.sub(r"(MSA\|[A-Z]{2}\|)[^|\r]*", lambda mm: mm.group(1) + msa2, ack)
+                        with self.lock:
+                            self.attempts.append(text)
+                        c.sendall(b"\x0b" + ack.encode("utf-8") + b"\x1c\r")
                         if code == "AA" and msa2 is None:
-                            self.accepted.append(text)
-                    c.sendall(b"\x0b" + ack.encode("utf-8") + b"\x1c\r")
+                            with self.lock:
+                                self.accepted.append(text)
         except OSError:
             return
         finally:
             c.close()
 
     def down(self) -> None:
-        self.running = False
+        with self.exchange:
+            self.running = False
         if self.sock is not None:
             self.sock.close()
             self.sock = None

@@ -2,6 +2,8 @@
 `show` and `retry` inspect and replay them."""
 from __future__ import annotations
 
+import contextlib
+import io
 import subprocess
 import sys
 
@@ -16,10 +18,23 @@ from tests.outbound.test_dispatcher import FAST, config, drained
 from tests.serving import ROOT
 
 
-def pamgate(cfg_path, *args):
+def pamgate_process(cfg_path, *args):
+    """The real command, in a process of its own."""
     p = subprocess.run([sys.executable, "-m", "engine.cli", "outbox", *args, "--config", str(cfg_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     return p.returncode, p.stdout, p.stderr
+
+
+def pamgate(cfg_path, *args):
+    """The same entry point, `engine.cli.main`, in this process: a second each saved."""
+    from engine.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(["outbox", *args, "--config", str(cfg_path)])
+        except SystemExit as e:
+            code = e.code
+    return code, out.getvalue(), err.getvalue()
 
 
 @pytest_twisted.ensureDeferred
@@ -40,7 +55,7 @@ async def test_dead_letters_listed_shown_and_replayed(tmp_path, sqlite_store):
         await d.stop()
     assert statuses(store) == {"dead": 4}
 
-    code, out, err = pamgate(cfg_path, "list", "--status", "dead")
+    code, out, err = pamgate_process(cfg_path, "list", "--status", "dead")
     assert code == 0, err
     lines = out.splitlines()
     assert lines[0] == "outbox: 0 pending, 0 done, 4 dead"
@@ -96,5 +111,5 @@ async def test_dead_letters_listed_shown_and_replayed(tmp_path, sqlite_store):
 def test_outbox_on_a_store_without_the_schema_is_one_line(tmp_path):
     cfg_path = tmp_path / "config.yaml"
     cfg_path.write_text(yaml.safe_dump({"store": {"url": f"sqlite:///{tmp_path / 'empty.db'}"}}))
-    code, out, err = pamgate(cfg_path, "list")
+    code, out, err = pamgate_process(cfg_path, "list")
     assert code != 0 and err.count("\n") == 1 and "pamgate db upgrade" in err and "Traceback" not in err
