@@ -42,7 +42,12 @@ STOP_GRACE = 5.0             # seconds past the longest timeout that stop() wait
 
 
 class DeliveryFailed(Exception):
-    """One line: why this attempt did not deliver."""
+    """One line: why this attempt did not deliver. `summary` is what the log may say: a receiver's own
+    words (an HTTP body, an ERR text) may quote a patient, so they go only to the delivery row."""
+
+    def __init__(self, message: str, summary: str | None = None):
+        super().__init__(message)
+        self.summary = summary or message
 
 
 def utcnow() -> datetime:
@@ -115,21 +120,29 @@ class HttpChannel:
         body = json.dumps(public_envelope(envelope), ensure_ascii=False).encode()
         headers = {"Content-Type": "application/json; charset=utf-8", "Idempotency-Key": envelope["id"],
                    **self.dest.headers}
-        d = self.client.post(self.dest.url, data=body, headers=headers, allow_redirects=False,
-                             reactor=self.reactor)
+        from twisted.web.client import RequestNotSent, RequestTransmissionFailed, ResponseNeverReceived
 
-        def answered(response):
-            return response.content().addCallback(lambda content: (response.code, content))
+        def stale(failure):
+            # A kept connection that the server closed while idle fails a POST before any answer, and
+            # Twisted retries only idempotent methods. The event is idempotent by its id: one fresh try at
+            # once beats a whole backoff.
+            failure.trap(ResponseNeverReceived, RequestNotSent, RequestTransmissionFailed)
+            return self._post(body, headers)
 
         def judge(result):
             code, content = result
             if not 200 <= code < 300:
                 detail = content[:200].decode("utf-8", "replace").strip()
-                raise DeliveryFailed(f"HTTP {code}" + (f": {detail}" if detail else ""))
+                raise DeliveryFailed(f"HTTP {code}" + (f": {detail}" if detail else ""), f"HTTP {code}")
 
-        d.addCallback(answered)
-        d.addTimeout(self.dest.timeout, self.reactor)
+        d = self._post(body, headers).addErrback(stale)
         return d.addCallback(judge).addErrback(_failure_line, self.dest.timeout)
+
+    def _post(self, body: bytes, headers: dict) -> defer.Deferred:
+        d = self.client.post(self.dest.url, data=body, headers=headers, allow_redirects=False,
+                             reactor=self.reactor)
+        d.addCallback(lambda response: response.content().addCallback(lambda content: (response.code, content)))
+        return d.addTimeout(self.dest.timeout, self.reactor)
 
     def close(self) -> defer.Deferred:
         return self.pool.closeCachedConnections()
@@ -188,7 +201,7 @@ class MllpChannel:
         def judge(ack_text):
             problem = ack_problem(ack_text, control_id)
             if problem:
-                raise DeliveryFailed(problem)
+                raise DeliveryFailed(problem, problem.split(":", 1)[0])
 
         return self._connection().addCallback(send).addCallback(judge).addErrback(
             _failure_line, self.dest.timeout)
@@ -266,7 +279,7 @@ def _failure_line(failure, timeout):
         raise DeliveryFailed("connection refused")
     if failure.check(ConnectError):
         raise DeliveryFailed(f"cannot connect: {failure.getErrorMessage()}")
-    raise DeliveryFailed(f"{failure.type.__name__}: {failure.getErrorMessage()}"[:300])
+    raise DeliveryFailed(f"{failure.type.__name__}: {failure.getErrorMessage()}"[:300], failure.type.__name__)
 
 
 # --- lanes and the dispatcher ---------------------------------------------------------------------------
@@ -336,10 +349,14 @@ class Lane:
             self.finished.append((row["event_seq"], None, row["attempts"], row))
 
         def failed(f):
-            error = f.getErrorMessage() if f.check(DeliveryFailed) else f"{f.type.__name__}: {f.getErrorMessage()}"
+            if f.check(DeliveryFailed):
+                error, row["summary"] = f.getErrorMessage(), f.value.summary
+            else:
+                error = f"{f.type.__name__}: {f.getErrorMessage()}"
+                row["summary"] = f.type.__name__
             self.finished.append((row["event_seq"], error, row["attempts"], row))
             log.info("delivery.failed", destination=self.dest.name, event_id=row["event_id"], type=row["type"],
-                     attempt=row["attempts"] + 1, error=error)
+                     attempt=row["attempts"] + 1, error=row["summary"])
 
         def after(_):
             self.in_flight -= 1
@@ -423,7 +440,7 @@ class Dispatcher:
                 if retry_at is None:
                     counts["dead"] += 1
                     log.warning("delivery.dead", destination=dest.name, event_id=row["event_id"],
-                                type=row["type"], attempts=tried, error=error)
+                                type=row["type"], attempts=tried, error=row.get("summary", ""))
                 else:
                     counts["retry"] += 1
             rows = uow.claim_deliveries(dest.name, self.owner, now, now + lease, want) if want > 0 else []

@@ -25,6 +25,7 @@ class HttpReceiver:
         self.accepted: list[dict] = []
         self.attempts: list[dict] = []
         self.answer = lambda env: 200
+        self.body = lambda env: b"ok"
         self.delay = 0.0
         self.lock = threading.Lock()
         self.server = None
@@ -51,18 +52,22 @@ class HttpReceiver:
                     receiver.attempts.append(env)
                     if 200 <= status < 300:
                         receiver.accepted.append(env)
+                body = receiver.body(env)
                 self.send_response(status)
-                self.send_header("content-length", "2")
+                self.send_header("content-length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(b"ok")
+                self.wfile.write(body)
 
             def log_message(self, *a):
                 pass
 
+        class Server(ThreadingHTTPServer):
+            request_queue_size = 64      # the dispatcher opens several connections at once
+
         deadline = time.monotonic() + 30
         while True:
             try:
-                self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+                self.server = Server(("127.0.0.1", self.port), Handler)
                 break
             except OSError:
                 if time.monotonic() > deadline:

@@ -9,6 +9,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import pytest_twisted
+import structlog
+import structlog.testing
 from twisted.internet import defer, reactor, task
 
 from engine.config import Config
@@ -96,25 +98,33 @@ async def test_http_receiver_down_then_back_nothing_lost_nothing_twice_order_kep
 @pytest_twisted.ensureDeferred
 async def test_a_failing_patient_holds_only_its_own_queue_then_goes_dead(sqlite_store, http_receiver):
     store = sqlite_store
-    http_receiver.answer = lambda env: 500 if env["patient"]["id"] == "BAD" else 200
+    http_receiver.answer = lambda env: 500 if env["patient"]["id"] == "IPP-BAD" else 200
+    http_receiver.body = lambda env: f"no such patient {env['patient']['id']}".encode()
     http_receiver.up()
     cfg = config({"name": "dpi", "type": "http", "url": http_receiver.url, "max_attempts": 3, **FAST})
-    enqueue(store, [envelope(p, n) for n in range(4) for p in ("BAD", "G1", "G2")], cfg.routes())
+    enqueue(store, [envelope(p, n) for n in range(4) for p in ("IPP-BAD", "G1", "G2")], cfg.routes())
     dead_before = metrics.deliveries.labels("dpi", "dead")._value.get()
     d = Dispatcher(store, cfg, reactor)
-    await d.start()
-    try:
-        await drained(store, 12)
-    finally:
-        await stop(d)
+    with structlog.testing.capture_logs() as logs:
+        await d.start()
+        try:
+            await drained(store, 12)
+        finally:
+            await stop(d)
+    # the receiver's answer quotes the patient: the log says only "HTTP 500", the delivery row says all.
+    # (Exactly 16: a connection the receiver closed after answering is not a failed attempt.)
+    failures = [e for e in logs if e["event"] in ("delivery.failed", "delivery.dead")]
+    assert [e["event"] for e in failures].count("delivery.dead") == 4, failures
+    assert len(failures) == 16 and all(e["error"] == "HTTP 500" for e in failures), [(e["event"], e["error"], e["event_id"][:6], e.get("attempt")) for e in failures]
+    assert "IPP-BAD" not in repr(logs)
     assert order_by_patient(http_receiver.accepted) == {"G1": [0, 1, 2, 3], "G2": [0, 1, 2, 3]}
     # BAD's attempts: each event tried max_attempts times, never one before the earlier is settled
-    tried = [e["data"]["n"] for e in http_receiver.attempts if e["patient"]["id"] == "BAD"]
+    tried = [e["data"]["n"] for e in http_receiver.attempts if e["patient"]["id"] == "IPP-BAD"]
     assert tried == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
     with store.transaction() as uow:
         dead = uow.deliveries(status="dead")
     assert [r["envelope"]["data"]["n"] for r in dead] == [0, 1, 2, 3]
-    assert all(r["attempts"] == 3 and r["last_error"].startswith("HTTP 500") for r in dead)
+    assert all(r["attempts"] == 3 and r["last_error"] == "HTTP 500: no such patient IPP-BAD" for r in dead)
     assert metrics.deliveries.labels("dpi", "dead")._value.get() - dead_before == 4
 
 
