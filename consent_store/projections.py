@@ -67,6 +67,12 @@ def _lengths(table) -> dict:
 
 
 LENGTHS = {name: _lengths(table) for name, (table, _, _) in SHAPES.items()}
+# built once: building a statement costs more than running it
+DELETE_ROW = {name: delete(table).where(and_(*(table.c[n] == bindparam(f"k_{n}") for n in names[:key])))
+              for name, (table, names, key) in SHAPES.items()}
+DELETE_PATIENT = {name: delete(table).where(table.c.patient_id == bindparam("k_patient_id"))
+                  for name, (table, _, _) in SHAPES.items()}
+INSERT = {name: insert(table) for name, (table, _, _) in SHAPES.items()}
 
 
 def _values(name, names, row) -> dict:
@@ -87,7 +93,7 @@ def write(conn, patient_id: int, old: dict | None, new: dict) -> None:
     """Turn the rows of `old` into those of `new`; `old` None means "unknown": rewrite the patient."""
     if old is None:
         clear(conn, patient_id)
-    for name, (table, names, key) in SHAPES.items():
+    for name, (_, names, key) in SHAPES.items():
         want = new[name]
         if old is None:
             gone, came = (), want
@@ -95,16 +101,15 @@ def write(conn, patient_id: int, old: dict | None, new: dict) -> None:
             have = old[name]
             gone, came = have - want, want - have
         if gone:
-            where = and_(*(table.c[n] == bindparam(f"k_{n}") for n in names[:key]))
             keys = [_values(name, names[:key], r) for r in gone]
-            conn.execute(delete(table).where(where), [{f"k_{n}": v for n, v in k.items()} for k in keys])
+            conn.execute(DELETE_ROW[name], [{f"k_{n}": v for n, v in k.items()} for k in keys])
         if came:
-            conn.execute(insert(table), [_values(name, names, r) for r in came])
+            conn.execute(INSERT[name], [_values(name, names, r) for r in came])
 
 
 def clear(conn, patient_id: int) -> None:
-    for table, _, _ in SHAPES.values():
-        conn.execute(delete(table).where(table.c.patient_id == patient_id))
+    for name in SHAPES:
+        conn.execute(DELETE_PATIENT[name], {"k_patient_id": patient_id})
 
 
 def backfill(conn) -> int:

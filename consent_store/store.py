@@ -11,7 +11,7 @@ import json
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
-from sqlalchemy import case, create_engine, event, exists, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, case, create_engine, event, exists, func, insert, or_, select, text, update
 from sqlalchemy.engine import Connection, Engine
 
 from consent_store import projections
@@ -20,6 +20,28 @@ from consent_store.tables import (audit, audit_head, delivery, identifiers, jour
                                   patients, users)
 
 GENESIS = "0" * 64
+
+# The statements of the message path, built once: building a statement costs more than running it.
+_am = applied_message.c
+Q_APPLIED = select(_am.journal_id).where(_am.sender_application == bindparam("b_app"),
+                                         _am.sender_facility == bindparam("b_facility"),
+                                         _am.control_id == bindparam("b_control_id"))
+I_JOURNAL = insert(journal)
+I_APPLIED = insert(applied_message)
+Q_FIND = (select(identifiers.c.patient_id, patients.c.merged_into)
+          .join_from(identifiers, patients, identifiers.c.patient_id == patients.c.id)
+          .where(identifiers.c.kind == bindparam("b_kind"), identifiers.c.authority == bindparam("b_authority"),
+                 identifiers.c.value == bindparam("b_value"), identifiers.c.active.is_(True)))
+Q_MERGED_INTO = select(patients.c.merged_into).where(patients.c.id == bindparam("b_pid"))
+Q_STATE = select(patients.c.state).where(patients.c.id == bindparam("b_pid"))
+Q_STATE_FOR_UPDATE = Q_STATE.with_for_update()
+I_PATIENT = insert(patients)
+U_STATE = update(patients).where(patients.c.id == bindparam("b_pid")).values(
+    state=bindparam("b_state"), version=patients.c.version + 1, updated_at=bindparam("b_now"))
+Q_HEAD = select(audit_head.c.hash).where(audit_head.c.id == 1)
+Q_HEAD_FOR_UPDATE = Q_HEAD.with_for_update()
+U_HEAD = update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("b_hash"))
+I_AUDIT = insert(audit)
 # event types the pipeline writes for one destination kind only: a "*" route does not take them
 INTERNAL_TYPES = frozenset({"adt.forward"})
 
@@ -91,7 +113,9 @@ class Store:
     @contextmanager
     def transaction(self):
         with self.engine.begin() as conn:
-            yield UnitOfWork(conn, self.is_postgres)
+            uow = UnitOfWork(conn, self.is_postgres)
+            yield uow
+            uow.flush()
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -106,17 +130,32 @@ class UnitOfWork:
     def __init__(self, conn: Connection, is_postgres: bool):
         self.conn = conn
         self.is_postgres = is_postgres
-        # state documents as loaded in this transaction, so a save writes only the projection rows that changed
+        # state documents as loaded in this transaction, and the projection rows last written for them, so a
+        # save writes only the rows that changed
         self._docs: dict[int, dict] = {}
+        self._rows: dict[int, dict] = {}
+        # the audit chain's head: read once per transaction, written once before the commit (flush)
+        self._head: str | None = None
+        self._head_stored: str | None = None
 
     @contextmanager
     def savepoint(self):
+        head = (self._head, self._head_stored)
         try:
             with self.conn.begin_nested():
                 yield self
         except BaseException:
-            self._docs.clear()   # what was loaded or saved inside is rolled back: forget it
+            # what was loaded or written inside is rolled back: forget it
+            self._docs.clear()
+            self._rows.clear()
+            self._head, self._head_stored = head
             raise
+
+    def flush(self) -> None:
+        """Before the commit: the chain's head row takes the hash of the last entry written."""
+        if self._head is not None and self._head != self._head_stored:
+            self.conn.execute(U_HEAD, {"b_hash": self._head})
+            self._head_stored = self._head
 
     # --- ordering between instances ---
     def lock_keys(self, keys) -> None:
@@ -139,21 +178,18 @@ class UnitOfWork:
 
     # --- journal and duplicates ---
     def already_applied(self, app: str, facility: str, control_id: str) -> bool:
-        am = applied_message.c
-        row = self.conn.execute(select(am.journal_id).where(
-            am.sender_application == (app or ""), am.sender_facility == (facility or ""),
-            am.control_id == control_id)).first()
-        return row is not None
+        return self.conn.execute(Q_APPLIED, {"b_app": app or "", "b_facility": facility or "",
+                                             "b_control_id": control_id}).first() is not None
 
     def journal(self, *, received_at, app, facility, control_id, event, ack_code, error, raw: bytes,
                 patient_id=None, applied: bool = False) -> int:
-        jid = self.conn.execute(insert(journal).values(
-            received_at=received_at, sender_application=app, sender_facility=facility,
-            control_id=control_id, event=event, ack_code=ack_code, error=error, raw=raw,
-            patient_id=patient_id)).inserted_primary_key[0]
+        jid = self.conn.execute(I_JOURNAL, {
+            "received_at": received_at, "sender_application": app, "sender_facility": facility,
+            "control_id": control_id, "event": event, "ack_code": ack_code, "error": error, "raw": raw,
+            "patient_id": patient_id}).inserted_primary_key[0]
         if applied and control_id:
-            self.conn.execute(insert(applied_message).values(sender_application=app or "", sender_facility=facility or "",
-                                                     control_id=control_id, journal_id=jid))
+            self.conn.execute(I_APPLIED, {"sender_application": app or "", "sender_facility": facility or "",
+                                          "control_id": control_id, "journal_id": jid})
         return jid
 
     def prune_journal(self, before: datetime, limit: int | None = None) -> int:
@@ -170,45 +206,41 @@ class UnitOfWork:
     def find_patient(self, kind: str, authority: str | None, value: str) -> int | None:
         """The patient an identifier leads to, following merges to the survivor. A deactivated identifier
         (an INS deleted by A47 with "") leads nowhere; an old IPP stays active and still leads here."""
-        row = self.conn.execute(select(identifiers.c.patient_id).where(
-            identifiers.c.kind == kind, identifiers.c.authority == (authority or ""),
-            identifiers.c.value == value, identifiers.c.active.is_(True))).first()
+        row = self.conn.execute(Q_FIND, {"b_kind": kind, "b_authority": authority or "", "b_value": value}).first()
         if row is None:
             return None
-        pid = row[0]
-        # follow merges to the survivor
+        pid, nxt = row
+        # follow merges to the survivor (identifiers are moved at the merge, so this is rare)
         for _ in range(32):
-            nxt = self.conn.execute(select(patients.c.merged_into).where(patients.c.id == pid)).scalar()
             if nxt is None:
                 return pid
             pid = nxt
+            nxt = self.conn.execute(Q_MERGED_INTO, {"b_pid": pid}).scalar()
         return pid
 
     def create_patient(self, state: dict, now: datetime) -> int:
-        pid = self.conn.execute(insert(patients).values(state=_json(state), version=1, updated_at=now)
+        pid = self.conn.execute(I_PATIENT, {"state": _json(state), "version": 1, "updated_at": now}
                                 ).inserted_primary_key[0]
-        projections.write(self.conn, pid, projections.rows(pid, None), projections.rows(pid, state))
-        self._docs[pid] = state
+        rows = projections.rows(pid, state)
+        projections.write(self.conn, pid, projections.rows(pid, None), rows)
+        self._docs[pid], self._rows[pid] = state, rows
         return pid
 
     def load_patient(self, patient_id: int) -> dict:
-        if self.is_postgres:
-            q = select(patients.c.state).where(patients.c.id == patient_id).with_for_update()
-        else:
-            q = select(patients.c.state).where(patients.c.id == patient_id)
-        raw = self.conn.execute(q).scalar()
+        raw = self.conn.execute(Q_STATE_FOR_UPDATE if self.is_postgres else Q_STATE, {"b_pid": patient_id}).scalar()
         doc = json.loads(raw) if raw else {}
         self._docs[patient_id] = doc
         return doc
 
     def save_patient(self, patient_id: int, state: dict, now: datetime) -> None:
         """Store the state document, and its projection rows (episode, movement, consent_fact) with it."""
-        self.conn.execute(update(patients).where(patients.c.id == patient_id).values(
-            state=_json(state), version=patients.c.version + 1, updated_at=now))
-        old = self._docs.get(patient_id)
-        projections.write(self.conn, patient_id, None if old is None else projections.rows(patient_id, old),
-                          projections.rows(patient_id, state))
-        self._docs[patient_id] = state
+        self.conn.execute(U_STATE, {"b_pid": patient_id, "b_state": _json(state), "b_now": now})
+        old = self._rows.get(patient_id)
+        if old is None and patient_id in self._docs:
+            old = projections.rows(patient_id, self._docs[patient_id])
+        rows = projections.rows(patient_id, state)
+        projections.write(self.conn, patient_id, old, rows)   # old None: rewrite them all
+        self._docs[patient_id], self._rows[patient_id] = state, rows
 
     def set_identifiers(self, patient_id: int, ids) -> None:
         """Point each (kind, authority, value) at this patient; ids no longer held are deactivated."""
@@ -248,6 +280,7 @@ class UnitOfWork:
             patient_id=survivor_id))
         projections.clear(self.conn, absorbed_id)
         self._docs.pop(absorbed_id, None)
+        self._rows.pop(absorbed_id, None)
 
     def patient_ids_merged_into(self, survivor_id: int) -> list[int]:
         out, todo = [], [survivor_id]
@@ -264,18 +297,21 @@ class UnitOfWork:
 
     # --- audit chain ---
     def audit(self, *, at: datetime, patient_id, kind: str, payload: dict) -> str:
+        """Append one entry to the chain. The head row is read (and locked, on PostgreSQL) at the first entry
+        of the transaction and written once, before the commit (flush)."""
         body = _json(payload)
-        q = select(audit_head.c.hash).where(audit_head.c.id == 1)
-        if self.is_postgres:
-            q = q.with_for_update()
-        prev = self.conn.execute(q).scalar()
+        prev = self._head
         if prev is None:
-            prev = GENESIS
-            self.conn.execute(insert(audit_head).values(id=1, hash=GENESIS))
+            prev = self.conn.execute(Q_HEAD_FOR_UPDATE if self.is_postgres else Q_HEAD).scalar()
+            if prev is None:
+                # a store older than migration 0003, which seeds the head
+                prev = GENESIS
+                self.conn.execute(insert(audit_head).values(id=1, hash=GENESIS))
+            self._head_stored = prev
         h = chain_hash(prev, at, patient_id, kind, body)
-        self.conn.execute(insert(audit).values(at=at, patient_id=patient_id, kind=kind, payload=body,
-                                               prev_hash=prev, hash=h))
-        self.conn.execute(update(audit_head).where(audit_head.c.id == 1).values(hash=h))
+        self.conn.execute(I_AUDIT, {"at": at, "patient_id": patient_id, "kind": kind, "payload": body,
+                                    "prev_hash": prev, "hash": h})
+        self._head = h
         return h
 
     def audit_entries(self, patient_ids) -> list[dict]:
@@ -286,6 +322,7 @@ class UnitOfWork:
 
     def verify_audit(self) -> tuple[int, int | None, str | None]:
         """Walk the chain: (entries checked, seq of the first broken link or None, why)."""
+        self.flush()
         prev, n = GENESIS, 0
         for r in self.conn.execute(select(audit).order_by(audit.c.seq)).yield_per(1000):
             n += 1
