@@ -15,6 +15,7 @@ from consent_store.store import Store
 from engine.config import Config
 from engine.serve import build_pipeline
 from tests.builders import adt, zfa_2111
+from tests.stores import pg_database
 
 NOW = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
 H = "HOSP-S"
@@ -178,13 +179,19 @@ def test_a_deleted_ins_leads_nowhere_but_an_old_ipp_still_does(store):
         assert uow.find_patient("INS", "1.2.250.1.213.1.4.10", "255") == p
 
 
-def test_two_instances_reaching_one_patient_by_different_identifiers_do_not_deadlock(store_url):
-    """Instance A locks the patient by its IPP and holds the patient's row; instance B comes by the INS,
-    writes an audit entry, then needs the same row. With the audit head taken after the advisory locks
-    and before any row, B waits for A instead of holding the head that A needs: no deadlock."""
-    if not store_url.startswith("postgresql"):
-        pytest.skip("SQLite has one writer: no lock order to keep")
-    a_store, b_store = Store(store_url), Store(store_url)
+@pytest.fixture
+def pg_url():
+    with pg_database() as url:
+        Store(url).upgrade()
+        yield url
+
+
+def test_two_instances_reaching_one_patient_by_different_identifiers_do_not_deadlock(pg_url):
+    """PostgreSQL (SQLite has one writer). Instance A locks the patient by its IPP and holds the patient's
+    row; instance B comes by the INS, writes an audit entry, then needs the same row. With the audit head
+    taken after the advisory locks and before any row, B waits for A instead of holding the head that A
+    needs: no deadlock."""
+    a_store, b_store = Store(pg_url), Store(pg_url)
     with a_store.transaction() as uow:
         pid = uow.create_patient({}, NOW)
     a_holds_row, b_audited, errors = threading.Event(), threading.Event(), []
