@@ -18,11 +18,13 @@ BASE = datetime.now(timezone.utc).replace(microsecond=0, second=0) - timedelta(d
 
 
 class Sender(threading.Thread):
-    """What a well-behaved ADT sender does: one message at a time, and on AE 207 the same message again."""
+    """What a well-behaved ADT sender does: one message at a time, and on AE 207 the same message again.
+    Half-way it waits for `go_on`, so that the second half is sent during the outage, however fast the
+    first half went."""
 
-    def __init__(self, port, messages, deadline):
+    def __init__(self, port, messages, deadline, go_on: threading.Event):
         super().__init__(daemon=True)
-        self.port, self.messages, self.deadline = port, messages, deadline
+        self.port, self.messages, self.deadline, self.go_on = port, messages, deadline, go_on
         self.aa: list[tuple[str, float]] = []     # (control id, when)
         self.refusals: list[tuple[str, str, float]] = []
         self.error = None
@@ -30,7 +32,9 @@ class Sender(threading.Thread):
     def run(self):
         conn = Connection(self.port, timeout=60)
         try:
-            for m in self.messages:
+            for i, m in enumerate(self.messages):
+                if i == len(self.messages) // 2:
+                    self.go_on.wait(60)
                 while True:
                     code, cid = msa(ack := conn.send(m))
                     assert cid == control_id(m)
@@ -54,9 +58,10 @@ def test_postgresql_outage_gives_no_false_aa_and_service_resumes(tmp_path):
     with private_postgres() as pg:
         server = Server(tmp_path, store_url=pg.url).start()
         try:
-            deadline = time.monotonic() + 150
+            deadline, go_on = time.monotonic() + 150, threading.Event()
             senders = [Sender(server.mllp_port, [plan[ipp][k] for k in range(PER_PATIENT)
-                                                 for ipp in ipps[i::SENDERS]], deadline) for i in range(SENDERS)]
+                                                 for ipp in ipps[i::SENDERS]], deadline, go_on)
+                       for i in range(SENDERS)]
             for s in senders:
                 s.start()
             wait_until(lambda: sum(len(s.aa) for s in senders) >= total // 4, timeout=60, every=0.01,
@@ -64,6 +69,7 @@ def test_postgresql_outage_gives_no_false_aa_and_service_resumes(tmp_path):
 
             pg.stop("immediate")                # as a crash: no goodbye to the clients
             down_at = time.monotonic()
+            go_on.set()
             wait_until(lambda: any(r[2] > down_at for s in senders for r in s.refusals), timeout=30,
                        what="a refusal during the outage")
             status, body = server.http("GET", "/healthz")
