@@ -71,13 +71,21 @@ def test_two_instances_reach_the_state_of_one(tmp_path):
         a, b = Server(folder(tmp_path, "a"), store_url=shared_url), Server(folder(tmp_path, "b"), store_url=shared_url)
         alone = Server(folder(tmp_path, "alone"), store_url=alone_url)
         # both instances start at once on an empty database: one migrates, the other waits for it
-        starters = [threading.Thread(target=s.start) for s in (a, b)]
+        start_errors = []
+
+        def start(server):
+            try:
+                server.start()
+            except Exception as e:  # noqa: BLE001 — reported below
+                start_errors.append(repr(e))
+        starters = [threading.Thread(target=start, args=(s,)) for s in (a, b)]
         for t in starters:
             t.start()
         alone.start()
         for t in starters:
             t.join(120)
         try:
+            assert not start_errors, start_errors
             started = time.monotonic()
             both = drive([a.mllp_port, b.mllp_port], plan)
             took_both = time.monotonic() - started
