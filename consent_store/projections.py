@@ -15,6 +15,7 @@ from datetime import datetime
 
 from sqlalchemy import and_, bindparam, delete, insert, select
 
+from consent_store.sql import DriverCursor, Sql
 from consent_store.tables import consent_fact, episode, movement, patients
 
 # column order of each row tuple; the first `key` columns identify a row
@@ -67,12 +68,12 @@ def _lengths(table) -> dict:
 
 
 LENGTHS = {name: _lengths(table) for name, (table, _, _) in SHAPES.items()}
-# built once: building a statement costs more than running it
-DELETE_ROW = {name: delete(table).where(and_(*(table.c[n] == bindparam(f"k_{n}") for n in names[:key])))
+# built once, run on the driver's cursor (consent_store/sql.py)
+DELETE_ROW = {name: Sql(delete(table).where(and_(*(table.c[n] == bindparam(f"k_{n}") for n in names[:key]))))
               for name, (table, names, key) in SHAPES.items()}
-DELETE_PATIENT = {name: delete(table).where(table.c.patient_id == bindparam("k_patient_id"))
+DELETE_PATIENT = {name: Sql(delete(table).where(table.c.patient_id == bindparam("k_patient_id")))
                   for name, (table, _, _) in SHAPES.items()}
-INSERT = {name: insert(table) for name, (table, _, _) in SHAPES.items()}
+INSERT = {name: Sql(insert(table), columns=list(names)) for name, (table, names, _) in SHAPES.items()}
 
 
 def _values(name, names, row) -> dict:
@@ -89,10 +90,11 @@ def _values(name, names, row) -> dict:
     return out
 
 
-def write(conn, patient_id: int, old: dict | None, new: dict) -> None:
-    """Turn the rows of `old` into those of `new`; `old` None means "unknown": rewrite the patient."""
+def write(run_many, patient_id: int, old: dict | None, new: dict) -> None:
+    """Turn the rows of `old` into those of `new`; `old` None means "unknown": rewrite the patient.
+    `run_many(Sql, rows)`: a DriverCursor's."""
     if old is None:
-        clear(conn, patient_id)
+        clear(run_many, patient_id)
     for name, (_, names, key) in SHAPES.items():
         want = new[name]
         if old is None:
@@ -102,22 +104,23 @@ def write(conn, patient_id: int, old: dict | None, new: dict) -> None:
             gone, came = have - want, want - have
         if gone:
             keys = [_values(name, names[:key], r) for r in gone]
-            conn.execute(DELETE_ROW[name], [{f"k_{n}": v for n, v in k.items()} for k in keys])
+            run_many(DELETE_ROW[name], [{f"k_{n}": v for n, v in k.items()} for k in keys])
         if came:
-            conn.execute(INSERT[name], [_values(name, names, r) for r in came])
+            run_many(INSERT[name], [_values(name, names, r) for r in came])
 
 
-def clear(conn, patient_id: int) -> None:
+def clear(run_many, patient_id: int) -> None:
     for name in SHAPES:
-        conn.execute(DELETE_PATIENT[name], {"k_patient_id": patient_id})
+        run_many(DELETE_PATIENT[name], [{"k_patient_id": patient_id}])
 
 
 def backfill(conn) -> int:
     """Derive the rows of every patient not merged into another (migration 0003, or a repair)."""
+    run_many = DriverCursor(conn).run_many
     ids = [r[0] for r in conn.execute(select(patients.c.id).where(patients.c.merged_into.is_(None))
                                       .order_by(patients.c.id))]
     for i in range(0, len(ids), 500):
         chunk = conn.execute(select(patients.c.id, patients.c.state).where(patients.c.id.in_(ids[i:i + 500]))).all()
         for pid, state in chunk:
-            write(conn, pid, None, rows(pid, json.loads(state) if state else {}))
+            write(run_many, pid, None, rows(pid, json.loads(state) if state else {}))
     return len(ids)

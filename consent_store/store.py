@@ -12,36 +12,62 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from sqlalchemy import bindparam, case, create_engine, event, exists, func, insert, or_, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
 from consent_store import projections
+from consent_store.sql import DriverCursor, Sql
 from consent_store.tables import applied as applied_message
 from consent_store.tables import (audit, audit_head, delivery, identifiers, journal, metadata, outbox,
                                   patients, users)
 
 GENESIS = "0" * 64
 
-# The statements of the message path, built once: building a statement costs more than running it.
+
+# The statements of the message path: Core, built once, run on the driver's cursor (consent_store/sql.py says
+# why and how).
 _am = applied_message.c
-Q_APPLIED = select(_am.journal_id).where(_am.sender_application == bindparam("b_app"),
-                                         _am.sender_facility == bindparam("b_facility"),
-                                         _am.control_id == bindparam("b_control_id"))
-I_JOURNAL = insert(journal)
-I_APPLIED = insert(applied_message)
-Q_FIND = (select(identifiers.c.patient_id, patients.c.merged_into)
-          .join_from(identifiers, patients, identifiers.c.patient_id == patients.c.id)
-          .where(identifiers.c.kind == bindparam("b_kind"), identifiers.c.authority == bindparam("b_authority"),
-                 identifiers.c.value == bindparam("b_value"), identifiers.c.active.is_(True)))
-Q_MERGED_INTO = select(patients.c.merged_into).where(patients.c.id == bindparam("b_pid"))
-Q_STATE = select(patients.c.state).where(patients.c.id == bindparam("b_pid"))
-Q_STATE_FOR_UPDATE = Q_STATE.with_for_update()
-I_PATIENT = insert(patients)
-U_STATE = update(patients).where(patients.c.id == bindparam("b_pid")).values(
-    state=bindparam("b_state"), version=patients.c.version + 1, updated_at=bindparam("b_now"))
-Q_HEAD = select(audit_head.c.hash).where(audit_head.c.id == 1)
-Q_HEAD_FOR_UPDATE = Q_HEAD.with_for_update()
-U_HEAD = update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("b_hash"))
-I_AUDIT = insert(audit)
+_id = identifiers.c
+Q_APPLIED = Sql(select(_am.journal_id).where(_am.sender_application == bindparam("b_app"),
+                                             _am.sender_facility == bindparam("b_facility"),
+                                             _am.control_id == bindparam("b_control_id")))
+I_JOURNAL = Sql(insert(journal), columns=["received_at", "sender_application", "sender_facility", "control_id",
+                                          "event", "ack_code", "error", "raw", "patient_id"], returns=journal.c.id)
+I_APPLIED = Sql(insert(applied_message), columns=["sender_application", "sender_facility", "control_id",
+                                                  "journal_id"])
+Q_FIND = Sql(select(_id.patient_id, patients.c.merged_into)
+             .join_from(identifiers, patients, _id.patient_id == patients.c.id)
+             .where(_id.kind == bindparam("b_kind"), _id.authority == bindparam("b_authority"),
+                    _id.value == bindparam("b_value"), _id.active.is_(True)))
+Q_MERGED_INTO = Sql(select(patients.c.merged_into).where(patients.c.id == bindparam("b_pid")))
+_q_state = select(patients.c.state).where(patients.c.id == bindparam("b_pid"))
+Q_STATE = Sql(_q_state)
+Q_STATE_FOR_UPDATE = Sql(_q_state.with_for_update())
+I_PATIENT = Sql(insert(patients), columns=["state", "version", "updated_at"], returns=patients.c.id)
+U_STATE = Sql(update(patients).where(patients.c.id == bindparam("b_pid")).values(
+    state=bindparam("b_state"), version=patients.c.version + 1, updated_at=bindparam("b_now")))
+Q_IDENTIFIERS_OF = Sql(select(_id.kind, _id.authority, _id.value, _id.active)
+                       .where(_id.patient_id == bindparam("b_pid")))
+# set_identifiers: each identifier a patient holds points at it, active, whether or not it was known (an INS
+# given back, an IPP of a merged patient); one upsert per dialect, the same statement in both
+_IDENTIFIER_KEY = [_id.kind, _id.authority, _id.value]
+U_IDENTIFIER_POINT = {
+    name: Sql(ins(identifiers).on_conflict_do_update(
+        index_elements=_IDENTIFIER_KEY, set_={"patient_id": ins(identifiers).excluded.patient_id, "active": True}),
+        columns=["kind", "authority", "value", "patient_id", "active"])
+    for name, ins in (("sqlite", sqlite_insert), ("postgresql", pg_insert))}
+U_IDENTIFIER_OFF = Sql(update(identifiers).where(_id.kind == bindparam("b_kind"), _id.authority == bindparam(
+    "b_authority"), _id.value == bindparam("b_value")).values(active=False))
+_q_head = select(audit_head.c.hash).where(audit_head.c.id == 1)
+Q_HEAD = Sql(_q_head)
+Q_HEAD_FOR_UPDATE = Sql(_q_head.with_for_update())
+U_HEAD = Sql(update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("b_hash")))
+I_AUDIT = Sql(insert(audit), columns=["at", "patient_id", "kind", "payload", "prev_hash", "hash"])
+I_OUTBOX = Sql(insert(outbox), columns=["event_id", "type", "patient_key", "created_at", "envelope"],
+               returns=outbox.c.seq)
+I_DELIVERY = Sql(insert(delivery), columns=["event_seq", "destination", "patient_key", "status", "attempts",
+                                            "next_attempt_at"])
 # event types the pipeline writes for one destination kind only: a "*" route does not take them
 INTERNAL_TYPES = frozenset({"adt.forward"})
 
@@ -137,6 +163,10 @@ class UnitOfWork:
         # the audit chain's head: read once per transaction, written once before the commit (flush)
         self._head: str | None = None
         self._head_stored: str | None = None
+        # patients created in this transaction that hold no identifier yet
+        self._bare: set[int] = set()
+        self.sql = DriverCursor(conn)
+        self._run, self._run_many, self._insert = self.sql.run, self.sql.run_many, self.sql.insert
 
     @contextmanager
     def savepoint(self):
@@ -148,13 +178,14 @@ class UnitOfWork:
             # what was loaded or written inside is rolled back: forget it
             self._docs.clear()
             self._rows.clear()
+            self._bare.clear()
             self._head, self._head_stored = head
             raise
 
     def flush(self) -> None:
         """Before the commit: the chain's head row takes the hash of the last entry written."""
         if self._head is not None and self._head != self._head_stored:
-            self.conn.execute(U_HEAD, {"b_hash": self._head})
+            self._run(U_HEAD, {"b_hash": self._head})
             self._head_stored = self._head
 
     # --- ordering between instances ---
@@ -178,17 +209,17 @@ class UnitOfWork:
 
     # --- journal and duplicates ---
     def already_applied(self, app: str, facility: str, control_id: str) -> bool:
-        return self.conn.execute(Q_APPLIED, {"b_app": app or "", "b_facility": facility or "",
-                                             "b_control_id": control_id}).first() is not None
+        return self._run(Q_APPLIED, {"b_app": app or "", "b_facility": facility or "",
+                                     "b_control_id": control_id}).fetchone() is not None
 
     def journal(self, *, received_at, app, facility, control_id, event, ack_code, error, raw: bytes,
                 patient_id=None, applied: bool = False) -> int:
-        jid = self.conn.execute(I_JOURNAL, {
+        jid = self._insert(I_JOURNAL, {
             "received_at": received_at, "sender_application": app, "sender_facility": facility,
             "control_id": control_id, "event": event, "ack_code": ack_code, "error": error, "raw": raw,
-            "patient_id": patient_id}).inserted_primary_key[0]
+            "patient_id": patient_id})
         if applied and control_id:
-            self.conn.execute(I_APPLIED, {"sender_application": app or "", "sender_facility": facility or "",
+            self._run(I_APPLIED, {"sender_application": app or "", "sender_facility": facility or "",
                                           "control_id": control_id, "journal_id": jid})
         return jid
 
@@ -206,7 +237,7 @@ class UnitOfWork:
     def find_patient(self, kind: str, authority: str | None, value: str) -> int | None:
         """The patient an identifier leads to, following merges to the survivor. A deactivated identifier
         (an INS deleted by A47 with "") leads nowhere; an old IPP stays active and still leads here."""
-        row = self.conn.execute(Q_FIND, {"b_kind": kind, "b_authority": authority or "", "b_value": value}).first()
+        row = self._run(Q_FIND, {"b_kind": kind, "b_authority": authority or "", "b_value": value}).fetchone()
         if row is None:
             return None
         pid, nxt = row
@@ -215,55 +246,50 @@ class UnitOfWork:
             if nxt is None:
                 return pid
             pid = nxt
-            nxt = self.conn.execute(Q_MERGED_INTO, {"b_pid": pid}).scalar()
+            nxt = self._run(Q_MERGED_INTO, {"b_pid": pid}).fetchone()[0]
         return pid
 
     def create_patient(self, state: dict, now: datetime) -> int:
-        pid = self.conn.execute(I_PATIENT, {"state": _json(state), "version": 1, "updated_at": now}
-                                ).inserted_primary_key[0]
+        pid = self._insert(I_PATIENT, {"state": _json(state), "version": 1, "updated_at": now})
         rows = projections.rows(pid, state)
-        projections.write(self.conn, pid, projections.rows(pid, None), rows)
+        projections.write(self._run_many, pid, projections.rows(pid, None), rows)
         self._docs[pid], self._rows[pid] = state, rows
+        self._bare.add(pid)
         return pid
 
     def load_patient(self, patient_id: int) -> dict:
-        raw = self.conn.execute(Q_STATE_FOR_UPDATE if self.is_postgres else Q_STATE, {"b_pid": patient_id}).scalar()
+        row = self._run(Q_STATE_FOR_UPDATE if self.is_postgres else Q_STATE, {"b_pid": patient_id}).fetchone()
+        raw = row[0] if row else None
         doc = json.loads(raw) if raw else {}
         self._docs[patient_id] = doc
         return doc
 
     def save_patient(self, patient_id: int, state: dict, now: datetime) -> None:
         """Store the state document, and its projection rows (episode, movement, consent_fact) with it."""
-        self.conn.execute(U_STATE, {"b_pid": patient_id, "b_state": _json(state), "b_now": now})
+        self._run(U_STATE, {"b_pid": patient_id, "b_state": _json(state), "b_now": now})
         old = self._rows.get(patient_id)
         if old is None and patient_id in self._docs:
             old = projections.rows(patient_id, self._docs[patient_id])
         rows = projections.rows(patient_id, state)
-        projections.write(self.conn, patient_id, old, rows)   # old None: rewrite them all
+        projections.write(self._run_many, patient_id, old, rows)   # old None: rewrite them all
         self._docs[patient_id], self._rows[patient_id] = state, rows
 
     def set_identifiers(self, patient_id: int, ids) -> None:
         """Point each (kind, authority, value) at this patient; ids no longer held are deactivated."""
         want = {(k, a or "", v) for k, a, v in ids}
-        have = {(r.kind, r.authority, r.value): r.active for r in self.conn.execute(
-            select(identifiers).where(identifiers.c.patient_id == patient_id))}
-        for key in want:
-            row = self.conn.execute(select(identifiers.c.patient_id).where(
-                identifiers.c.kind == key[0], identifiers.c.authority == key[1],
-                identifiers.c.value == key[2])).first()
-            if row is None:
-                self.conn.execute(insert(identifiers).values(kind=key[0], authority=key[1], value=key[2],
-                                                             patient_id=patient_id, active=True))
-            elif row[0] != patient_id or not have.get(key, False):
-                self.conn.execute(update(identifiers).where(
-                    identifiers.c.kind == key[0], identifiers.c.authority == key[1],
-                    identifiers.c.value == key[2]).values(patient_id=patient_id, active=True))
-        for key, active in have.items():
-            if key not in want and active and key[0] != "PI":
+        # a patient created in this transaction holds none yet: nothing to read, nothing to deactivate
+        have = () if patient_id in self._bare else [
+            (k, a, v) for k, a, v, active in self._run(Q_IDENTIFIERS_OF, {"b_pid": patient_id}).fetchall()
+            if active]
+        if want:
+            self._run_many(U_IDENTIFIER_POINT[self.conn.dialect.name], [
+                {"kind": k, "authority": a, "value": v, "patient_id": patient_id, "active": True}
+                for k, a, v in sorted(want)])
+        self._bare.discard(patient_id)
+        for key in have:
+            if key not in want and key[0] != "PI":
                 # an INS deleted (A47 with "") no longer leads here; an old IPP still does, for A47/A40
-                self.conn.execute(update(identifiers).where(
-                    identifiers.c.kind == key[0], identifiers.c.authority == key[1],
-                    identifiers.c.value == key[2]).values(active=False))
+                self._run(U_IDENTIFIER_OFF, {"b_kind": key[0], "b_authority": key[1], "b_value": key[2]})
 
     def active_identifier(self, kind: str, authority: str | None, value: str) -> bool:
         return bool(self.conn.execute(select(identifiers.c.active).where(
@@ -278,7 +304,8 @@ class UnitOfWork:
             merged_into=survivor_id, updated_at=now))
         self.conn.execute(update(identifiers).where(identifiers.c.patient_id == absorbed_id).values(
             patient_id=survivor_id))
-        projections.clear(self.conn, absorbed_id)
+        projections.clear(self._run_many, absorbed_id)
+        self._bare.discard(survivor_id)   # it holds the absorbed patient's identifiers now
         self._docs.pop(absorbed_id, None)
         self._rows.pop(absorbed_id, None)
 
@@ -302,15 +329,16 @@ class UnitOfWork:
         body = _json(payload)
         prev = self._head
         if prev is None:
-            prev = self.conn.execute(Q_HEAD_FOR_UPDATE if self.is_postgres else Q_HEAD).scalar()
+            row = self._run(Q_HEAD_FOR_UPDATE if self.is_postgres else Q_HEAD).fetchone()
+            prev = row[0] if row else None
             if prev is None:
                 # a store older than migration 0003, which seeds the head
                 prev = GENESIS
                 self.conn.execute(insert(audit_head).values(id=1, hash=GENESIS))
             self._head_stored = prev
         h = chain_hash(prev, at, patient_id, kind, body)
-        self.conn.execute(I_AUDIT, {"at": at, "patient_id": patient_id, "kind": kind, "payload": body,
-                                    "prev_hash": prev, "hash": h})
+        self._run(I_AUDIT, {"at": at, "patient_id": patient_id, "kind": kind, "payload": body,
+                            "prev_hash": prev, "hash": h})
         self._head = h
         return h
 
@@ -342,15 +370,17 @@ class UnitOfWork:
 
         "*" takes every public type; internal types (`adt.forward`) go only where they are named.
         """
+        deliveries = []
         for env in envelopes:
-            seq = self.conn.execute(insert(outbox).values(
-                event_id=env["id"], type=env["type"], patient_key=env.get("patient_key"), created_at=now,
-                envelope=_envelope_json(env))).inserted_primary_key[0]
+            seq = self._insert(I_OUTBOX, {
+                "event_id": env["id"], "type": env["type"], "patient_key": env.get("patient_key"),
+                "created_at": now, "envelope": _envelope_json(env)})
             for dest, types in routes.items():
                 if env["type"] in types or ("*" in types and env["type"] not in INTERNAL_TYPES):
-                    self.conn.execute(insert(delivery).values(
-                        event_seq=seq, destination=dest, patient_key=env.get("patient_key"), status="pending",
-                        attempts=0, next_attempt_at=now))
+                    deliveries.append({"event_seq": seq, "destination": dest, "patient_key": env.get("patient_key"),
+                                       "status": "pending", "attempts": 0, "next_attempt_at": now})
+        if deliveries:
+            self._run_many(I_DELIVERY, deliveries)
 
     def outbox_depth(self) -> int:
         return self.conn.execute(select(func.count()).select_from(delivery).where(

@@ -1,9 +1,9 @@
 """Group commit: the store's work runs on one thread off the reactor, many operations to a transaction.
 
 Each operation is submitted with the patient keys it touches. The worker takes whatever is waiting, locks
-those keys (sorted, so two instances cannot deadlock), runs each operation in its own savepoint, commits
-once, and only then fires each operation's Deferred on the reactor. An ACK therefore never leaves before
-the commit that holds its message.
+those keys (sorted, so two instances cannot deadlock), runs the operations (each in its own savepoint only
+once one of them failed), commits once, and only then fires each operation's Deferred on the reactor. An
+ACK therefore never leaves before the commit that holds its message.
 
 When the store cannot commit (unreachable, a connection lost mid-way), every operation of the batch fails
 with StoreUnavailable (MLLP answers AE 207, the API 503) and the worker goes on: the pool replaces dead
@@ -82,16 +82,22 @@ class GroupCommit:
 
     def _run(self, batch) -> None:
         started = time.perf_counter()
-        for attempt in range(1, CONFLICT_RETRIES + 1):
+        careful = False
+        attempt = 1
+        while True:
             try:
-                results = self._transaction(batch)
+                results = self._transaction(batch, careful)
                 break
+            except _OneFailed:
+                # an operation failed: nothing of the batch holds; run it again, each operation alone
+                careful = True
             except DBAPIError as e:
                 if not _conflict(e) or attempt == CONFLICT_RETRIES:
                     return self._unavailable(batch, e)
                 # another instance won a lock: nothing of this batch holds, so run all of it again
                 log.warning("store.conflict_retry", attempt=attempt, sqlstate=_sqlstate(e))
                 time.sleep(random.uniform(0.005, 0.05) * attempt)
+                attempt += 1
             except Exception as e:  # noqa: BLE001 — the commit failed: nothing of the batch holds
                 return self._unavailable(batch, e)
         if self.on_commit:
@@ -102,17 +108,34 @@ class GroupCommit:
         for d, ok, value in results:
             self.reactor.callFromThread(d.callback if ok else d.errback, value)
 
-    def _transaction(self, batch) -> list:
-        """One transaction: locks, then each operation in its own savepoint, then the commit."""
+    def _transaction(self, batch, careful: bool) -> list:
+        """One transaction: locks, then the operations, then the commit.
+
+        Operations rarely fail, and a savepoint each costs two statements. So a batch first runs without
+        them; should an operation fail, the transaction is rolled back (_OneFailed) and the batch runs
+        again `careful`ly, each operation in its own savepoint: a failing one gets its own error, the others
+        commit."""
         results = []
         with self.store.transaction() as uow:
             uow.lock_keys(k for _, keys, _ in batch for k in keys)
             for work, _, d in batch:
+                if not careful:
+                    try:
+                        results.append((d, True, work(uow)))
+                    except DBAPIError as e:
+                        if _lost(e):
+                            raise
+                        raise _OneFailed() from e
+                    except SQLAlchemyError:
+                        raise
+                    except Exception as e:  # noqa: BLE001 — sorted out by the careful run
+                        raise _OneFailed() from e
+                    continue
                 try:
                     with uow.savepoint():
                         results.append((d, True, work(uow)))
                 except DBAPIError as e:
-                    if e.connection_invalidated or _conflict(e) or isinstance(e, OperationalError):
+                    if _lost(e):
                         raise   # the connection or the whole transaction is lost, not just this operation
                     log.error("store.operation_failed", error=type(e).__name__)
                     results.append((d, False, e))
@@ -131,6 +154,15 @@ class GroupCommit:
     def _fail(self, batch, failure: Exception) -> None:
         for _, _, d in batch:
             self.reactor.callFromThread(d.errback, failure)
+
+
+class _OneFailed(Exception):
+    """An operation of a batch run without savepoints failed: roll back, run it again with them."""
+
+
+def _lost(e: DBAPIError) -> bool:
+    """The connection or the whole transaction is lost, not just one operation."""
+    return e.connection_invalidated or _conflict(e) or isinstance(e, OperationalError)
 
 
 def _sqlstate(e: DBAPIError) -> str | None:
