@@ -61,8 +61,11 @@ def message_handler(pipeline, committer):
             metrics.messages.labels(work.header.get("event") or "?", outcome.code).inc()
             metrics.ack_latency.observe(time.perf_counter() - started)
             if outcome.code != "AA":
+                # where and which code only: an error's text may quote a field's value
                 log.info("message.refused", ack=outcome.code, hl7_event=work.header.get("event"),
-                         sender=work.sender, errors=[e[5] for e in outcome.errors])
+                         sender=work.sender, errors=[f"{e[0]}-{e[2]}:{e[4]}" for e in outcome.errors])
+            log.debug("message.answered", ack=outcome.code, msh10=work.header.get("control_id"),
+                      patient=(work.facts or {}).get("patient.ipp"), errors=[e[5] for e in outcome.errors])
             return build_ack(frame.text, outcome.code, errors)
         return committer.submit(work.run, work.keys()).addCallback(ack)
     return handle
@@ -75,6 +78,7 @@ def serve(config_path: str | None) -> int:
     from engine.api import Api, site
     from engine.commit import GroupCommit
     from mllp.decoding import codec_for_charset
+    from mllp.endpoints import server_endpoint
     from mllp.listener import ListenerSettings, MLLPServerFactory
 
     cfg = configuration.load(config_path)
@@ -113,7 +117,7 @@ def serve(config_path: str | None) -> int:
                 force_encoding=listener.force_encoding and (
                     codec_for_charset(listener.force_encoding) or listener.force_encoding)))
             factories.append(factory)
-            serverFromString(reactor, listener.endpoint).listen(factory).addCallbacks(
+            server_endpoint(reactor, listener.endpoint).listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
         api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes)
         serverFromString(reactor, cfg.listeners.http).listen(site(api)).addCallbacks(
