@@ -154,7 +154,7 @@ def advisory_key(key: str) -> int:
 
 class UnitOfWork:
     def __init__(self, conn: Connection, is_postgres: bool):
-        self.conn = conn
+        self._conn = conn
         self.is_postgres = is_postgres
         # state documents as loaded in this transaction, and the projection rows last written for them, so a
         # save writes only the rows that changed
@@ -167,6 +167,10 @@ class UnitOfWork:
         self._bare: set[int] = set()
         self.sql = DriverCursor(conn)
         self._run, self._run_many, self._insert = self.sql.run, self.sql.run_many, self.sql.insert
+        # Rows that nothing reads back within the transaction (audit entries, projection rows) are written
+        # at flush, one executemany per statement for the whole batch: each driver call hands the GIL to
+        # the reactor thread and waits to get it back. Per table, in the order they were asked for.
+        self._later: dict[str, list] = {}
 
     @contextmanager
     def savepoint(self):
@@ -174,16 +178,41 @@ class UnitOfWork:
         try:
             with self.conn.begin_nested():
                 yield self
+                self.write_later_rows()   # inside: a row refused fails this operation alone
         except BaseException:
             # what was loaded or written inside is rolled back: forget it
             self._docs.clear()
             self._rows.clear()
             self._bare.clear()
+            self._later.clear()
             self._head, self._head_stored = head
             raise
 
+    @property
+    def conn(self) -> Connection:
+        """The transaction's connection, for SQL of one's own: the rows kept for later are written first, so
+        that it reads them."""
+        if self._later:
+            self.write_later_rows()
+        return self._conn
+
+    def _write_later(self, q: Sql, rows: list[dict]) -> None:
+        ops = self._later.setdefault(q.stmt.table.name, [])
+        if ops and ops[-1][0] is q:
+            ops[-1][1].extend(rows)
+        else:
+            ops.append((q, list(rows)))
+
+    def write_later_rows(self) -> None:
+        later, self._later = self._later, {}
+        for ops in later.values():
+            for q, rows in ops:
+                self._run_many(q, rows)
+
     def flush(self) -> None:
-        """Before the commit: the chain's head row takes the hash of the last entry written."""
+        """Before the commit: the rows kept for later, then the chain's head row takes the hash of the last
+        entry written."""
+        self.write_later_rows()
         if self._head is not None and self._head != self._head_stored:
             self._run(U_HEAD, {"b_hash": self._head})
             self._head_stored = self._head
@@ -252,7 +281,7 @@ class UnitOfWork:
     def create_patient(self, state: dict, now: datetime) -> int:
         pid = self._insert(I_PATIENT, {"state": _json(state), "version": 1, "updated_at": now})
         rows = projections.rows(pid, state)
-        projections.write(self._run_many, pid, projections.rows(pid, None), rows)
+        projections.write(self._write_later, pid, projections.rows(pid, None), rows)
         self._docs[pid], self._rows[pid] = state, rows
         self._bare.add(pid)
         return pid
@@ -271,7 +300,7 @@ class UnitOfWork:
         if old is None and patient_id in self._docs:
             old = projections.rows(patient_id, self._docs[patient_id])
         rows = projections.rows(patient_id, state)
-        projections.write(self._run_many, patient_id, old, rows)   # old None: rewrite them all
+        projections.write(self._write_later, patient_id, old, rows)   # old None: rewrite them all
         self._docs[patient_id], self._rows[patient_id] = state, rows
 
     def set_identifiers(self, patient_id: int, ids) -> None:
@@ -282,7 +311,7 @@ class UnitOfWork:
             (k, a, v) for k, a, v, active in self._run(Q_IDENTIFIERS_OF, {"b_pid": patient_id}).fetchall()
             if active]
         if want:
-            self._run_many(U_IDENTIFIER_POINT[self.conn.dialect.name], [
+            self._run_many(U_IDENTIFIER_POINT[self._conn.dialect.name], [
                 {"kind": k, "authority": a, "value": v, "patient_id": patient_id, "active": True}
                 for k, a, v in sorted(want)])
         self._bare.discard(patient_id)
@@ -304,7 +333,7 @@ class UnitOfWork:
             merged_into=survivor_id, updated_at=now))
         self.conn.execute(update(identifiers).where(identifiers.c.patient_id == absorbed_id).values(
             patient_id=survivor_id))
-        projections.clear(self._run_many, absorbed_id)
+        projections.clear(self._write_later, absorbed_id)
         self._bare.discard(survivor_id)   # it holds the absorbed patient's identifiers now
         self._docs.pop(absorbed_id, None)
         self._rows.pop(absorbed_id, None)
@@ -337,8 +366,8 @@ class UnitOfWork:
                 self.conn.execute(insert(audit_head).values(id=1, hash=GENESIS))
             self._head_stored = prev
         h = chain_hash(prev, at, patient_id, kind, body)
-        self._run(I_AUDIT, {"at": at, "patient_id": patient_id, "kind": kind, "payload": body,
-                            "prev_hash": prev, "hash": h})
+        self._write_later(I_AUDIT, [{"at": at, "patient_id": patient_id, "kind": kind, "payload": body,
+                                     "prev_hash": prev, "hash": h}])
         self._head = h
         return h
 

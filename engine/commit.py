@@ -105,8 +105,8 @@ class GroupCommit:
                 self.on_commit(len(batch), time.perf_counter() - started)
             except Exception:  # noqa: BLE001 — metrics must not hold back the ACKs of a committed batch
                 log.exception("commit.metrics_failed")
-        for d, ok, value in results:
-            self.reactor.callFromThread(d.callback if ok else d.errback, value)
+        # one wake-up of the reactor for the whole batch: each one is a write to its pipe, and a GIL hand-over
+        self.reactor.callFromThread(_fire, results)
 
     def _transaction(self, batch, careful: bool) -> list:
         """One transaction: locks, then the operations, then the commit.
@@ -144,6 +144,13 @@ class GroupCommit:
                 except Exception as e:  # noqa: BLE001 — one bad operation must not sink the batch
                     log.exception("operation.failed")
                     results.append((d, False, e))
+            if not careful:
+                try:
+                    uow.flush()   # the rows written at flush: one refused is an operation's failure
+                except DBAPIError as e:
+                    if _lost(e):
+                        raise
+                    raise _OneFailed() from e
         return results
 
     def _unavailable(self, batch, e: BaseException) -> None:
@@ -152,8 +159,16 @@ class GroupCommit:
         self._fail(batch, StoreUnavailable(detail))
 
     def _fail(self, batch, failure: Exception) -> None:
-        for _, _, d in batch:
-            self.reactor.callFromThread(d.errback, failure)
+        self.reactor.callFromThread(_fire, [(d, False, failure) for _, _, d in batch])
+
+
+def _fire(results) -> None:
+    """On the reactor: each operation's Deferred, in the order of the batch."""
+    for d, ok, value in results:
+        try:
+            d.callback(value) if ok else d.errback(value)
+        except Exception:  # noqa: BLE001 — one Deferred's failure must not keep the others' answers back
+            log.exception("commit.callback_failed")
 
 
 class _OneFailed(Exception):
