@@ -426,30 +426,39 @@ class UnitOfWork:
                          limit: int) -> list[dict]:
         """Lease the deliveries due now that head their patient's queue to `destination`.
 
-        A delivery is a head when no earlier delivery of the same patient to the same destination is still
-        pending, so a patient's later event never overtakes an earlier one. One statement claims them: on
-        PostgreSQL `FOR UPDATE SKIP LOCKED` lets several instances share the outbox; SQLite has one writer.
+        A delivery is a head when it is its patient's first pending one to that destination, so a patient's
+        later event never overtakes an earlier one. On PostgreSQL the heads are locked `FOR UPDATE SKIP
+        LOCKED` so several instances share the outbox; SQLite's transaction holds the write lock already.
+
+        Plain statements on purpose: the heads are one GROUP BY over the pending rows (an index-only scan of
+        ix_delivery_patient_order), then primary-key lookups. A correlated "first pending" test was planned
+        as a quadratic join by PostgreSQL on fresh rows that autovacuum had not analysed yet.
         """
-        d, earlier = delivery, delivery.alias("earlier")
-        heads = (select(d.c.event_seq)
-                 .where(d.c.destination == destination, d.c.status == "pending", d.c.next_attempt_at <= now,
-                        or_(d.c.claimed_until.is_(None), d.c.claimed_until < now),
-                        ~exists().where(earlier.c.destination == d.c.destination,
-                                        earlier.c.patient_key == d.c.patient_key,
-                                        earlier.c.status == "pending",
-                                        earlier.c.event_seq < d.c.event_seq))
-                 .order_by(d.c.event_seq).limit(limit))
-        if self.is_postgres:
-            heads = heads.with_for_update(skip_locked=True, of=d)
-        claimed = [r[0] for r in self.conn.execute(
-            update(d).where(d.c.destination == destination, d.c.event_seq.in_(heads.scalar_subquery()))
-            .values(claimed_by=owner, claimed_until=lease_until).returning(d.c.event_seq))]
+        d = delivery.c
+        pending = (d.destination == destination, d.status == "pending")
+        heads = [r[0] for r in self.conn.execute(
+            select(func.min(d.event_seq)).where(*pending, d.patient_key.is_not(None)).group_by(d.patient_key))]
+        heads += [r[0] for r in self.conn.execute(select(d.event_seq).where(*pending, d.patient_key.is_(None)))]
+        heads.sort()
+        claimed: list[int] = []
+        for i in range(0, len(heads), 500):
+            if len(claimed) >= limit:
+                break
+            q = (select(d.event_seq)
+                 .where(*pending, d.event_seq.in_(heads[i:i + 500]), d.next_attempt_at <= now,
+                        or_(d.claimed_until.is_(None), d.claimed_until < now))
+                 .order_by(d.event_seq).limit(limit - len(claimed)))
+            if self.is_postgres:
+                q = q.with_for_update(skip_locked=True)
+            claimed += [r[0] for r in self.conn.execute(q)]
         if not claimed:
             return []
+        self.conn.execute(update(delivery).where(d.destination == destination, d.event_seq.in_(claimed))
+                          .values(claimed_by=owner, claimed_until=lease_until))
         rows = self.conn.execute(
-            select(d.c.event_seq, d.c.attempts, outbox.c.event_id, outbox.c.type, outbox.c.envelope)
-            .join(outbox, outbox.c.seq == d.c.event_seq)
-            .where(d.c.destination == destination, d.c.event_seq.in_(claimed)).order_by(d.c.event_seq))
+            select(d.event_seq, d.attempts, outbox.c.event_id, outbox.c.type, outbox.c.envelope)
+            .join(outbox, outbox.c.seq == d.event_seq)
+            .where(d.destination == destination, d.event_seq.in_(claimed)).order_by(d.event_seq))
         return [dict(event_seq=r.event_seq, attempts=r.attempts, event_id=r.event_id, type=r.type,
                      envelope=json.loads(r.envelope)) for r in rows]
 

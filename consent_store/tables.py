@@ -99,8 +99,8 @@ delivery = Table(
     Column("claimed_until", DateTime(timezone=True)),
 )
 Index("ix_delivery_pending", delivery.c.destination, delivery.c.status, delivery.c.next_attempt_at)
-# the per-patient order check: "is there an earlier pending delivery of this patient to this destination?"
-Index("ix_delivery_patient_order", delivery.c.destination, delivery.c.patient_key, delivery.c.status,
+# the heads of a destination's queue: each patient's first pending delivery, read from the index alone
+Index("ix_delivery_patient_order", delivery.c.destination, delivery.c.status, delivery.c.patient_key,
       delivery.c.event_seq)
 
 # Projections of the patient's state document, for SQL readers (reports, integrators). The JSON state is

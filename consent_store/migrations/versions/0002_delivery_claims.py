@@ -19,7 +19,7 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('claimed_by', sa.String(length=64), nullable=True))
         batch_op.add_column(sa.Column('claimed_until', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index('ix_delivery_patient_order',
-                              ['destination', 'patient_key', 'status', 'event_seq'], unique=False)
+                              ['destination', 'status', 'patient_key', 'event_seq'], unique=False)
 
 
 def downgrade() -> None:
