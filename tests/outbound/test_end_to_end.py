@@ -47,6 +47,18 @@ def receivers():
     mllp.down()
 
 
+def with_more_professionals(message: str) -> str:
+    """The admitting doctor in PV1-17 and a ROL segment (ROL-4) besides the attending doctor of PV1-7."""
+    segs = message.split("\r")
+    i = next(n for n, s in enumerate(segs) if s.startswith("PV1|"))
+    pv1 = segs[i].split("|")
+    pv1[17] = "10000000001^DURAND^Marc^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO^D^^^RPPS"
+    segs[i] = "|".join(pv1)
+    segs.insert(i + 1, "ROL|1|AD|ODRP^Prescripteur|10000000002^LEROY^Anne^^^^^^ASIP-SANTE-PS&1.2.250.1.71.4.2.1&ISO"
+                       "^D^^^RPPS")
+    return "\r".join(segs)
+
+
 def serve(tmp_path, http, mllp=None, **dest_overrides):
     dests = [{"name": "dpi-events", "type": "http", "url": http.url, **FAST, **dest_overrides},
              {"name": "journal", "type": "file", "path": str(tmp_path / "events.jsonl"),
@@ -139,10 +151,14 @@ def test_conf16_verify_authorize_then_permitted_without_new_triggers(tmp_path, r
         return [e for e in http.accepted if e["type"] == type_]
 
     try:
-        # (a) consent given in the ADT: TD0.2 for the professional named in PV1-7, with no user action
-        assert ack_code(server.send(adt("A01", ipp="300001", when=ts(0), zfa=zfa_2111("INO", "IC", ts(0))))) == "AA"
-        wait_until(lambda: events_of("dmp.access.verify"), what="dmp.access.verify")
-        (verify,) = events_of("dmp.access.verify")
+        # (a) consent given in the ADT: TD0.2 for each professional it names (PV1-7, PV1-17, ROL-4), with
+        # no user action
+        admission = with_more_professionals(adt("A01", ipp="300001", when=ts(0), zfa=zfa_2111("INO", "IC", ts(0))))
+        assert ack_code(server.send(admission)) == "AA"
+        wait_until(lambda: len(events_of("dmp.access.verify")) == 3, what="dmp.access.verify")
+        assert [e["data"]["user"]["id"] for e in events_of("dmp.access.verify")] == [PRO, "10000000001",
+                                                                                     "10000000002"]
+        verify = events_of("dmp.access.verify")[0]
         assert verify["data"]["transaction"] == "TD0.2" and verify["data"]["user"]["id"] == PRO
         assert verify["data"]["cause"] == "consent.collected" and verify["patient"] == patient
         assert verify["source"]["msh10"] and verify["source"]["sender"] == "GAM-T|HOSP-T"
@@ -176,13 +192,14 @@ def test_conf16_verify_authorize_then_permitted_without_new_triggers(tmp_path, r
         (used,) = events_of("break_glass.used")
         assert used["data"]["reason"] == "patient inconscient, urgence vitale" and used["data"]["user"] == "doc-urg"
         assert len(events_of("dmp.access.authorize")) == 1                       # no new authorize
-        assert [e["data"]["user"]["id"] for e in events_of("dmp.access.verify")] == [PRO, "doc-other", "doc-urg"]
+        assert [e["data"]["user"]["id"] for e in events_of("dmp.access.verify")] == [
+            PRO, "10000000001", "10000000002", "doc-other", "doc-urg"]
         # every step is in the audit trail, with the events it caused
         status, audit = server.http("GET", "/v1/audit?authority=HOSP-T&id=300001")
         entries = audit["entries"]
         steps = [(e["kind"], [x["type"] for x in e["payload"].get("events", e["payload"].get("triggers", []))])
                  for e in entries]
-        assert steps[:4] == [("message", ["consent.changed", "dmp.access.verify"]),
+        assert steps[:4] == [("message", ["consent.changed"] + ["dmp.access.verify"] * 3),
                              ("dmp.result", ["dmp.access.authorize"]), ("dmp.result", []), ("decision", [])]
         assert entries[1]["payload"]["result"] == "NON_EXISTE" and entries[2]["payload"]["result"] == "OK"
         assert steps[4] == ("decision", ["dmp.access.verify"])
@@ -194,13 +211,13 @@ def test_conf16_verify_authorize_then_permitted_without_new_triggers(tmp_path, r
             text = server.http("GET", "/metrics")[1].decode()
             return {m.group(1): float(m.group(2)) for m in re.finditer(rf"^{name}(\S*) (\S+)$", text, re.M)}
         wait_until(lambda: metric("pamgate_outbox_depth") == {"": 0.0}, timeout=10, what="outbox depth 0")
-        assert metric("pamgate_deliveries_total") == {'{destination="dpi-events",result="done"}': 10.0,
-                                                       '{destination="journal",result="done"}': 5.0}
+        assert metric("pamgate_deliveries_total") == {'{destination="dpi-events",result="done"}': 12.0,
+                                                       '{destination="journal",result="done"}': 7.0}
     finally:
         server.stop()
     journal = [json.loads(x) for x in (tmp_path / "events.jsonl").read_text().splitlines()]
-    assert [e["type"] for e in journal] == ["dmp.access.verify", "dmp.access.authorize", "dmp.access.verify",
-                                            "break_glass.used", "dmp.access.verify"]
+    assert [e["type"] for e in journal] == ["dmp.access.verify"] * 3 + [
+        "dmp.access.authorize", "dmp.access.verify", "break_glass.used", "dmp.access.verify"]
 
 
 def test_a_bad_destination_stops_the_start_with_one_line(tmp_path):
