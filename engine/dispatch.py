@@ -328,6 +328,11 @@ class Lane:
 
     def _round_failed(self, failure, results) -> None:
         self.rounding = False
+        if self.stopping:
+            # No store at shutdown: these attempts stay leased, and are made again once the lease is over.
+            log.warning("dispatch.unrecorded_at_stop", destination=self.dest.name, count=len(results))
+            self._check_idle()
+            return
         self.finished = results + self.finished   # recorded next time; until then the leases hold them
         log.warning("dispatch.store_unavailable", destination=self.dest.name,
                     error=failure.getErrorMessage().splitlines()[0][:200] if failure.getErrorMessage() else "")

@@ -313,3 +313,29 @@ def test_routes_star_never_takes_the_forwarded_adt(sqlite_store):
         rows = uow.deliveries()
     assert sorted((r["destination"], r["type"]) for r in rows) == [("all", "consent.changed"),
                                                                     ("hl7", "adt.forward")]
+
+
+@pytest_twisted.ensureDeferred
+async def test_stop_waits_for_deliveries_in_flight_and_records_them(sqlite_store, http_receiver):
+    import threading
+    store = sqlite_store
+    arrived = threading.Event()
+
+    def answer(env):
+        arrived.set()
+        time.sleep(0.5)                     # still in flight when stop() is called
+        return 200
+    http_receiver.answer = answer
+    http_receiver.up()
+    cfg = config({"name": "dpi", "type": "http", "url": http_receiver.url, "concurrency": 2, **FAST})
+    enqueue(store, [envelope(p, n) for n in range(3) for p in ("A", "B")], cfg.routes())
+    d = Dispatcher(store, cfg, reactor)
+    await d.start()
+    await until(arrived.is_set, what="a delivery in flight")
+    await d.stop()
+    with store.transaction() as uow:
+        rows = uow.deliveries()
+    done = [r for r in rows if r["status"] == "done"]
+    assert len(done) == len(http_receiver.accepted) == 2          # the two in flight, recorded; no new claim
+    assert all(r["claimed_by"] is None for r in rows)
+    assert {r["status"] for r in rows} == {"done", "pending"}
