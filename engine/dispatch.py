@@ -20,7 +20,6 @@ import json
 import os
 import random
 import socket
-import sys
 import threading
 import time
 import uuid
@@ -395,10 +394,8 @@ class Dispatcher:
         self.lanes = [Lane(self, dest, CHANNELS[dest.type](dest, reactor)) for dest in cfg.destinations]
         self._depth_at = 0.0
         self._depth_lock = threading.Lock()
-        self.running = False
 
     def start(self) -> defer.Deferred:
-        self.running = True
 
         def begin(_):
             for lane in self.lanes:
@@ -418,7 +415,6 @@ class Dispatcher:
         log.info("dispatch.started", destinations=[lane.dest.name for lane in self.lanes], owner=self.owner)
 
     def stop(self) -> defer.Deferred:
-        self.running = False
         longest = max((lane.dest.timeout for lane in self.lanes), default=0) + STOP_GRACE
         d = defer.DeferredList([lane.stop() for lane in self.lanes], consumeErrors=True)
         d.addTimeout(longest, self.reactor)
@@ -472,10 +468,7 @@ LIST_LIMIT = 1000
 
 def outbox_command(args) -> int:
     from engine.commands import CommandError, _store
-    try:
-        store = _store(args, upgrade=False)
-    except CommandError:
-        raise
+    store = _store(args, upgrade=False)
     try:
         return {"list": _list, "show": _show, "retry": _retry}[args.outbox_command](store, args)
     except CommandError:
@@ -569,5 +562,5 @@ def _retry(store, args) -> int:
             if not todo:
                 raise CommandError(f"{args.id}: already delivered to every destination named; nothing to retry")
             n = uow.retry_deliveries(todo, now)
-    print(f"pamgate: {n} deliver{'y' if n == 1 else 'ies'} back in the queue, due now", file=sys.stdout)
+    print(f"pamgate: {n} deliver{'y' if n == 1 else 'ies'} back in the queue, due now")
     return 0
