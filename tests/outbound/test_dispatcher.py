@@ -105,12 +105,17 @@ async def test_a_failing_patient_holds_only_its_own_queue_then_goes_dead(sqlite_
     enqueue(store, [envelope(p, n) for n in range(4) for p in ("IPP-BAD", "G1", "G2")], cfg.routes())
     dead_before = metrics.deliveries.labels("dpi", "dead")._value.get()
     d = Dispatcher(store, cfg, reactor)
-    with structlog.testing.capture_logs() as logs:
-        await d.start()
-        try:
-            await drained(store, 12)
-        finally:
-            await stop(d)
+    saved = structlog.get_config()
+    structlog.reset_defaults()              # another test may have set a level that hides info lines
+    try:
+        with structlog.testing.capture_logs() as logs:
+            await d.start()
+            try:
+                await drained(store, 12)
+            finally:
+                await stop(d)
+    finally:
+        structlog.configure(**saved)
     # the receiver's answer quotes the patient: the log says only "HTTP 500", the delivery row says all.
     # (Exactly 16: a connection the receiver closed after answering is not a failed attempt.)
     failures = [e for e in logs if e["event"] in ("delivery.failed", "delivery.dead")]
