@@ -6,7 +6,7 @@ does I/O: the pipeline loads the state, calls these, and stores what they return
 """
 from __future__ import annotations
 
-from dataclasses import replace
+from engine.domain import replace  # a cheaper dataclasses.replace for the domain types
 from datetime import datetime
 
 from engine.domain import (
@@ -177,6 +177,9 @@ def _movement_effects(visit: Visit, facts: dict, event: str) -> Visit:
         cancels = CANCELS.get(event, set())
         if existing is not None:
             movements[existing] = replace(movements[existing], cancelled=True)
+        elif mid and target:
+            # the insert has not arrived yet: remember the movement as cancelled, so it stays so
+            movements.append(Movement(id=mid, event=target, action="INSERT", start=None, cancelled=True))
         if target in ADMISSIONS or cancels & ADMISSIONS:
             visit = replace(visit, cancelled=True)
         elif target == "A03" or "A03" in cancels:
@@ -200,11 +203,13 @@ def _movement_effects(visit: Visit, facts: dict, event: str) -> Visit:
                      nature=facts.get("movement.nature"), uf_medical=facts.get("movement.uf_medical"),
                      uf_care=facts.get("movement.uf_care"))
         if existing is not None:
+            # a cancellation that arrived before its insert (odd order) still holds
+            m = replace(m, cancelled=movements[existing].cancelled)
             movements[existing] = m
         else:
             movements.append(m)
     if m.event in ADMISSIONS and m.start:
-        visit = replace(visit, admitted_at=m.start, cancelled=False)
+        visit = replace(visit, admitted_at=m.start, cancelled=m.cancelled)
     elif m.event == "A03" and m.start:
         visit = replace(visit, discharged_at=m.start)
     if not historic and m.uf_medical:
@@ -259,11 +264,11 @@ def apply(state: PatientState, facts: dict, source: dict, policy: Policy,
     new_facts = _collected(state, facts, source, when, seq)
     visits = _visits(state, facts, event)
     facts_all = state.facts + new_facts
-    cancelled_visits = {v.number for v in visits if v.cancelled} - {v.number for v in state.visits if v.cancelled}
+    cancelled_visits = {v.number for v in visits if v.cancelled}
     if cancelled_visits:
-        # a cancelled admission cancels the consent collected on that episode
+        # a cancelled admission cancels the consent collected on that episode, whichever came first
         facts_all = tuple(replace(f, cancelled=True) if f.item == CONSULT and f.visit in cancelled_visits
-                          else f for f in facts_all)
+                          and not f.cancelled else f for f in facts_all)
     new = replace(state, identifiers=_identifiers(state, facts), facts=facts_all, visits=visits,
                   next_seq=seq + 1)
     # Gating is judged at the message's own instant, so that a replay of old messages is deterministic.

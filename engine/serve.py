@@ -63,7 +63,7 @@ def message_handler(pipeline, committer):
             if outcome.code != "AA":
                 # where and which code only: an error's text may quote a field's value
                 log.info("message.refused", ack=outcome.code, hl7_event=work.header.get("event"),
-                         sender=work.sender, errors=[f"{e[0]}-{e[2]}:{e[4]}" for e in outcome.errors])
+                         sender=work.sender, errors=[f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in outcome.errors])
             log.debug("message.answered", ack=outcome.code, msh10=work.header.get("control_id"),
                       patient=(work.facts or {}).get("patient.ipp"), errors=[e[5] for e in outcome.errors])
             return build_ack(frame.text, outcome.code, errors)

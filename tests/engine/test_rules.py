@@ -195,3 +195,12 @@ def test_consult_never_permitted_without_ic_but_break_glass(items, mode, reason,
         assert mode in ("bris_de_glace", "centre_15")
         if mode == "bris_de_glace":
             assert reason and not blocked
+
+
+def test_cancellation_before_its_admission_still_cancels():
+    adm = msg(0, consult="consent", **{"movement.id": "M1", "movement.action": "INSERT", "movement.start": T0})
+    cancel = msg(5, **{"message.event": "A11", "movement.id": "M1", "movement.action": "CANCEL",
+                       "movement.original_trigger": "A01"})
+    state, _ = fold(PatientState(), cancel, adm)
+    assert state.visit("V1").cancelled
+    assert ask(state, "consult", 10, visit="V1").reasons == ("episode.cancelled",)
