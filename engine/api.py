@@ -243,9 +243,7 @@ class Api(resource.Resource):
     def _fail(self, request, failure):
         from engine.commit import StoreUnavailable
         if failure.check(LookupError):
-            status, body = 200, None
-            body = {"error": "patient.unknown", "detail": "no patient with that national identifier"}
-            status = 404
+            status, body = 404, {"error": "patient.unknown", "detail": "no patient with that national identifier"}
         elif failure.check(StoreUnavailable):
             status, body = 503, {"error": "store.unavailable", "detail": "the store cannot commit; retry"}
         else:
