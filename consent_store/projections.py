@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from functools import lru_cache
 
 from sqlalchemy import and_, bindparam, delete, insert, select
 
@@ -76,17 +77,21 @@ DELETE_PATIENT = {name: Sql(delete(table).where(table.c.patient_id == bindparam(
 INSERT = {name: Sql(insert(table), columns=list(names)) for name, (table, names, _) in SHAPES.items()}
 
 
+# a state's dates repeat (a message's facts share one collection date): parse each text once
+_parse_date = lru_cache(maxsize=4096)(datetime.fromisoformat)
+
+
 def _values(name, names, row) -> dict:
     """A row as column values: dates parsed, text cut to its column (a sender's odd field must not make
     PostgreSQL refuse the whole message; the state document keeps it whole)."""
-    cut = LENGTHS[name]
-    out = {}
-    for n, v in zip(names, row):
-        if n in DATES and v:
-            v = datetime.fromisoformat(v)
-        elif isinstance(v, str) and n in cut and len(v) > cut[n]:
-            v = v[:cut[n]]
-        out[n] = v
+    out = dict(zip(names, row))
+    for n in DATES.intersection(out):
+        if out[n]:
+            out[n] = _parse_date(out[n])
+    for n, length in LENGTHS[name].items():
+        v = out.get(n)
+        if isinstance(v, str) and len(v) > length:
+            out[n] = v[:length]
     return out
 
 

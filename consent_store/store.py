@@ -80,6 +80,11 @@ def _json(value) -> str:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
 
 
+def _state_json(state: dict) -> str:
+    """A state document: not hashed nor compared as text, so its keys need no sorting."""
+    return json.dumps(state, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
 def _envelope_json(env: dict) -> str:
     """The envelope as delivered: ISO 8601 times, so receivers parse them as such."""
     def default(o):
@@ -279,7 +284,7 @@ class UnitOfWork:
         return pid
 
     def create_patient(self, state: dict, now: datetime) -> int:
-        pid = self._insert(I_PATIENT, {"state": _json(state), "version": 1, "updated_at": now})
+        pid = self._insert(I_PATIENT, {"state": _state_json(state), "version": 1, "updated_at": now})
         rows = projections.rows(pid, state)
         projections.write(self._write_later, pid, projections.rows(pid, None), rows)
         self._docs[pid], self._rows[pid] = state, rows
@@ -295,7 +300,7 @@ class UnitOfWork:
 
     def save_patient(self, patient_id: int, state: dict, now: datetime) -> None:
         """Store the state document, and its projection rows (episode, movement, consent_fact) with it."""
-        self._run(U_STATE, {"b_pid": patient_id, "b_state": _json(state), "b_now": now})
+        self._run(U_STATE, {"b_pid": patient_id, "b_state": _state_json(state), "b_now": now})
         old = self._rows.get(patient_id)
         if old is None and patient_id in self._docs:
             old = projections.rows(patient_id, self._docs[patient_id])

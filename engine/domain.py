@@ -7,7 +7,8 @@ instant, so arrival order never matters and a past instant can be asked.
 from __future__ import annotations
 
 import calendar
-from dataclasses import asdict, dataclass, field, replace
+import dataclasses
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, timezone
 
 # Items recorded per patient and episode (domain.md, "The rules").
@@ -224,6 +225,24 @@ def state_from_dict(d: dict | None) -> PatientState:
         dmp_results=tuple(DmpResult(**{**r, "at": _dt(r["at"])}) for r in d.get("dmp_results", ())),
         next_seq=d.get("next_seq", 1),
     )
+
+
+def replace(obj, **changes):
+    """dataclasses.replace, without its walk over the fields: it runs several times per message. These
+    types are frozen, with no __post_init__ nor init=False field, so a copy of __dict__ is the same object."""
+    d = obj.__dict__
+    if type(obj) not in _PLAIN_TYPES or not changes.keys() <= d.keys():
+        return dataclasses.replace(obj, **changes)
+    new = object.__new__(type(obj))
+    nd = new.__dict__
+    nd.update(d)
+    nd.update(changes)
+    return new
+
+
+_PLAIN_TYPES = frozenset({Fact, Movement, Visit, BreakGlassRequest, DmpResult, PatientState})
+for _t in _PLAIN_TYPES:
+    assert not hasattr(_t, "__post_init__") and all(f.init for f in dataclasses.fields(_t)), _t
 
 
 __all__ = [n for n in dir() if not n.startswith("_")] + ["replace"]
