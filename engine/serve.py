@@ -49,6 +49,7 @@ def build_pipeline(cfg) -> Pipeline:
 
 def message_handler(pipeline, committer):
     """The MLLP listener's handler: prepare off the store, apply in the group commit, ACK after commit."""
+    from engine.commit import StoreUnavailable
     from mllp.ack import AckError, build_ack
 
     def handle(frame):
@@ -67,7 +68,15 @@ def message_handler(pipeline, committer):
             log.debug("message.answered", ack=outcome.code, msh10=work.header.get("control_id"),
                       patient=(work.facts or {}).get("patient.ipp"), errors=[e[5] for e in outcome.errors])
             return build_ack(frame.text, outcome.code, errors)
-        return committer.submit(work.run, work.keys()).addCallback(ack)
+        def internal(failure):
+            # a store that cannot commit is the listener's "store unavailable"; anything else is ours
+            if failure.check(StoreUnavailable):
+                return failure
+            log.error("message.internal_error", error=failure.type.__name__)
+            err = AckError(segment="", sequence=1, field=0, component=None, code=207, severity="E",
+                           text="internal error while applying the message: nothing was applied")
+            return build_ack(frame.text, "AE", [err])
+        return committer.submit(work.run, work.keys()).addCallbacks(ack, internal)
     return handle
 
 
