@@ -36,7 +36,7 @@ class Sql:
 class DriverSql:
     """A statement as the driver takes it: its text, and how a dict of values becomes its parameters."""
 
-    __slots__ = ("sql", "names", "literals", "processors")
+    __slots__ = ("sql", "names", "literals", "processors", "_spec")
 
     def __init__(self, compiled, dialect):
         self.sql = compiled.string
@@ -47,8 +47,19 @@ class DriverSql:
         self.literals = {n: b.effective_value for n, b in binds.items() if not b.required}
         self.processors = [(n, f) for n, b in binds.items()
                            if (f := b.type.dialect_impl(dialect).bind_processor(dialect)) is not None]
+        # positional (sqlite3): per position, its name, its own value if any, its conversion; `args` then
+        # builds the tuple in one pass, without the two dict copies
+        procs = dict(self.processors)
+        self._spec = None if self.names is None else tuple(
+            (n, n in self.literals, self.literals.get(n), procs.get(n)) for n in self.names)
 
     def args(self, values: dict):
+        if self._spec is not None:
+            out = []
+            for n, has_literal, literal, f in self._spec:
+                v = literal if has_literal and n not in values else values[n]
+                out.append(v if f is None else f(v))
+            return tuple(out)
         if self.literals:
             values = {**self.literals, **values}
         if self.processors:
