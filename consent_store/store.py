@@ -68,6 +68,13 @@ I_OUTBOX = Sql(insert(outbox), columns=["event_id", "type", "patient_key", "crea
                returns=outbox.c.seq)
 I_DELIVERY = Sql(insert(delivery), columns=["event_seq", "destination", "patient_key", "status", "attempts",
                                             "next_attempt_at"])
+# SQLite: journal and outbox rows take their keys from the transaction (max + 1, as SQLite itself would: it
+# holds the write lock since BEGIN IMMEDIATE), so that they too are written at flush, one executemany a batch
+I_JOURNAL_KEYED = Sql(insert(journal), columns=["id"] + I_JOURNAL.columns)
+I_OUTBOX_KEYED = Sql(insert(outbox), columns=["seq"] + I_OUTBOX.columns)
+Q_LAST_KEY = {"journal": Sql(select(func.max(journal.c.id))), "outbox": Sql(select(func.max(outbox.c.seq)))}
+# written after the rows they point at
+_LATER_AFTER = ("applied_message", "delivery")
 # event types the pipeline writes for one destination kind only: a "*" route does not take them
 INTERNAL_TYPES = frozenset({"adt.forward"})
 
@@ -176,6 +183,8 @@ class UnitOfWork:
         # at flush, one executemany per statement for the whole batch: each driver call hands the GIL to
         # the reactor thread and waits to get it back. Per table, in the order they were asked for.
         self._later: dict[str, list] = {}
+        self._last_key: dict[str, int] = {}      # SQLite: the last key given per table (journal, outbox)
+        self._applied_later: set[tuple] = set()  # duplicate keys among the rows kept for later
 
     @contextmanager
     def savepoint(self):
@@ -190,6 +199,7 @@ class UnitOfWork:
             self._rows.clear()
             self._bare.clear()
             self._later.clear()
+            self._applied_later.clear()
             self._head, self._head_stored = head
             raise
 
@@ -210,6 +220,10 @@ class UnitOfWork:
 
     def write_later_rows(self) -> None:
         later, self._later = self._later, {}
+        self._applied_later.clear()   # from now on in the table, where already_applied reads them
+        for name in _LATER_AFTER:     # the rows pointed at first (foreign keys)
+            if name in later:
+                later[name] = later.pop(name)
         for ops in later.values():
             for q, rows in ops:
                 self._run_many(q, rows)
@@ -242,19 +256,37 @@ class UnitOfWork:
         self.conn.execute(select(audit_head.c.id).where(audit_head.c.id == 1).with_for_update())
 
     # --- journal and duplicates ---
+    def _next_key(self, table: str) -> int:
+        last = self._last_key.get(table)
+        if last is None:
+            last = self._run(Q_LAST_KEY[table]).fetchone()[0] or 0
+        self._last_key[table] = last + 1
+        return last + 1
+
     def already_applied(self, app: str, facility: str, control_id: str) -> bool:
+        if (app or "", facility or "", control_id) in self._applied_later:
+            return True
         return self._run(Q_APPLIED, {"b_app": app or "", "b_facility": facility or "",
                                      "b_control_id": control_id}).fetchone() is not None
 
     def journal(self, *, received_at, app, facility, control_id, event, ack_code, error, raw: bytes,
                 patient_id=None, applied: bool = False) -> int:
-        jid = self._insert(I_JOURNAL, {
-            "received_at": received_at, "sender_application": app, "sender_facility": facility,
-            "control_id": control_id, "event": event, "ack_code": ack_code, "error": error, "raw": raw,
-            "patient_id": patient_id})
+        row = {"received_at": received_at, "sender_application": app, "sender_facility": facility,
+               "control_id": control_id, "event": event, "ack_code": ack_code, "error": error, "raw": raw,
+               "patient_id": patient_id}
+        if self.is_postgres:
+            jid = self._insert(I_JOURNAL, row)
+        else:
+            jid = row["id"] = self._next_key("journal")
+            self._write_later(I_JOURNAL_KEYED, [row])
         if applied and control_id:
-            self._run(I_APPLIED, {"sender_application": app or "", "sender_facility": facility or "",
-                                          "control_id": control_id, "journal_id": jid})
+            applied_row = {"sender_application": app or "", "sender_facility": facility or "",
+                           "control_id": control_id, "journal_id": jid}
+            if self.is_postgres:
+                self._run(I_APPLIED, applied_row)
+            else:
+                self._write_later(I_APPLIED, [applied_row])
+                self._applied_later.add((app or "", facility or "", control_id))
         return jid
 
     def prune_journal(self, before: datetime, limit: int | None = None) -> int:
@@ -406,15 +438,22 @@ class UnitOfWork:
         """
         deliveries = []
         for env in envelopes:
-            seq = self._insert(I_OUTBOX, {
-                "event_id": env["id"], "type": env["type"], "patient_key": env.get("patient_key"),
-                "created_at": now, "envelope": _envelope_json(env)})
+            row = {"event_id": env["id"], "type": env["type"], "patient_key": env.get("patient_key"),
+                   "created_at": now, "envelope": _envelope_json(env)}
+            if self.is_postgres:
+                seq = self._insert(I_OUTBOX, row)
+            else:
+                seq = row["seq"] = self._next_key("outbox")
+                self._write_later(I_OUTBOX_KEYED, [row])
             for dest, types in routes.items():
                 if env["type"] in types or ("*" in types and env["type"] not in INTERNAL_TYPES):
                     deliveries.append({"event_seq": seq, "destination": dest, "patient_key": env.get("patient_key"),
                                        "status": "pending", "attempts": 0, "next_attempt_at": now})
         if deliveries:
-            self._run_many(I_DELIVERY, deliveries)
+            if self.is_postgres:
+                self._run_many(I_DELIVERY, deliveries)
+            else:
+                self._write_later(I_DELIVERY, deliveries)
 
     def outbox_depth(self) -> int:
         return self.conn.execute(select(func.count()).select_from(delivery).where(

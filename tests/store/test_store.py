@@ -42,6 +42,23 @@ def test_duplicates_are_known_after_commit(store):
         assert not uow.already_applied("B", "F", "1")
 
 
+def test_a_duplicate_in_the_same_transaction_is_known_and_keys_are_unique(store):
+    # on SQLite the journal, applied and outbox rows wait for the flush: they must still be seen, and keyed once
+    with store.transaction() as uow:
+        ids = [uow.journal(received_at=NOW, app="A", facility="F", control_id=str(i), event="A01", ack_code="AA",
+                           error=None, raw=b"x", applied=True) for i in range(3)]
+        assert uow.already_applied("A", "F", "1") and not uow.already_applied("A", "F", "9")
+        uow.enqueue([{"id": f"e{i}", "type": "consent.changed", "patient_key": "PI||1"} for i in range(3)],
+                    {"d": ["*"]}, NOW)
+    with store.transaction() as uow:
+        ids.append(uow.journal(received_at=NOW, app="A", facility="F", control_id="3", event="A01",
+                               ack_code="AA", error=None, raw=b"x", applied=True))
+        assert len(set(ids)) == 4
+        assert uow.conn.execute(text("SELECT count(*) FROM applied_message")).scalar() == 4
+        assert uow.conn.execute(text("SELECT count(*) FROM journal")).scalar() == 4
+        assert uow.conn.execute(text("SELECT count(DISTINCT event_seq) FROM delivery")).scalar() == 3
+
+
 def test_audit_chain_verifies_and_a_tampered_row_is_found(store):
     with store.transaction() as uow:
         for i in range(5):
