@@ -116,7 +116,12 @@ class Pipeline:
 
         if event == ITI30_CHANGE_ID and prior:
             # A47: the patient known by MRG-1 now answers to PID-3
-            pid = uow.find_patient("PI", *prior) or uow.find_patient("PI", *key)
+            old_pid, new_pid = uow.find_patient("PI", *prior), uow.find_patient("PI", *key)
+            if old_pid is not None and new_pid is not None and old_pid != new_pid:
+                # two records: that is a merge (A40), not an identifier change
+                return Outcome("AE", [("PID", 1, 3, 1, 205,
+                                       "the new IPP in PID-3 already identifies another patient: send A40 to merge")])
+            pid = old_pid or new_pid
         else:
             pid = uow.find_patient("PI", *key)
         if pid is None and f.get("prior.ins") and event == ITI30_CHANGE_ID:
