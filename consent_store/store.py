@@ -290,14 +290,29 @@ class UnitOfWork:
         return jid
 
     def prune_journal(self, before: datetime, limit: int | None = None) -> int:
-        """Journal retention: raw messages received before `before` go, at most `limit` of them (oldest
-        first), so that a long backlog is pruned in short transactions. The audit trail never goes, nor do
-        the applied_message rows: a duplicate is still known once its raw bytes are gone."""
+        """Journal retention: raw messages received before `before` go, and so do the events of the outbox
+        written before it whose every delivery is done; at most `limit` of each (oldest first), so that a long
+        backlog is pruned in short transactions. The audit trail never goes, nor do the applied_message
+        rows (a duplicate is still known once its raw bytes are gone), nor pending or dead deliveries."""
         from sqlalchemy import delete
-        q = select(journal.c.id).where(journal.c.received_at < before).order_by(journal.c.id)
+        # the newest row of each table stays, so that keys taken as max + 1 are never handed out again
+        q = (select(journal.c.id).where(journal.c.received_at < before,
+                                        journal.c.id < select(func.max(journal.c.id)).scalar_subquery())
+             .order_by(journal.c.id))
         if limit:
             q = q.limit(limit)
-        return self.conn.execute(delete(journal).where(journal.c.id.in_(q.scalar_subquery()))).rowcount
+        n = self.conn.execute(delete(journal).where(journal.c.id.in_(q.scalar_subquery()))).rowcount
+        open_ = select(delivery.c.event_seq).where(delivery.c.status != "done")
+        done = (select(outbox.c.seq).where(outbox.c.created_at < before, outbox.c.seq.not_in(open_),
+                                           outbox.c.seq < select(func.max(outbox.c.seq)).scalar_subquery())
+                .order_by(outbox.c.seq))
+        if limit:
+            done = done.limit(limit)
+        seqs = [r[0] for r in self.conn.execute(done)]
+        if seqs:
+            self.conn.execute(delete(delivery).where(delivery.c.event_seq.in_(seqs)))
+            self.conn.execute(delete(outbox).where(outbox.c.seq.in_(seqs)))
+        return max(n, len(seqs))
 
     # --- patients ---
     def find_patient(self, kind: str, authority: str | None, value: str) -> int | None:

@@ -232,3 +232,25 @@ def test_two_instances_reaching_one_patient_by_different_identifiers_do_not_dead
     finally:
         a_store.dispose()
         b_store.dispose()
+
+
+def test_pruning_removes_delivered_events_only(store):
+    old, recent = NOW - timedelta(days=100), NOW - timedelta(days=1)
+
+    def env(i):
+        return {"id": f"ev{i}", "type": "consent.changed", "patient_key": "PI|H|1", "data": {"n": i}}
+    with store.transaction() as uow:
+        uow.enqueue([env(i) for i in range(4)], {"dest": {"*"}}, old)
+        uow.enqueue([env(9)], {"dest": {"*"}}, recent)
+    with store.transaction() as uow:
+        # ev0, ev1 delivered; ev2 dead; ev3 still pending
+        uow.conn.execute(text("UPDATE delivery SET status = 'done' WHERE event_seq IN "
+                              "(SELECT seq FROM outbox WHERE event_id IN ('ev0', 'ev1'))"))
+        uow.conn.execute(text("UPDATE delivery SET status = 'dead' WHERE event_seq IN "
+                              "(SELECT seq FROM outbox WHERE event_id = 'ev2')"))
+    with store.transaction() as uow:
+        uow.prune_journal(NOW - timedelta(days=90), limit=100)
+    with store.transaction() as uow:
+        left = sorted(r[0] for r in uow.conn.execute(text("SELECT event_id FROM outbox")))
+        assert left == ["ev2", "ev3", "ev9"]
+        assert uow.conn.execute(text("SELECT count(*) FROM delivery")).scalar() == 3
