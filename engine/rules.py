@@ -203,8 +203,13 @@ def _movement_effects(visit: Visit, facts: dict, event: str) -> Visit:
                      nature=facts.get("movement.nature"), uf_medical=facts.get("movement.uf_medical"),
                      uf_care=facts.get("movement.uf_care"))
         if existing is not None:
-            # a cancellation that arrived before its insert (odd order) still holds
-            m = replace(m, cancelled=movements[existing].cancelled)
+            old = movements[existing]
+            # odd order: a cancellation that arrived before its insert still holds, and so do the values
+            # of an update (Z99) that arrived before it, since it corrects this very insert
+            m = replace(m, cancelled=old.cancelled)
+            if old.action == "UPDATE":
+                m = replace(m, start=old.start or m.start, nature=old.nature or m.nature,
+                            uf_medical=old.uf_medical or m.uf_medical, uf_care=old.uf_care or m.uf_care)
             movements[existing] = m
         else:
             movements.append(m)

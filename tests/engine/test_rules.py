@@ -204,3 +204,16 @@ def test_cancellation_before_its_admission_still_cancels():
     state, _ = fold(PatientState(), cancel, adm)
     assert state.visit("V1").cancelled
     assert ask(state, "consult", 10, visit="V1").reasons == ("episode.cancelled",)
+
+
+def test_an_update_that_arrives_before_its_insert_still_corrects_it():
+    ins = msg(0, **{"movement.id": "M1", "movement.action": "INSERT", "movement.start": T0,
+                    "movement.uf_medical": "OLD"})
+    upd = msg(5, **{"message.event": "Z99", "movement.id": "M1", "movement.action": "UPDATE",
+                    "movement.original_trigger": "A01", "movement.start": T0 + timedelta(hours=1),
+                    "movement.uf_medical": "NEW"})
+    in_order, _ = fold(PatientState(), ins, upd)
+    odd, _ = fold(PatientState(), upd, ins)
+    for state in (in_order, odd):
+        v = state.visit("V1")
+        assert (v.uf, v.admitted_at) == ("NEW", T0 + timedelta(hours=1))
