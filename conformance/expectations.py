@@ -16,6 +16,7 @@ import isodate
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from engine import api as api_body
 from engine.commands import CommandError
 
 ACK_CODES = ("AA", "AE", "AR")
@@ -25,19 +26,8 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class PatientRef(Strict):
-    id: str | None = None
-    authority: str | None = None
-    ins: str | None = None
-    oid: str | None = None
-
-    @model_validator(mode="after")
-    def _one(self):
-        if not self.id and not self.ins:
-            raise ValueError("give id (with authority) or ins (with oid)")
-        if self.ins and not self.oid:
-            raise ValueError("an ins needs its oid")
-        return self
+class PatientRef(api_body.PatientRef):
+    """The API's PATIENT, with the same checks: one place says what a patient reference is."""
 
     def api(self) -> dict:
         return self.model_dump(exclude_none=True)

@@ -17,7 +17,7 @@ from twisted.web import resource, server
 
 from engine import metrics
 from engine.domain import DecisionRequest
-from engine.pipeline import now_utc
+from engine.pipeline import now_utc, patient_key
 
 log = structlog.get_logger("pamgate.api")
 
@@ -255,7 +255,7 @@ class Api(resource.Resource):
 def _lock_key(patient: dict) -> str:
     if patient.get("ins"):
         return f"INS|{patient.get('oid') or ''}|{patient['ins']}"
-    return f"PI|{patient.get('authority') or ''}|{patient['id']}"
+    return patient_key(patient.get("authority"), patient["id"])
 
 
 def site(api: Api) -> server.Site:

@@ -14,7 +14,7 @@ def sample_dir(name: str) -> Path:
 
 
 def read_sample(path: Path) -> str:
-    """The file's message, segments joined by CR (the ANS files use LF)."""
-    raw = path.read_bytes()
-    text = raw.decode("utf-8") if b"UNICODE UTF-8" in raw else raw.decode("latin-1")
-    return "\r".join(line for line in text.replace("\r\n", "\n").replace("\r", "\n").split("\n") if line.strip())
+    """The file's message, segments joined by CR (the ANS files use LF), read as `pamgate replay` reads it."""
+    from engine.commands import read_message_file
+    (message,) = read_message_file(str(path))
+    return message
