@@ -49,7 +49,7 @@ def zfa_values(state: PatientState, policy: Policy, visit: str | None,
     def latest(item, scoped):
         facts = [f for f in state.facts if f.item == item
                  and (not scoped or f.visit is None or f.visit == visit)]
-        return rules._latest(facts)
+        return rules.latest(facts)
 
     dmp = latest(DMP_STATUS, False)
     feed = latest(FEED, by_visit and policy.episode.feed_opposition_ends_with_episode)

@@ -278,7 +278,7 @@ class Pipeline:
 
         def latest(item):
             facts = [f for f in state.facts if f.item == item and f.collected_at <= at and not f.cancelled]
-            f = rules._latest(facts)
+            f = rules.latest(facts)
             return None if f is None else {"value": f.value, "code": f.code, "collected_at": f.collected_at,
                                            "visit": f.visit, "source": f.source}
 

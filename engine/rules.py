@@ -32,7 +32,8 @@ DATE_OF = {"consult": "consult.collected_at", "feed": "feed.collected_at", "dmp.
 
 # --- reading the state at an instant -------------------------------------------------------------
 
-def _latest(facts):
+def latest(facts):
+    """The value collected last: by collection date, then by arrival."""
     return max(facts, key=lambda f: (f.collected_at, f.seq), default=None)
 
 
@@ -70,8 +71,8 @@ def consult_status(state: PatientState, policy: Policy, at: datetime, visit: str
     """(reasons, informative codes, the fact that decides, its validity end). No reasons: consent holds."""
     by_visit = policy.episode.scope == "visit"
     facts = _facts(state, CONSULT, at, visit, by_visit=by_visit)
-    live = _latest([f for f in facts if not f.cancelled])
-    dead = _latest([f for f in facts if f.cancelled])
+    live = latest([f for f in facts if not f.cancelled])
+    dead = latest([f for f in facts if f.cancelled])
     v = state.visit(visit)
     if v is not None and v.cancelled:
         return [R_EPISODE_CANCELLED], [], live, None
@@ -91,7 +92,7 @@ def feed_status(state: PatientState, policy: Policy, at: datetime, visit: str | 
     """Feeding stays allowed unless an opposition is in force: the safe side keeps it past the episode."""
     ends = policy.episode.feed_opposition_ends_with_episode
     facts = _facts(state, FEED, at, visit, by_visit=ends and policy.episode.scope == "visit")
-    live = _latest([f for f in facts if not f.cancelled])
+    live = latest([f for f in facts if not f.cancelled])
     if live is None or live.value != OPPOSED:
         return []
     if ends and at >= validity_end(state, live, policy):
@@ -100,14 +101,14 @@ def feed_status(state: PatientState, policy: Policy, at: datetime, visit: str | 
 
 
 def dmp_reasons(state: PatientState, at: datetime) -> list:
-    status = _latest(_facts(state, DMP_STATUS, at))
+    status = latest(_facts(state, DMP_STATUS, at))
     if status is None:
         return []
     return {"FERME": [R_DMP_CLOSED], "INEXISTANT": [R_DMP_ABSENT]}.get(status.value, [])
 
 
 def _blocked(state: PatientState, item: str, at: datetime) -> bool:
-    f = _latest(_facts(state, item, at))
+    f = latest(_facts(state, item, at))
     return bool(f and f.value is True)
 
 
