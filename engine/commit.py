@@ -1,4 +1,7 @@
-"""Group commit: the store's work runs on one thread off the reactor, many operations to a transaction.
+"""Group commit: the store's work runs off the reactor, many operations to a transaction.
+
+`run_batch` is one group commit. The API's operations and the journal's pruning reach it through
+GroupCommit, a thread of the server; inbound messages through the apply process (engine/apply_process.py).
 
 Each operation is submitted with the patient keys it touches. The worker takes whatever is waiting, locks
 those keys (sorted, so two instances cannot deadlock), runs the operations (each in its own savepoint only
@@ -82,84 +85,92 @@ class GroupCommit:
 
     def _run(self, batch) -> None:
         started = time.perf_counter()
-        careful = False
-        attempt = 1
-        while True:
-            try:
-                results = self._transaction(batch, careful)
-                break
-            except _OneFailed:
-                # an operation failed: nothing of the batch holds; run it again, each operation alone
-                careful = True
-            except DBAPIError as e:
-                if not _conflict(e) or attempt == CONFLICT_RETRIES:
-                    return self._unavailable(batch, e)
-                # another instance won a lock: nothing of this batch holds, so run all of it again
-                log.warning("store.conflict_retry", attempt=attempt, sqlstate=_sqlstate(e))
-                time.sleep(random.uniform(0.005, 0.05) * attempt)
-                attempt += 1
-            except Exception as e:  # noqa: BLE001 — the commit failed: nothing of the batch holds
-                return self._unavailable(batch, e)
-        if self.on_commit:
+        results, committed = run_batch(self.store, [(work, keys) for work, keys, _ in batch])
+        if committed and self.on_commit:
             try:
                 self.on_commit(len(batch), time.perf_counter() - started)
             except Exception:  # noqa: BLE001 — metrics must not hold back the ACKs of a committed batch
                 log.exception("commit.metrics_failed")
         # one wake-up of the reactor for the whole batch: each one is a write to its pipe, and a GIL hand-over
-        self.reactor.callFromThread(_fire, results)
+        self.reactor.callFromThread(_fire, [(d, ok, value) for (_, _, d), (ok, value) in zip(batch, results)])
 
-    def _transaction(self, batch, careful: bool) -> list:
-        """One transaction: locks, then the operations, then the commit.
+    def _fail(self, batch, failure: Exception) -> None:
+        self.reactor.callFromThread(_fire, [(d, False, failure) for _, _, d in batch])
 
-        Operations rarely fail, and a savepoint each costs two statements. So a batch first runs without
-        them; should an operation fail, the transaction is rolled back (_OneFailed) and the batch runs
-        again `careful`ly, each operation in its own savepoint: a failing one gets its own error, the others
-        commit."""
-        results = []
-        with self.store.transaction() as uow:
-            uow.lock_keys(k for _, keys, _ in batch for k in keys)
-            for work, _, d in batch:
-                if not careful:
-                    try:
-                        results.append((d, True, work(uow)))
-                    except DBAPIError as e:
-                        if _lost(e):
-                            raise
-                        raise _OneFailed() from e
-                    except SQLAlchemyError:
-                        raise
-                    except Exception as e:  # noqa: BLE001 — sorted out by the careful run
-                        raise _OneFailed() from e
-                    continue
-                try:
-                    with uow.savepoint():
-                        results.append((d, True, work(uow)))
-                except DBAPIError as e:
-                    if _lost(e):
-                        raise   # the connection or the whole transaction is lost, not just this operation
-                    log.error("store.operation_failed", error=type(e).__name__)
-                    results.append((d, False, e))
-                except SQLAlchemyError:
-                    raise
-                except Exception as e:  # noqa: BLE001 — one bad operation must not sink the batch
-                    log.exception("operation.failed")
-                    results.append((d, False, e))
+
+def run_batch(store, batch) -> tuple[list, bool]:
+    """One group commit of `batch`, a list of (operation, patient keys): each operation's (ok, value) in
+    order, and whether the transaction committed. When it could not, every operation is (False,
+    StoreUnavailable) and nothing of the batch holds. Used by the store thread and the apply process."""
+    careful = False
+    attempt = 1
+    while True:
+        try:
+            return _transaction(store, batch, careful), True
+        except _OneFailed:
+            # an operation failed: nothing of the batch holds; run it again, each operation alone
+            careful = True
+        except DBAPIError as e:
+            if not _conflict(e) or attempt == CONFLICT_RETRIES:
+                return _unavailable(batch, e), False
+            # another instance won a lock: nothing of this batch holds, so run all of it again
+            log.warning("store.conflict_retry", attempt=attempt, sqlstate=_sqlstate(e))
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
+            attempt += 1
+        except Exception as e:  # noqa: BLE001 — the commit failed: nothing of the batch holds
+            return _unavailable(batch, e), False
+
+
+def _transaction(store, batch, careful: bool) -> list:
+    """One transaction: locks, then the operations, then the commit.
+
+    Operations rarely fail, and a savepoint each costs two statements. So a batch first runs without
+    them; should an operation fail, the transaction is rolled back (_OneFailed) and the batch runs
+    again `careful`ly, each operation in its own savepoint: a failing one gets its own error, the others
+    commit."""
+    results = []
+    with store.transaction() as uow:
+        uow.lock_keys(k for _, keys in batch for k in keys)
+        for work, _ in batch:
             if not careful:
                 try:
-                    uow.flush()   # the rows written at flush: one refused is an operation's failure
+                    results.append((True, work(uow)))
                 except DBAPIError as e:
                     if _lost(e):
                         raise
                     raise _OneFailed() from e
-        return results
+                except SQLAlchemyError:
+                    raise
+                except Exception as e:  # noqa: BLE001 — sorted out by the careful run
+                    raise _OneFailed() from e
+                continue
+            try:
+                with uow.savepoint():
+                    results.append((True, work(uow)))
+            except DBAPIError as e:
+                if _lost(e):
+                    raise   # the connection or the whole transaction is lost, not just this operation
+                log.error("store.operation_failed", error=type(e).__name__)
+                results.append((False, e))
+            except SQLAlchemyError:
+                raise
+            except Exception as e:  # noqa: BLE001 — one bad operation must not sink the batch
+                log.exception("operation.failed")
+                results.append((False, e))
+        if not careful:
+            try:
+                uow.flush()   # the rows written at flush: one refused is an operation's failure
+            except DBAPIError as e:
+                if _lost(e):
+                    raise
+                raise _OneFailed() from e
+    return results
 
-    def _unavailable(self, batch, e: BaseException) -> None:
-        detail = (str(e).splitlines() or [""])[0][:200]
-        log.error("store.unavailable", error=type(e).__name__, detail=detail)
-        self._fail(batch, StoreUnavailable(detail))
 
-    def _fail(self, batch, failure: Exception) -> None:
-        self.reactor.callFromThread(_fire, [(d, False, failure) for _, _, d in batch])
+def _unavailable(batch, e: BaseException) -> list:
+    detail = (str(e).splitlines() or [""])[0][:200]
+    log.error("store.unavailable", error=type(e).__name__, detail=detail)
+    return [(False, StoreUnavailable(detail))] * len(batch)
 
 
 def _fire(results) -> None:

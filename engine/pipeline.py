@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass, field
+from typing import NamedTuple
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
@@ -29,6 +30,17 @@ class Outcome:
     duplicate: bool = False
     patient_id: int | None = None
     events: list = field(default_factory=list)
+
+
+class Answered(NamedTuple):
+    """What the ACK and the server's logs and metrics need of an applied message (it crosses from the
+    apply process to the server, so plain values only)."""
+    code: str
+    errors: list          # as Outcome.errors
+    event: str | None
+    sender: str
+    control_id: str | None
+    patient: str | None   # the IPP, logged at DEBUG only
 
 
 def now_utc() -> datetime:
@@ -332,6 +344,10 @@ class MessageWork:
 
     def run(self, uow) -> Outcome:
         return self.pipeline.apply_message(uow, self)
+
+    def answered(self, outcome: Outcome) -> Answered:
+        return Answered(outcome.code, list(outcome.errors), self.header.get("event"), self.sender,
+                        self.header.get("control_id"), (self.facts or {}).get("patient.ipp"))
 
 
 def _begun_by(visit, at: datetime) -> bool:

@@ -35,6 +35,10 @@ def open_store(cfg):
     return store
 
 
+def _in_memory(url: str) -> bool:
+    return url.startswith("sqlite") and (url.rstrip("/") in ("sqlite:", "sqlite+pysqlite:") or ":memory:" in url)
+
+
 def build_pipeline(cfg) -> Pipeline:
     import mappings
     from mappings import habilitation
@@ -47,27 +51,36 @@ def build_pipeline(cfg) -> Pipeline:
     return Pipeline(mapping_set, cfg.policy(matrix), tz=cfg.timezone, routes=cfg.routes())
 
 
-def message_handler(pipeline, committer):
-    """The MLLP listener's handler: prepare off the store, apply in the group commit, ACK after commit."""
+def apply_in_process(pipeline, committer):
+    """Prepare on the caller's thread, apply through `committer`: the replay's path (and the apply
+    process does the same, in its own process). Returns apply(frame, received_at) -> Deferred[Answered]."""
+    def apply(frame, received_at):
+        work = pipeline.prepare(frame.text, frame.raw, received_at)
+        return committer.submit(work.run, work.keys()).addCallback(work.answered)
+    return apply
+
+
+def message_handler(apply):
+    """The MLLP listener's handler: `apply` the frame (ACK after the commit that holds it), then the ACK."""
     from engine.commit import StoreUnavailable
     from mllp.ack import AckError, build_ack
 
     def handle(frame):
         started = time.perf_counter()
-        work = pipeline.prepare(frame.text, frame.raw, now_utc())
 
-        def ack(outcome):
+        def ack(answered):
             errors = [AckError(segment=s, sequence=q, field=f, component=c, code=code, severity="E", text=t)
-                      for s, q, f, c, code, t in outcome.errors]
-            metrics.messages.labels(work.header.get("event") or "?", outcome.code).inc()
+                      for s, q, f, c, code, t in answered.errors]
+            metrics.messages.labels(answered.event or "?", answered.code).inc()
             metrics.ack_latency.observe(time.perf_counter() - started)
-            if outcome.code != "AA":
+            if answered.code != "AA":
                 # where and which code only: an error's text may quote a field's value
-                log.info("message.refused", ack=outcome.code, hl7_event=work.header.get("event"),
-                         sender=work.sender, errors=[f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in outcome.errors])
-            log.debug("message.answered", ack=outcome.code, msh10=work.header.get("control_id"),
-                      patient=(work.facts or {}).get("patient.ipp"), errors=[e[5] for e in outcome.errors])
-            return build_ack(frame.text, outcome.code, errors)
+                log.info("message.refused", ack=answered.code, hl7_event=answered.event, sender=answered.sender,
+                         errors=[f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in answered.errors])
+            log.debug("message.answered", ack=answered.code, msh10=answered.control_id, patient=answered.patient,
+                      errors=[e[5] for e in answered.errors])
+            return build_ack(frame.text, answered.code, errors)
+
         def internal(failure):
             # a store that cannot commit is the listener's "store unavailable"; anything else is ours
             if failure.check(StoreUnavailable):
@@ -76,7 +89,7 @@ def message_handler(pipeline, committer):
             err = AckError(segment="", sequence=1, field=0, component=None, code=207, severity="E",
                            text="internal error while applying the message: nothing was applied")
             return build_ack(frame.text, "AE", [err])
-        return committer.submit(work.run, work.keys()).addCallbacks(ack, internal)
+        return apply(frame, now_utc()).addCallbacks(ack, internal)
     return handle
 
 
@@ -85,6 +98,7 @@ def serve(config_path: str | None) -> int:
     from twisted.internet.endpoints import serverFromString
 
     from engine.api import Api, site
+    from engine.apply_process import ApplyProcess
     from engine.commit import GroupCommit
     from mllp.decoding import codec_for_charset
     from mllp.endpoints import server_endpoint
@@ -92,10 +106,17 @@ def serve(config_path: str | None) -> int:
 
     cfg = configuration.load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
+    if _in_memory(cfg.store.url):
+        # the apply process and the server would each have a store of their own, and both vanish at exit
+        raise StartError(f"store.url: {cfg.store.url}: an in-memory store cannot be served; give a file "
+                         f"(sqlite:///var/pamgate.db) or a PostgreSQL URL")
     store = open_store(cfg)
     pipeline = build_pipeline(cfg)
+    # the API's operations and the pruning: a thread of this process; inbound messages: the apply process
     committer = GroupCommit(store, reactor, max_batch=cfg.limits.max_batch, on_commit=metrics.on_commit)
-    handler = message_handler(pipeline, committer)
+    applier = ApplyProcess(reactor, config_path, on_commit=metrics.on_commit)
+    applier.start()
+    handler = message_handler(applier.apply)
     pruner = None
     if cfg.store.journal_retention:
         from engine.commit import JournalPruner
@@ -161,6 +182,7 @@ def serve(config_path: str | None) -> int:
         d = DeferredList(stops + drains, consumeErrors=True)
         if dispatcher:
             d.addBoth(lambda _: dispatcher.stop())
+        d.addBoth(lambda _: applier.stop())
         d.addBoth(lambda _: committer.stop())
         return d
 

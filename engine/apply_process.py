@@ -1,0 +1,247 @@
+"""The apply process: inbound messages are prepared and applied in a child process of `pamgate serve`.
+
+Why a process: the reactor (sockets, framing, ACKs) and the store work (parse, rules, SQL) are both Python.
+In one process they take turns on one interpreter lock, so the store work could use one core at most and
+the reactor waited behind it. In its own process the store work has a core of its own (see BENCHMARKS.md).
+
+The server writes each frame to the child's stdin; the child takes whatever has arrived (up to
+`limits.max_batch`), prepares each message, applies the lot in one group commit (engine/commit.run_batch)
+and only then writes the answers back on its stdout. An ACK therefore still leaves only after the commit
+that holds its message.
+
+Records on both pipes: a 4-byte big-endian length, then a pickle (both ends are this module, in processes
+of the same server; nothing else writes to these pipes).
+- server → child: (id, raw bytes, decoded text, received_at)
+- child → server: ("ready",) once, then ("batch", seconds, committed, [(id, kind, value)]) per commit, kind
+  "ok" (value: pipeline.Answered), "unavailable" (value: detail) or "failed" (value: the exception's name).
+
+If the child ends (killed, crashed), every message it held is answered AE "store unavailable" (none was
+ACKed; one it had committed is a duplicate when the sender sends it again, and is applied once), and a new
+child starts. On shutdown the server closes the child's stdin: the child finishes, commits, answers, exits.
+"""
+from __future__ import annotations
+
+import os
+import pickle
+import signal
+import struct
+import sys
+import time
+
+import structlog
+from twisted.internet.protocol import ProcessProtocol
+
+log = structlog.get_logger("pamgate.apply")
+
+_LENGTH = struct.Struct(">I")
+
+
+def _record(value) -> bytes:
+    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+    return _LENGTH.pack(len(body)) + body
+
+
+def _records(buffer: bytearray, limit: int | None = None) -> list:
+    """Take the complete records off the front of `buffer` (at most `limit`); a partial one stays."""
+    out, offset = [], 0
+    while limit is None or len(out) < limit:
+        if len(buffer) - offset < 4:
+            break
+        (size,) = _LENGTH.unpack_from(buffer, offset)
+        if len(buffer) - offset - 4 < size:
+            break
+        out.append(pickle.loads(memoryview(buffer)[offset + 4:offset + 4 + size]))
+        offset += 4 + size
+    del buffer[:offset]
+    return out
+
+
+# --- the server's side ----------------------------------------------------------------------------
+
+class ApplyProcess:
+    """In `pamgate serve`: starts the child, sends it frames, fires each frame's Deferred with its answer."""
+
+    RESTART_DELAYS = (0.2, 0.5, 1, 2, 5, 10)
+
+    def __init__(self, reactor, config_path: str | None, on_commit=None, executable: str = sys.executable):
+        self.reactor = reactor
+        self.config_path = os.path.abspath(config_path) if config_path else None
+        self.on_commit = on_commit
+        self.executable = executable
+        self._pending: dict = {}
+        self._next_id = 0
+        self._child = None
+        self._stopping = False
+        self._ended = None
+        self._restarts = 0
+        self._started_at = 0.0
+
+    def start(self) -> None:
+        from twisted.internet.defer import Deferred
+        args = [self.executable, "-m", "engine.apply_process"]
+        if self.config_path:
+            args += ["--config", self.config_path]
+        self._ended = Deferred()
+        self._started_at = time.monotonic()
+        self._child = _ChildProtocol(self)
+        # stderr is the server's own: the child's log lines go where the server's go
+        self.reactor.spawnProcess(self._child, self.executable, args, env=os.environ.copy(), path=os.getcwd(),
+                                  childFDs={0: "w", 1: "r", 2: 2})
+
+    @property
+    def pid(self) -> int | None:
+        return self._child.transport.pid if self._child and self._child.transport else None
+
+    def apply(self, frame, received_at):
+        """A Deferred that fires with the message's pipeline.Answered, or fails (StoreUnavailable, or an
+        error of ours) when nothing of it was applied."""
+        from twisted.internet.defer import Deferred, fail
+
+        from engine.commit import StoreUnavailable
+        if self._child is None or self._child.transport is None or self._stopping:
+            return fail(StoreUnavailable("the apply process is restarting"))
+        self._next_id += 1
+        d = Deferred()
+        self._pending[self._next_id] = d
+        self._child.transport.write(_record((self._next_id, frame.raw, frame.text, received_at)))
+        return d
+
+    def stop(self, timeout: float = 30.0):
+        """Close the child's stdin: it finishes what it holds, commits, answers, exits. Killed after
+        `timeout` seconds."""
+        from twisted.internet.defer import succeed
+        self._stopping = True
+        if self._child is None or self._child.transport is None:
+            return succeed(None)
+        self._child.transport.closeStdin()
+        killer = self.reactor.callLater(timeout, self._kill)
+        self._ended.addBoth(lambda r: killer.active() and killer.cancel())
+        return self._ended
+
+    def _kill(self) -> None:
+        log.error("apply.process_kill", reason="did not end in time")
+        try:
+            self._child.transport.signalProcess("KILL")
+        except Exception:  # noqa: BLE001 — it ended meanwhile
+            pass
+
+    # from the child
+
+    def _answered(self, record) -> None:
+        if record[0] == "ready":
+            log.info("apply.process_ready", pid=self.pid)
+            self._restarts = 0
+            return
+        from engine.commit import StoreUnavailable
+        _, seconds, committed, answers = record
+        if committed and self.on_commit:
+            self.on_commit(len(answers), seconds)
+        for ident, kind, value in answers:
+            d = self._pending.pop(ident, None)
+            if d is None:
+                continue
+            if kind == "ok":
+                d.callback(value)
+            elif kind == "unavailable":
+                d.errback(StoreUnavailable(value))
+            else:
+                d.errback(OperationFailed(value))
+
+    def _ended_child(self, status) -> None:
+        from engine.commit import StoreUnavailable
+        code = getattr(status.value, "exitCode", None)
+        pending, self._pending = self._pending, {}
+        self._child = None
+        for d in pending.values():
+            d.errback(StoreUnavailable("the apply process ended"))
+        if self._stopping:
+            self._ended.callback(None)
+            return
+        # a child that keeps dying at start (a store it cannot open) is restarted less and less often
+        delay = self.RESTART_DELAYS[min(self._restarts, len(self.RESTART_DELAYS) - 1)]
+        if time.monotonic() - self._started_at > 60:
+            self._restarts, delay = 0, self.RESTART_DELAYS[0]
+        self._restarts += 1
+        log.error("apply.process_ended", exit_code=code, in_flight=len(pending), restart_in=delay)
+        self.reactor.callLater(delay, self._restart)
+
+    def _restart(self) -> None:
+        if not self._stopping:
+            self.start()
+
+
+class OperationFailed(Exception):
+    """The child could not apply a message for a reason of ours (not the store's): nothing was applied."""
+
+
+class _ChildProtocol(ProcessProtocol):
+    def __init__(self, owner: ApplyProcess):
+        self.owner = owner
+        self.buffer = bytearray()
+
+    def childDataReceived(self, fd, data) -> None:
+        self.buffer += data
+        for record in _records(self.buffer):
+            self.owner._answered(record)
+
+    def processEnded(self, status) -> None:
+        self.owner._ended_child(status)
+
+
+# --- the child's side -----------------------------------------------------------------------------
+
+def main(argv=None) -> int:
+    import argparse
+
+    from consent_store.store import Store
+    from engine import config as configuration
+    from engine import logs
+    from engine.commit import StoreUnavailable, run_batch
+    from engine.serve import build_pipeline
+
+    ap = argparse.ArgumentParser(prog="pamgate-apply")
+    ap.add_argument("--config")
+    args = ap.parse_args(argv)
+    # the server ends this process by closing its stdin, once it has stopped taking messages; a Ctrl-C
+    # sent to the whole process group must not cut a batch short
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    # the answers own the real stdout; anything printed by mistake goes to stderr
+    answers = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)
+    cfg = configuration.load(args.config)
+    logs.configure(cfg.log.level, cfg.log.format)
+    store = Store(cfg.store.url)
+    pipeline = build_pipeline(cfg)
+    answers.write(_record(("ready",)))
+    answers.flush()
+    buffer = bytearray()
+    while True:
+        requests = _records(buffer, cfg.limits.max_batch)
+        if not requests:
+            chunk = os.read(0, 1 << 20)
+            if not chunk:
+                break   # the server closed our stdin: all it sent is answered
+            buffer += chunk
+            continue
+        started = time.perf_counter()
+        works = [pipeline.prepare(text, raw, received_at) for _, raw, text, received_at in requests]
+        results, committed = run_batch(store, [(w.run, w.keys()) for w in works])
+        seconds = time.perf_counter() - started
+        out = []
+        for (ident, *_), work, (ok, value) in zip(requests, works, results):
+            if ok:
+                out.append((ident, "ok", work.answered(value)))
+            elif isinstance(value, StoreUnavailable):
+                out.append((ident, "unavailable", str(value)))
+            else:
+                log.error("message.internal_error", error=type(value).__name__)
+                out.append((ident, "failed", type(value).__name__))
+        answers.write(_record(("batch", seconds, committed, out)))
+        answers.flush()
+    store.dispose()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
