@@ -84,7 +84,7 @@ class InProcessGate:
 
     def fresh(self) -> None:
         """A new, empty store (a replay's start, or each file of an isolated replay)."""
-        from engine.serve import apply_in_process, message_handler, open_store
+        from engine.serve import in_process, message_handler, open_store, prepared
         if self.store is not None:
             self.store.dispose()
         self._stores += 1
@@ -93,7 +93,7 @@ class InProcessGate:
         cfg.store.auto_upgrade = True
         self.store = open_store(cfg)
         self.commit = InlineCommit(self.store)
-        self.handler = message_handler(apply_in_process(self.pipeline, self.commit))
+        self.handler = message_handler(prepared(self.pipeline, in_process(self.commit)))
 
     def send(self, message) -> str:
         from mllp.ack import AckError, build_ack

@@ -4,14 +4,15 @@ Why a process: the reactor (sockets, framing, ACKs) and the store work (parse, r
 In one process they take turns on one interpreter lock, so the store work could use one core at most and
 the reactor waited behind it. In its own process the store work has a core of its own (see BENCHMARKS.md).
 
-The server writes each frame to the child's stdin; the child takes whatever has arrived (up to
-`limits.max_batch`), prepares each message, applies the lot in one group commit (engine/commit.run_batch)
+The server prepares each message (parse, mapping, facts: the reactor has time to spare) and writes it to
+the child's stdin; the child takes whatever has arrived (up to `limits.max_batch`), applies the lot in one
+group commit (engine/commit.run_batch)
 and only then writes the answers back on its stdout. An ACK therefore still leaves only after the commit
 that holds its message.
 
 Records on both pipes: a 4-byte big-endian length, then a pickle (both ends are this module, in processes
 of the same server; nothing else writes to these pipes).
-- server → child: (id, raw bytes, decoded text, received_at)
+- server → child: (id, *the prepared MessageWork's fields but its pipeline), see CARRIED
 - child → server: ("ready",) once, then ("batch", seconds, committed, [(id, kind, value)]) per commit, kind
   "ok" (value: pipeline.Answered), "unavailable" (value: detail) or "failed" (value: the exception's name).
 
@@ -21,6 +22,7 @@ child starts. On shutdown the server closes the child's stdin: the child finishe
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import signal
@@ -31,9 +33,13 @@ import time
 import structlog
 from twisted.internet.protocol import ProcessProtocol
 
+from engine.pipeline import MessageWork
+
 log = structlog.get_logger("pamgate.apply")
 
 _LENGTH = struct.Struct(">I")
+# what of a prepared message crosses to the child; the child has a pipeline of its own
+CARRIED = tuple(f.name for f in dataclasses.fields(MessageWork) if f.name != "pipeline")
 
 
 def _record(value) -> bytes:
@@ -92,9 +98,10 @@ class ApplyProcess:
     def pid(self) -> int | None:
         return self._child.transport.pid if self._child and self._child.transport else None
 
-    def apply(self, frame, received_at):
-        """A Deferred that fires with the message's pipeline.Answered, or fails (StoreUnavailable, or an
-        error of ours) when nothing of it was applied."""
+    def submit(self, work):
+        """Apply a prepared message (pipeline.MessageWork) in the child: a Deferred that fires with its
+        pipeline.Answered once committed, or fails (StoreUnavailable, or an error of ours) when nothing of
+        it was applied."""
         from twisted.internet.defer import Deferred, fail
 
         from engine.commit import StoreUnavailable
@@ -103,7 +110,7 @@ class ApplyProcess:
         self._next_id += 1
         d = Deferred()
         self._pending[self._next_id] = d
-        self._child.transport.write(_record((self._next_id, frame.raw, frame.text, received_at)))
+        self._child.transport.write(_record((self._next_id, *(getattr(work, f) for f in CARRIED))))
         return d
 
     def stop(self, timeout: float = 30.0):
@@ -225,7 +232,7 @@ def main(argv=None) -> int:
             buffer += chunk
             continue
         started = time.perf_counter()
-        works = [pipeline.prepare(text, raw, received_at) for _, raw, text, received_at in requests]
+        works = [MessageWork(pipeline, *fields) for _, *fields in requests]
         results, committed = run_batch(store, [(w.run, w.keys()) for w in works])
         seconds = time.perf_counter() - started
         out = []

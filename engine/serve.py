@@ -51,13 +51,19 @@ def build_pipeline(cfg) -> Pipeline:
     return Pipeline(mapping_set, cfg.policy(matrix), tz=cfg.timezone, routes=cfg.routes())
 
 
-def apply_in_process(pipeline, committer):
-    """Prepare on the caller's thread, apply through `committer`: the replay's path (and the apply
-    process does the same, in its own process). Returns apply(frame, received_at) -> Deferred[Answered]."""
+def prepared(pipeline, submit):
+    """apply(frame, received_at) -> Deferred[Answered]: prepare the message here (parse, mapping, facts),
+    then `submit(work)` applies it and fires once the commit that holds it is done."""
     def apply(frame, received_at):
-        work = pipeline.prepare(frame.text, frame.raw, received_at)
-        return committer.submit(work.run, work.keys()).addCallback(work.answered)
+        return submit(pipeline.prepare(frame.text, frame.raw, received_at))
     return apply
+
+
+def in_process(committer):
+    """submit(work) through a GroupCommit (or the replay's inline one) of this process."""
+    def submit(work):
+        return committer.submit(work.run, work.keys()).addCallback(work.answered)
+    return submit
 
 
 def message_handler(apply):
@@ -116,7 +122,7 @@ def serve(config_path: str | None) -> int:
     committer = GroupCommit(store, reactor, max_batch=cfg.limits.max_batch, on_commit=metrics.on_commit)
     applier = ApplyProcess(reactor, config_path, on_commit=metrics.on_commit)
     applier.start()
-    handler = message_handler(applier.apply)
+    handler = message_handler(prepared(pipeline, applier.submit))
     pruner = None
     if cfg.store.journal_retention:
         from engine.commit import JournalPruner
