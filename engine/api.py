@@ -117,15 +117,20 @@ PATIENT_PATH = re.compile(r"^/v1/patients/([^/]+)/([^/]+)/consent$")
 class Api(resource.Resource):
     isLeaf = True
 
-    def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536):
+    def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536, inbound_ready=None):
         super().__init__()
         self.pipeline, self.committer, self.token, self.max_body = pipeline, committer, token, max_body
+        # serve's apply process: while it restarts, inbound messages get AE, and /healthz says so
+        self.inbound_ready = inbound_ready or (lambda: True)
 
     def render(self, request):
         path = request.path.decode("utf-8", "replace")
         method = request.method.decode()
         try:
             if path == "/healthz" and method == "GET":
+                if not self.inbound_ready():
+                    raise ApiError(503, "apply.not_ready", "the apply process is not ready: starting, or starting again "
+                                                           "after it ended")
                 d = self.committer.submit(lambda uow: uow.conn.exec_driver_sql("SELECT 1").scalar())
                 d.addCallback(lambda _: (200, {"status": "ok"}))
             elif path == "/metrics" and method == "GET":

@@ -81,6 +81,7 @@ class ApplyProcess:
         self._ended = None
         self._restarts = 0
         self._started_at = 0.0
+        self._ready = False
 
     def start(self) -> None:
         from twisted.internet.defer import Deferred
@@ -93,6 +94,11 @@ class ApplyProcess:
         # stderr is the server's own: the child's log lines go where the server's go
         self.reactor.spawnProcess(self._child, self.executable, args, env=os.environ.copy(), path=os.getcwd(),
                                   childFDs={0: "w", 1: "r", 2: 2})
+
+    @property
+    def ready(self) -> bool:
+        """The child has started and is taking messages."""
+        return self._ready
 
     @property
     def pid(self) -> int | None:
@@ -137,6 +143,7 @@ class ApplyProcess:
     def _answered(self, record) -> None:
         if record[0] == "ready":
             log.info("apply.process_ready", pid=self.pid)
+            self._ready = True
             self._restarts = 0
             return
         from engine.commit import StoreUnavailable
@@ -158,7 +165,7 @@ class ApplyProcess:
         from engine.commit import StoreUnavailable
         code = getattr(status.value, "exitCode", None)
         pending, self._pending = self._pending, {}
-        self._child = None
+        self._child, self._ready = None, False
         for d in pending.values():
             d.errback(StoreUnavailable("the apply process ended"))
         if self._stopping:

@@ -155,7 +155,7 @@ def serve(config_path: str | None) -> int:
             factories.append(factory)
             server_endpoint(reactor, listener.endpoint).listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
-        api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes)
+        api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes, inbound_ready=lambda: applier.ready)
         serverFromString(reactor, cfg.listeners.http).listen(site(api)).addCallbacks(
             listening("http", cfg.listeners.http), failed(cfg.listeners.http))
     except (ValueError, TypeError, KeyError) as e:
