@@ -80,7 +80,7 @@ def test_a_killed_apply_process_answers_ae_restarts_and_loses_nothing(tmp_path):
         os.kill(first, signal.SIGKILL)
         # /healthz tells a load balancer while the apply process starts again, then is well again
         wait_until(lambda: server.http("GET", "/healthz")[0] == 503, timeout=10, every=0.01, what="503")
-        assert server.http("GET", "/healthz")[1]["error"]  == "apply.not_ready"
+        assert server.http("GET", "/healthz")[1]["error"] == "apply.not_ready"
         wait_until(lambda: server.http("GET", "/healthz")[0] == 200, timeout=30, every=0.05, what="200 again")
         [t.join(120) for t in threads]
         assert not any(t.is_alive() for t in threads)
