@@ -11,6 +11,7 @@ import json
 from contextlib import contextmanager
 from datetime import datetime, timezone
 
+import orjson
 from sqlalchemy import bindparam, case, create_engine, event, exists, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
@@ -83,20 +84,37 @@ def _aware(dt):
     return dt.replace(tzinfo=timezone.utc) if dt is not None and dt.tzinfo is None else dt
 
 
+# orjson writes the same text as json.dumps(separators=(",", ":"), ensure_ascii=False, default=...), five to ten
+# times faster; dates and dataclasses go through `default`, as with json. What orjson refuses (a lone
+# surrogate, an integer over 64 bits) is written by json itself.
+_ORJSON = orjson.OPT_NON_STR_KEYS | orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _dumps(value, default, sort_keys: bool = False) -> str:
+    try:
+        return orjson.dumps(value, default=default,
+                            option=_ORJSON | orjson.OPT_SORT_KEYS if sort_keys else _ORJSON).decode()
+    except (orjson.JSONEncodeError, TypeError):
+        return json.dumps(value, sort_keys=sort_keys, separators=(",", ":"), default=default, ensure_ascii=False)
+
+
 def _json(value) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), default=str, ensure_ascii=False)
+    """An audit payload: hashed into the chain, so its keys are sorted."""
+    return _dumps(value, str, sort_keys=True)
 
 
 def _state_json(state: dict) -> str:
     """A state document: not hashed nor compared as text, so its keys need no sorting."""
-    return json.dumps(state, separators=(",", ":"), default=str, ensure_ascii=False)
+    return _dumps(state, str)
+
+
+def _iso_default(o):
+    return o.isoformat() if isinstance(o, datetime) else str(o)
 
 
 def _envelope_json(env: dict) -> str:
     """The envelope as delivered: ISO 8601 times, so receivers parse them as such."""
-    def default(o):
-        return o.isoformat() if isinstance(o, datetime) else str(o)
-    return json.dumps(env, separators=(",", ":"), default=default, ensure_ascii=False)
+    return _dumps(env, _iso_default)
 
 
 def chain_hash(prev: str, at: datetime, patient_id, kind: str, payload: str) -> str:
@@ -341,7 +359,7 @@ class UnitOfWork:
     def load_patient(self, patient_id: int) -> dict:
         row = self._run(Q_STATE_FOR_UPDATE if self.is_postgres else Q_STATE, {"b_pid": patient_id}).fetchone()
         raw = row[0] if row else None
-        doc = json.loads(raw) if raw else {}
+        doc = orjson.loads(raw) if raw else {}
         self._docs[patient_id] = doc
         return doc
 
