@@ -81,18 +81,27 @@ INSERT = {name: Sql(insert(table), columns=list(names)) for name, (table, names,
 _parse_date = lru_cache(maxsize=4096)(datetime.fromisoformat)
 
 
-def _values(name, names, row) -> dict:
-    """A row as column values: dates parsed, text cut to its column (a sender's odd field must not make
-    PostgreSQL refuse the whole message; the state document keeps it whole)."""
-    out = dict(zip(names, row))
-    for n in DATES.intersection(out):
-        if out[n]:
-            out[n] = _parse_date(out[n])
-    for n, length in LENGTHS[name].items():
-        v = out.get(n)
-        if isinstance(v, str) and len(v) > length:
-            out[n] = v[:length]
-    return out
+def _converter(name: str, names: tuple):
+    """row tuple -> column values: dates parsed, text cut to its column (a sender's odd field must not make
+    PostgreSQL refuse the whole message; the state document keeps it whole). Positions worked out once."""
+    dates = tuple(i for i, n in enumerate(names) if n in DATES)
+    cuts = tuple((i, LENGTHS[name][n]) for i, n in enumerate(names) if n in LENGTHS[name])
+
+    def values(row) -> dict:
+        row = list(row)
+        for i in dates:
+            if row[i]:
+                row[i] = _parse_date(row[i])
+        for i, length in cuts:
+            v = row[i]
+            if isinstance(v, str) and len(v) > length:
+                row[i] = v[:length]
+        return dict(zip(names, row))
+    return values
+
+
+_ROW_VALUES = {name: _converter(name, names) for name, (_, names, _) in SHAPES.items()}
+_KEY_VALUES = {name: _converter(name, names[:key]) for name, (_, names, key) in SHAPES.items()}
 
 
 def write(run_many, patient_id: int, old: dict | None, new: dict) -> None:
@@ -100,7 +109,7 @@ def write(run_many, patient_id: int, old: dict | None, new: dict) -> None:
     `run_many(Sql, rows)`: a DriverCursor's."""
     if old is None:
         clear(run_many, patient_id)
-    for name, (_, names, key) in SHAPES.items():
+    for name in SHAPES:
         want = new[name]
         if old is None:
             gone, came = (), want
@@ -108,10 +117,10 @@ def write(run_many, patient_id: int, old: dict | None, new: dict) -> None:
             have = old[name]
             gone, came = have - want, want - have
         if gone:
-            keys = [_values(name, names[:key], r) for r in gone]
+            keys = [_KEY_VALUES[name](r) for r in gone]
             run_many(DELETE_ROW[name], [{f"k_{n}": v for n, v in k.items()} for k in keys])
         if came:
-            run_many(INSERT[name], [_values(name, names, r) for r in came])
+            run_many(INSERT[name], [_ROW_VALUES[name](r) for r in came])
 
 
 def clear(run_many, patient_id: int) -> None:
