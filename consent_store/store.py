@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 
 import orjson
-from sqlalchemy import bindparam, case, create_engine, event, exists, func, insert, or_, select, text, update
+from sqlalchemy import bindparam, case, create_engine, event, func, insert, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import calendar
 import dataclasses
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 # Items recorded per patient and episode (domain.md, "The rules").

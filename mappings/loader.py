@@ -15,7 +15,7 @@ from . import vocabulary
 from .mapping import FactRule, Mapping, Requirement, When, parse_ts, TsError
 from .message import PathError, compile_path
 from .select import MappingSet, Patterns, Rule
-from .yamlio import Mark, MappingFileError, MarkedDict, MarkedList, load_yaml, load_yaml_text
+from .yamlio import Mark, MappingFileError, MarkedDict, MarkedList, load_yaml
 
 SHIPPED_DIR = FsPath(__file__).resolve().parent
 
@@ -53,7 +53,7 @@ def _unknown(errors: Errors, d: MarkedDict, allowed, where: str) -> None:
         if k not in allowed:
             hint = difflib.get_close_matches(k, allowed, n=1)
             errors.add(d.mark_of(k), _k(where, k),
-                       f"unknown key" + (f"; did you mean {hint[0]!r}?" if hint else
+                       "unknown key" + (f"; did you mean {hint[0]!r}?" if hint else
                                           f"; expected one of: {', '.join(allowed)}"))
 
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 
 from .mapping import Mapping, Refusal
-from .message import Message, Path
+from .message import Message
 from .model import Selection
 
 __all__ = ["Rule", "MappingSet", "Header"]

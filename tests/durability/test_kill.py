@@ -3,7 +3,6 @@ every message not ACKed, once resent, is applied exactly once."""
 from __future__ import annotations
 
 import threading
-import time
 from datetime import datetime, timedelta, timezone
 
 from tests.durability.support import Connection, control_id, dump, msa, streams, wait_until

@@ -1,7 +1,6 @@
 """The consent rules, pure: DMP/CONF.06 table-driven, and properties over arrival order."""
 from datetime import datetime, timedelta, timezone
 
-import pytest
 from hypothesis import given, settings, strategies as st
 
 from engine import rules
