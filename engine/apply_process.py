@@ -65,7 +65,8 @@ def _records(buffer: bytearray, limit: int | None = None) -> list:
 # --- the server's side ----------------------------------------------------------------------------
 
 class ApplyProcess:
-    """In `pamgate serve`: starts the child, sends it frames, fires each frame's Deferred with its answer."""
+    """In `pamgate serve`: starts the child, sends it prepared messages, fires each one's Deferred with its
+    answer, and starts a new child when one ends."""
 
     RESTART_DELAYS = (0.2, 0.5, 1, 2, 5, 10)
 
@@ -128,8 +129,12 @@ class ApplyProcess:
             return succeed(None)
         self._child.transport.closeStdin()
         killer = self.reactor.callLater(timeout, self._kill)
-        self._ended.addBoth(lambda r: killer.active() and killer.cancel())
-        return self._ended
+
+        def ended(result):
+            if killer.active():
+                killer.cancel()
+            return result
+        return self._ended.addBoth(ended)
 
     def _kill(self) -> None:
         log.error("apply.process_kill", reason="did not end in time")
