@@ -117,6 +117,16 @@ class MLLPServerProtocol(MLLPReceiver):
     def connectionMade(self) -> None:
         self.factory.connections.add(self)
         self._lastActivity = self.clock.seconds()
+        # ACKs of consecutive batches are separate small writes: without TCP_NODELAY, Nagle holds the second
+        # until the sender acknowledges the first (up to its delayed-ACK timer, 40 ms on Linux) when the
+        # sender pipelines. Through TLS the wrapped transport is asked.
+        tcp = getattr(self.transport, "setTcpNoDelay", None) or getattr(
+            getattr(self.transport, "transport", None), "setTcpNoDelay", None)
+        if tcp is not None:
+            try:
+                tcp(True)
+            except OSError:
+                pass    # not a TCP socket (a test transport, a UNIX socket)
         log.info("mllp.connection_opened", listener=self.settings.name, peer=self.peer,
                  connections=len(self.factory.connections))
         self._schedule()

@@ -230,3 +230,17 @@ async def test_drain_answers_in_flight_frames_before_it_fires(loopback):
     await drained
     await peer.closed.addTimeout(10, reactor)
     assert control_ids(peer) == ["Z1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_accepted_connections_have_tcp_nodelay(loopback):
+    """Pipelined senders must not wait on Nagle for the ACK of a second batch."""
+    import socket
+    f = factory()
+    port = await loopback.listen(f)
+    peer = await loopback.connect(port)
+    peer.transport.write(framed(adt("N1").encode()))
+    await peer.wait_frames(1)
+    (server_side,) = f.connections
+    sock = server_side.transport.getHandle()
+    assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
