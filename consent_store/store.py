@@ -21,7 +21,7 @@ from consent_store import projections
 from consent_store.sql import DriverCursor, Sql
 from consent_store.tables import applied as applied_message
 from consent_store.tables import (audit, audit_head, delivery, identifiers, journal, metadata, outbox,
-                                  patients, users)
+                                  patients, sender_sequence, users)
 
 GENESIS = "0" * 64
 
@@ -69,6 +69,17 @@ I_OUTBOX = Sql(insert(outbox), columns=["event_id", "type", "patient_key", "crea
                returns=outbox.c.seq)
 I_DELIVERY = Sql(insert(delivery), columns=["event_seq", "destination", "patient_key", "status", "attempts",
                                             "next_attempt_at"])
+# the sequence number protocol (MSH-13), for the senders that use it: read once per transaction, then kept
+_ss = sender_sequence.c
+Q_SEQUENCE = Sql(select(_ss.last_accepted).where(_ss.sender_application == bindparam("b_app"),
+                                                 _ss.sender_facility == bindparam("b_facility")))
+U_SEQUENCE = {
+    name: Sql(ins(sender_sequence).on_conflict_do_update(
+        index_elements=[_ss.sender_application, _ss.sender_facility],
+        set_={"last_accepted": ins(sender_sequence).excluded.last_accepted,
+              "updated_at": ins(sender_sequence).excluded.updated_at}),
+        columns=["sender_application", "sender_facility", "last_accepted", "updated_at"])
+    for name, ins in (("sqlite", sqlite_insert), ("postgresql", pg_insert))}
 # SQLite: journal and outbox rows take their keys from the transaction (max + 1, as SQLite itself would: it
 # holds the write lock since BEGIN IMMEDIATE), so that they too are written at flush, one executemany a batch
 I_JOURNAL_KEYED = Sql(insert(journal), columns=["id"] + I_JOURNAL.columns)
@@ -203,6 +214,7 @@ class UnitOfWork:
         self._later: dict[str, list] = {}
         self._last_key: dict[str, int] = {}      # SQLite: the last key given per table (journal, outbox)
         self._applied_later: set[tuple] = set()  # duplicate keys among the rows kept for later
+        self._sequences: dict[tuple, int | None] = {}   # sender -> last accepted MSH-13, as this transaction has it
 
     @contextmanager
     def savepoint(self):
@@ -218,6 +230,7 @@ class UnitOfWork:
             self._bare.clear()
             self._later.clear()
             self._applied_later.clear()
+            self._sequences.clear()
             self._head, self._head_stored = head
             raise
 
@@ -331,6 +344,27 @@ class UnitOfWork:
             self.conn.execute(delete(delivery).where(delivery.c.event_seq.in_(seqs)))
             self.conn.execute(delete(outbox).where(outbox.c.seq.in_(seqs)))
         return max(n, len(seqs))
+
+    # --- the sequence number protocol (MSH-13) ---
+    def last_sequence(self, app: str, facility: str) -> int | None:
+        """The sender's last accepted sequence number; None when the next one accepted sets it (the link never
+        started, or was resynchronised with -1). Read once per transaction, then as this transaction left it,
+        so a second message of the sender in the same batch sees the first. On PostgreSQL the sender's key is
+        locked with the patients' (MessageWork.keys), so two instances take its messages one after the other."""
+        key = (app or "", facility or "")
+        if key in self._sequences:
+            return self._sequences[key]
+        row = self._run(Q_SEQUENCE, {"b_app": key[0], "b_facility": key[1]}).fetchone()
+        value = self._sequences[key] = row[0] if row else None
+        return value
+
+    def set_sequence(self, app: str, facility: str, last_accepted: int | None, now: datetime) -> None:
+        """Store the sender's last accepted sequence number (None: the next one accepted sets it), in this
+        transaction: it commits with the effects of the message it counts, or not at all."""
+        key = (app or "", facility or "")
+        self._run(U_SEQUENCE[self._conn.dialect.name], {"sender_application": key[0], "sender_facility": key[1],
+                                                         "last_accepted": last_accepted, "updated_at": now})
+        self._sequences[key] = last_accepted
 
     # --- patients ---
     def find_patient(self, kind: str, authority: str | None, value: str) -> int | None:

@@ -31,6 +31,16 @@ applied = Table(
     Column("journal_id", ID, nullable=False),
 )
 
+# The HL7 sequence number protocol (MSH-13), per sender that uses it: the number of the last message accepted,
+# written in the transaction that applied it. NULL: the next number accepted sets it (first start, or -1).
+sender_sequence = Table(
+    "sender_sequence", metadata,
+    Column("sender_application", String(200), primary_key=True),
+    Column("sender_facility", String(200), primary_key=True),
+    Column("last_accepted", BigInteger),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
 patients = Table(
     "patient", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
@@ -160,5 +170,5 @@ users = Table(
     Column("last_reminded_at", DateTime(timezone=True)),
 )
 
-__all__ = ["metadata", "journal", "applied", "patients", "identifiers", "audit", "audit_head", "outbox",
+__all__ = ["metadata", "journal", "applied", "sender_sequence", "patients", "identifiers", "audit", "audit_head", "outbox",
            "delivery", "users", "episode", "movement", "consent_fact", "UniqueConstraint"]
