@@ -23,7 +23,8 @@ What pamgate sends, on the MLLP connection, once the message's effects are commi
 Other choices: MSH-3..6 are swapped as sent (components included); MSH-11, MSH-12 and MSH-18 are
 copied (defaults ``P`` and ``2.5``), so the ACK is read with the same character set it is encoded in;
 MSH-10 is new and unique; MSA-3 repeats the first error's text for senders still on v2.3, which read
-MSA-3 rather than ERR.
+MSA-3 rather than ERR; MSA-4 carries the expected sequence number for a sender that uses the
+sequence number protocol (MSH-13), and is left out otherwise.
 """
 
 from __future__ import annotations
@@ -202,12 +203,14 @@ def build_ack(
     errors: Iterable[AckError] = (),
     *,
     control_id: str | None = None,
+    expected_sequence: int | None = None,
 ) -> str:
     """The ACK for ``message_text`` (which may be None or garbage), segments joined by ``\\r``.
 
     ``code`` is ``AA``, ``AE`` or ``AR`` (original mode); it becomes ``CA/CE/CR`` when MSH-15 asks
     for an accept acknowledgment. ``control_id`` sets the ACK's own MSH-10 (a new unique one when
-    None); MSA-2 is always the inbound MSH-10.
+    None); MSA-2 is always the inbound MSH-10. ``expected_sequence`` fills MSA-4, the expected
+    sequence number of the HL7 sequence number protocol (v2.5 2.10.1); None leaves it out.
     """
     if code not in _ORIGINAL_CODES:
         raise ValueError(f"code must be one of {_ORIGINAL_CODES}, not {code!r}")
@@ -235,8 +238,10 @@ def build_ack(
         msh += [""] * 5 + [charset]  # MSH-13..17 empty, MSH-18
     acknowledgment = _ENHANCED[code] if _wants_accept_ack(header) else code
     msa = ["MSA", acknowledgment, header.get(10)]
-    if errors:
-        msa.append(escape(errors[0].text, seps))
+    if errors or expected_sequence is not None:
+        msa.append(escape(errors[0].text, seps) if errors else "")
+    if expected_sequence is not None:
+        msa.append(str(int(expected_sequence)))  # MSA-4
     segments = [f.join(msh), f.join(msa)]
     segments += [_error_segment(error, seps) for error in errors]
     return "\r".join(segments)
