@@ -85,6 +85,31 @@ class MappingsConfig(Strict):
     senders: list[SenderRule] = Field(default_factory=list)
 
 
+class SequenceSender(Strict):
+    """A sender that numbers its messages in MSH-13 (HL7 v2.5 2.10.1, the sequence number protocol): one link
+    per sender, named exactly as `MessageWork.sender` names it (MSH-3-1, MSH-4-1; no patterns)."""
+    application: str = Field(min_length=1)
+    facility: str
+
+
+class SequenceNumberProtocol(Strict):
+    senders: list[SequenceSender] = Field(default_factory=list)
+
+    @field_validator("senders")
+    @classmethod
+    def _unique(cls, v):
+        seen = set()
+        for s in v:
+            if (s.application, s.facility) in seen:
+                raise ValueError(f"sender {s.application}|{s.facility} is listed twice")
+            seen.add((s.application, s.facility))
+        return v
+
+    def keys(self) -> frozenset:
+        """(MSH-3-1, MSH-4-1) of each sender that uses the protocol."""
+        return frozenset((s.application, s.facility) for s in self.senders)
+
+
 class EpisodeConfig(Strict):
     scope: Literal["establishment", "visit"] = "establishment"
     validity: str = "P6M"
@@ -174,6 +199,7 @@ class Config(Strict):
     listeners: Listeners = Field(default_factory=Listeners)
     limits: Limits = Field(default_factory=Limits)
     mappings: MappingsConfig = Field(default_factory=MappingsConfig)
+    sequence_number_protocol: SequenceNumberProtocol = Field(default_factory=SequenceNumberProtocol)
     episode: EpisodeConfig = Field(default_factory=EpisodeConfig)
     reminder_period: str = "P6M"
     habilitation: str | None = None   # None: the shipped matrix

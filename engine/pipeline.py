@@ -20,6 +20,8 @@ from engine.domain import (CONSULT, DMP_STATUS, FEED, PERMIT, DecisionRequest, P
 log = structlog.get_logger("pamgate.pipeline")
 
 ITI30_MERGE, ITI30_CHANGE_ID = "A40", "A47"
+# HL7 table 0357 codes of the sequence number protocol's refusals (ERR-2 = MSH^1^13)
+SEQ_MISSING, SEQ_MALFORMED, SEQ_GAP, SEQ_REUSED = 101, 102, 204, 205
 
 
 @dataclass
@@ -30,6 +32,7 @@ class Outcome:
     duplicate: bool = False
     patient_id: int | None = None
     events: list = field(default_factory=list)
+    expected_sequence: int | None = None   # MSA-4, for a sender that uses the sequence number protocol
 
 
 class Answered(NamedTuple):
@@ -41,6 +44,7 @@ class Answered(NamedTuple):
     sender: str
     control_id: str | None
     patient: str | None   # the IPP, logged at DEBUG only
+    expected_sequence: int | None = None   # MSA-4 (sequence number protocol senders only)
 
 
 def now_utc() -> datetime:
@@ -62,8 +66,11 @@ def patient_key(authority, ipp) -> str:
 
 
 class Pipeline:
-    def __init__(self, mapping_set, policy: Policy, tz: str = "Europe/Paris", routes: dict | None = None):
+    def __init__(self, mapping_set, policy: Policy, tz: str = "Europe/Paris", routes: dict | None = None,
+                 sequenced: frozenset = frozenset()):
         self.mappings = mapping_set
+        # (MSH-3-1, MSH-4-1) of the senders that use the sequence number protocol (MSH-13)
+        self.sequenced = frozenset(sequenced)
         self.policy = policy
         self.tz = ZoneInfo(tz)
         self.routes = routes or {}
@@ -83,6 +90,12 @@ class Pipeline:
         work.header = {k: (msg.get(p) or "") for k, p in
                        (("app", "MSH-3-1"), ("facility", "MSH-4-1"), ("control_id", "MSH-10"),
                         ("event", "MSH-9-2"))}
+        if self.sequenced and (work.header["app"], work.header["facility"]) in self.sequenced:
+            number = work.header["sequence"] = msg.get("MSH-13") or ""
+            if sequence_number(number) in (0, -1):
+                # the link (re)starts (0) or is resynchronised (-1): no functional content, nothing to map
+                # (HL7 v2.5 2.10.1 b, e, f); apply_message answers it from the store
+                return work
         try:
             selection = self.mappings.select(msg)
             extraction = selection.mapping.extract(msg)
@@ -103,18 +116,89 @@ class Pipeline:
         return work
 
     def apply_message(self, uow, work: "MessageWork") -> Outcome:
+        if "sequence" in work.header:
+            return self._apply_sequenced(uow, work)
+        return self._apply(uow, work)
+
+    def _apply(self, uow, work: "MessageWork") -> Outcome:
         h = work.header
         if work.outcome is None and h.get("control_id") and uow.already_applied(h["app"], h["facility"],
                                                                                h["control_id"]):
-            uow.journal(received_at=work.received_at, app=h["app"], facility=h["facility"],
-                        control_id=h["control_id"], event=h.get("event"), ack_code="AA",
-                        error="duplicate: already applied", raw=work.raw, applied=False)
-            return Outcome("AA", duplicate=True)
+            return self._duplicate(uow, work)
         outcome = work.outcome or self._apply_facts(uow, work)
         uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
                     control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code,
                     error="; ".join(e[5] for e in outcome.errors) or None, raw=work.raw,
                     patient_id=outcome.patient_id, applied=outcome.code == "AA")
+        return outcome
+
+    def _apply_sequenced(self, uow, work: "MessageWork") -> Outcome:
+        """The HL7 sequence number protocol (v2.5 2.10.1), for a sender configured for it. The sender's last
+        accepted number is read, checked and updated in the transaction that applies the message, so the number
+        and the effects commit together. MSA-4 (`expected_sequence`) always says the number expected next;
+        -1 when the next number accepted will set it (the link never started, or was resynchronised)."""
+        h = work.header
+        app, facility, raw = h["app"], h["facility"], h["sequence"]
+        number = sequence_number(raw)
+        last = uow.last_sequence(app, facility)
+        expected = -1 if last is None else last + 1
+        if number is None or number < -1:
+            if raw.strip():
+                refusal = (SEQ_MALFORMED, f"MSH-13 is not a sequence number (an integer: 0 starts the link, "
+                                          f"-1 resynchronises it, 1 and above number the messages): "
+                                          f"{raw[:20]!r}; nothing was applied")
+            else:
+                refusal = (SEQ_MISSING, "MSH-13 is empty, and this sender uses the sequence number protocol: "
+                                        "nothing was applied")
+            return self._answered_alone(uow, work, Outcome("AR", [("MSH", 1, 13, None, *refusal)],
+                                                           expected_sequence=expected))
+        if number == 0:
+            # the link (re)starts: the expected number, nothing applied
+            log.info("sequence.link_started", sender=work.sender, expected=expected)
+            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=expected),
+                                        f"sequence number 0: the link starts, {expected} expected")
+        if number == -1:
+            # resynchronisation: the next positive number accepted becomes the link's number
+            log.info("sequence.resynchronised", sender=work.sender, last_accepted=last)
+            uow.set_sequence(app, facility, None, work.received_at)
+            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=-1),
+                                        "sequence number -1: resynchronised, the next number accepted sets it")
+        if last is not None and number > expected:
+            return self._answered_alone(uow, work, Outcome("AR", [(
+                "MSH", 1, 13, None, SEQ_GAP,
+                f"MSH-13 is {number}, {expected} was expected: the messages before it have not arrived; "
+                f"nothing was applied")], expected_sequence=expected))
+        if last is not None and number < expected:
+            if h.get("control_id") and uow.already_applied(app, facility, h["control_id"]):
+                # a resend of a message applied before: answered AA, applied once (as any duplicate)
+                outcome = self._duplicate(uow, work)
+                outcome.expected_sequence = expected
+                return outcome
+            return self._answered_alone(uow, work, Outcome("AR", [(
+                "MSH", 1, 13, None, SEQ_REUSED,
+                f"MSH-13 is {number}, {expected} was expected: {number} was already accepted, for another "
+                f"message (MSH-10); nothing was applied")], expected_sequence=expected))
+        # the number expected (or the first one, which sets it)
+        outcome = self._apply(uow, work)
+        if outcome.code == "AA":
+            uow.set_sequence(app, facility, number, work.received_at)
+            expected = number + 1
+        outcome.expected_sequence = expected
+        return outcome
+
+    def _duplicate(self, uow, work: "MessageWork") -> Outcome:
+        h = work.header
+        uow.journal(received_at=work.received_at, app=h["app"], facility=h["facility"],
+                    control_id=h["control_id"], event=h.get("event"), ack_code="AA",
+                    error="duplicate: already applied", raw=work.raw, applied=False)
+        return Outcome("AA", duplicate=True)
+
+    def _answered_alone(self, uow, work: "MessageWork", outcome: Outcome, note: str | None = None) -> Outcome:
+        """A message answered without being applied: journaled with the ACK code it got, and why."""
+        h = work.header
+        uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
+                    control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code,
+                    error="; ".join(e[5] for e in outcome.errors) or note, raw=work.raw, applied=False)
         return outcome
 
     def _apply_facts(self, uow, work: "MessageWork") -> Outcome:
@@ -335,11 +419,14 @@ class MessageWork:
         return f"{self.header.get('app', '')}|{self.header.get('facility', '')}"
 
     def keys(self) -> list[str]:
-        """The patients this message touches, locked before it runs (PostgreSQL, several instances)."""
+        """The patients this message touches, locked before it runs (PostgreSQL, several instances); and the
+        sender, when it uses the sequence number protocol, so its messages are taken one after the other."""
         f = self.facts or {}
         keys = [patient_key(f.get("patient.ipp_authority"), f["patient.ipp"])] if f.get("patient.ipp") else []
         if f.get("prior.ipp"):
             keys.append(patient_key(f.get("prior.ipp_authority"), f["prior.ipp"]))
+        if "sequence" in self.header:
+            keys.append(f"SEQ|{self.sender}")
         return keys
 
     def run(self, uow) -> Outcome:
@@ -347,7 +434,17 @@ class MessageWork:
 
     def answered(self, outcome: Outcome) -> Answered:
         return Answered(outcome.code, list(outcome.errors), self.header.get("event"), self.sender,
-                        self.header.get("control_id"), (self.facts or {}).get("patient.ipp"))
+                        self.header.get("control_id"), (self.facts or {}).get("patient.ipp"),
+                        outcome.expected_sequence)
+
+
+def sequence_number(text: str) -> int | None:
+    """MSH-13 as an integer (HL7 NM, 15 characters at most), or None when it is not one."""
+    text = text.strip()
+    digits = text[1:] if text[:1] in "+-" else text
+    if not digits.isascii() or not digits.isdigit() or len(text) > 15:
+        return None
+    return int(text)
 
 
 def _begun_by(visit, at: datetime) -> bool:

@@ -48,7 +48,8 @@ def build_pipeline(cfg) -> Pipeline:
         matrix = habilitation.load(cfg.habilitation_file())
     except (mappings.MappingFileError, OSError, ValueError) as e:
         raise StartError(str(e).splitlines()[0]) from None
-    return Pipeline(mapping_set, cfg.policy(matrix), tz=cfg.timezone, routes=cfg.routes())
+    return Pipeline(mapping_set, cfg.policy(matrix), tz=cfg.timezone, routes=cfg.routes(),
+                    sequenced=cfg.sequence_number_protocol.keys())
 
 
 def prepared(pipeline, submit):
@@ -85,7 +86,7 @@ def message_handler(apply):
                          errors=[f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in answered.errors])
             log.debug("message.answered", ack=answered.code, msh10=answered.control_id, patient=answered.patient,
                       errors=[e[5] for e in answered.errors])
-            return build_ack(frame.text, answered.code, errors)
+            return build_ack(frame.text, answered.code, errors, expected_sequence=answered.expected_sequence)
 
         def internal(failure):
             # a store that cannot commit is the listener's "store unavailable"; anything else is ours
