@@ -117,9 +117,12 @@ PATIENT_PATH = re.compile(r"^/v1/patients/([^/]+)/([^/]+)/consent$")
 class Api(resource.Resource):
     isLeaf = True
 
-    def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536, inbound_ready=None):
+    def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536, inbound_ready=None,
+                 on_events=None):
         super().__init__()
         self.pipeline, self.committer, self.token, self.max_body = pipeline, committer, token, max_body
+        # the dispatcher's wake-up, once a call's events are committed to the outbox
+        self.on_events = on_events or (lambda: None)
         # serve's apply process: while it restarts, inbound messages get AE, and /healthz says so
         self.inbound_ready = inbound_ready or (lambda: True)
 
@@ -184,6 +187,7 @@ class Api(resource.Resource):
 
             def done(result):
                 metrics.decisions.labels(b.action, result["decision"]).inc()
+                self.on_events()    # decision.made, and the triggers
                 return 200, result
             return self.committer.submit(lambda uow: p.decide(uow, patient, req, now_utc()),
                                          [_lock_key(patient)]).addCallback(done)
@@ -196,14 +200,14 @@ class Api(resource.Resource):
             patient = b.patient.model_dump(exclude_none=True)
             d = self.committer.submit(lambda uow: p.record_consent(
                 uow, patient, values, b.visit, b.collected_at, b.collected_by, now_utc()), [_lock_key(patient)])
-            return d.addCallback(lambda view: (200, view))
+            return d.addCallback(self._woken).addCallback(lambda view: (200, view))
         if method == "POST" and path == "/v1/dmp/results":
             b = self._body(request, DmpResultBody)
             patient = b.patient.model_dump(exclude_none=True)
             d = self.committer.submit(lambda uow: p.record_dmp_result(
                 uow, patient, b.user.model_dump(exclude_none=True), b.transaction, b.result, now_utc()),
                 [_lock_key(patient)])
-            return d.addCallback(lambda found: (204, None) if found else (404, {
+            return d.addCallback(self._woken).addCallback(lambda found: (204, None) if found else (404, {
                 "error": "patient.unknown", "detail": "no patient with that identifier"}))
         m = PATIENT_PATH.match(path)
         if method == "GET" and m:
@@ -230,6 +234,10 @@ class Api(resource.Resource):
                 return 200, {"entries": uow.audit_entries(ids)}
             return self.committer.submit(entries)
         raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {path}")
+
+    def _woken(self, result):
+        self.on_events()
+        return result
 
     def _finish_now(self, request, status, body):
         request.setResponseCode(status)

@@ -316,6 +316,15 @@ class Lane:
         d = deferToThread(self.dispatcher.round, self.dest, self.lease, results, want)
         d.addCallbacks(self._claimed, self._round_failed, callbackArgs=(want,), errbackArgs=(results,))
 
+    def wake(self) -> None:
+        """Events were just committed for this destination, perhaps: look now rather than at the next poll."""
+        if self.stopping:
+            return
+        if self.rounding:
+            self.again = True       # the round in progress may have read the outbox before that commit
+        elif self.timer is not None and self.timer.active():
+            self.pump()             # idle until the next poll; busy lanes look again after each delivery
+
     def _claimed(self, rows, want) -> None:
         self.rounding = False
         for row in rows:
@@ -403,6 +412,11 @@ class Dispatcher:
         d = deferToThread(self._startup)
         d.addErrback(lambda f: log.warning("dispatch.startup_failed", error=f.getErrorMessage()[:200]))
         return d.addCallback(begin)
+
+    def wake(self) -> None:
+        """Called on the reactor once a message or an API call has committed events to the outbox."""
+        for lane in self.lanes:
+            lane.wake()
 
     def _startup(self) -> None:
         # A SQLite store has one instance: leases left by a previous run of it are void now.

@@ -45,6 +45,7 @@ class Answered(NamedTuple):
     control_id: str | None
     patient: str | None   # the IPP, logged at DEBUG only
     expected_sequence: int | None = None   # MSA-4 (sequence number protocol senders only)
+    events: int = 0       # events it put in the outbox: the server wakes the dispatcher for them
 
 
 def now_utc() -> datetime:
@@ -435,7 +436,7 @@ class MessageWork:
     def answered(self, outcome: Outcome) -> Answered:
         return Answered(outcome.code, list(outcome.errors), self.header.get("event"), self.sender,
                         self.header.get("control_id"), (self.facts or {}).get("patient.ipp"),
-                        outcome.expected_sequence)
+                        outcome.expected_sequence, len(outcome.events))
 
 
 def sequence_number(text: str) -> int | None:

@@ -67,8 +67,9 @@ def in_process(committer):
     return submit
 
 
-def message_handler(apply):
-    """The MLLP listener's handler: `apply` the frame (ACK after the commit that holds it), then the ACK."""
+def message_handler(apply, on_events=None):
+    """The MLLP listener's handler: `apply` the frame (ACK after the commit that holds it), then the ACK.
+    `on_events()`: called when the message put events in the outbox (the dispatcher's wake-up)."""
     from engine.commit import StoreUnavailable
     from mllp.ack import AckError, build_ack
 
@@ -79,6 +80,8 @@ def message_handler(apply):
             errors = [AckError(segment=s, sequence=q, field=f, component=c, code=code, severity="E", text=t)
                       for s, q, f, c, code, t in answered.errors]
             metrics.messages.labels(answered.event or "?", answered.code).inc()
+            if answered.events and on_events is not None:
+                on_events()
             metrics.ack_latency.observe(time.perf_counter() - started)
             if answered.code != "AA":
                 # where and which code only: an error's text may quote a field's value
@@ -123,7 +126,12 @@ def serve(config_path: str | None) -> int:
     committer = GroupCommit(store, reactor, max_batch=cfg.limits.max_batch, on_commit=metrics.on_commit)
     applier = ApplyProcess(reactor, config_path, on_commit=metrics.on_commit)
     applier.start()
-    handler = message_handler(prepared(pipeline, applier.submit))
+    dispatcher = None
+    if cfg.destinations:
+        from engine.dispatch import Dispatcher
+        dispatcher = Dispatcher(store, cfg, reactor)
+    wake = dispatcher.wake if dispatcher else None
+    handler = message_handler(prepared(pipeline, applier.submit), on_events=wake)
     pruner = None
     if cfg.store.journal_retention:
         from engine.commit import JournalPruner
@@ -156,16 +164,12 @@ def serve(config_path: str | None) -> int:
             factories.append(factory)
             server_endpoint(reactor, listener.endpoint).listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
-        api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes, inbound_ready=lambda: applier.ready)
+        api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes,
+                  inbound_ready=lambda: applier.ready, on_events=wake)
         serverFromString(reactor, cfg.listeners.http).listen(site(api)).addCallbacks(
             listening("http", cfg.listeners.http), failed(cfg.listeners.http))
     except (ValueError, TypeError, KeyError) as e:
         raise StartError(f"listener endpoint: {e}") from None
-
-    dispatcher = None
-    if cfg.destinations:
-        from engine.dispatch import Dispatcher
-        dispatcher = Dispatcher(store, cfg, reactor)
 
     def check_started():
         if failures:
