@@ -13,29 +13,9 @@ from engine.commit import run_batch
 from engine.config import Config
 from engine.serve import build_pipeline
 from tests.builders import adt, zfa_2111
-from tests.stores import pg_database
 
 NOW = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
 APP, FAC = "GAM-S", "HOSP-S"
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store_url(request, tmp_path):
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-        Store(url).upgrade()
-        yield url
-    else:
-        with pg_database() as url:
-            Store(url).upgrade()
-            yield url
-
-
-@pytest.fixture
-def store(store_url):
-    s = Store(store_url)
-    yield s
-    s.dispose()
 
 
 @pytest.fixture(scope="module")

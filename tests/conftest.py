@@ -1,3 +1,4 @@
+"""Fixtures shared by the test packages: a fresh, migrated store on each backend (a package may override them)."""
 import pytest
 
 from consent_store.store import Store
