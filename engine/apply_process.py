@@ -215,7 +215,6 @@ def main(argv=None) -> int:
     from consent_store.store import Store
     from engine import config as configuration
     from engine import logs
-    from engine.commit import StoreUnavailable, run_batch
     from engine.serve import build_pipeline
 
     ap = argparse.ArgumentParser(prog="pamgate-apply")
@@ -228,15 +227,31 @@ def main(argv=None) -> int:
     # the answers own the real stdout; anything printed by mistake goes to stderr
     answers = os.fdopen(os.dup(1), "wb")
     os.dup2(2, 1)
-    cfg = configuration.load(args.config)
-    logs.configure(cfg.log.level, cfg.log.format)
-    store = Store(cfg.store.url)
-    pipeline = build_pipeline(cfg)
-    answers.write(_record(("ready",)))
-    answers.flush()
+    try:
+        cfg = configuration.load(args.config)
+        logs.configure(cfg.log.level, cfg.log.format)
+        store = Store(cfg.store.url)
+        pipeline = build_pipeline(cfg)
+    except Exception as e:  # noqa: BLE001 — one line; the server logs apply.process_ended and starts another
+        print(f"pamgate: apply process: cannot start: {(str(e).splitlines() or [type(e).__name__])[0]}",
+              file=sys.stderr, flush=True)
+        return 70
+    try:
+        answers.write(_record(("ready",)))
+        answers.flush()
+        _serve(answers, store, pipeline, cfg.limits.max_batch)
+    except BrokenPipeError:
+        pass    # the server is gone: what was committed has no ACK; its resends are duplicates, applied once
+    store.dispose()
+    return 0
+
+
+def _serve(answers, store, pipeline, max_batch: int) -> None:
+    """Until the server closes our stdin: take what has arrived, apply it in one commit, answer."""
+    from engine.commit import StoreUnavailable, run_batch
     buffer = bytearray()
     while True:
-        requests = _records(buffer, cfg.limits.max_batch)
+        requests = _records(buffer, max_batch)
         if not requests:
             chunk = os.read(0, 1 << 20)
             if not chunk:
@@ -258,8 +273,6 @@ def main(argv=None) -> int:
                 out.append((ident, "failed", type(value).__name__))
         answers.write(_record(("batch", seconds, committed, out)))
         answers.flush()
-    store.dispose()
-    return 0
 
 
 if __name__ == "__main__":

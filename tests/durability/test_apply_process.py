@@ -114,3 +114,26 @@ def test_an_in_memory_store_is_refused_at_start_with_one_line(tmp_path):
         assert "store.url: sqlite://: an in-memory store cannot be served" in str(e)
     finally:
         server.stop()
+
+
+def test_an_apply_process_that_cannot_start_says_why_in_one_line_and_is_tried_again(tmp_path):
+    from tests.builders import adt
+    from tests.serving import ack_code
+    server = Server(tmp_path).start()
+    good = server.config_path.read_text()
+    try:
+        wait_until(lambda: server.http("GET", "/healthz")[0] == 200, timeout=30, every=0.05, what="ready")
+        # the configuration file goes bad after the start: the next apply process cannot start
+        server.config_path.write_text(good + "\nnot_a_key: 1\n")
+        os.kill(apply_process_of(server.proc.pid), signal.SIGKILL)
+        wait_until(lambda: "apply process: cannot start" in server.stderr(), timeout=30, what="the one line")
+        assert server.http("GET", "/healthz")[0] == 503
+        assert ack_code(server.send(adt("A01", ipp="810001"))) == "AE"            # 207, nothing applied
+        line = next(x for x in server.stderr().splitlines() if "apply process: cannot start" in x)
+        assert "not_a_key" in line and "Traceback" not in server.stderr()
+        # mended: a later attempt starts, and messages are applied again
+        server.config_path.write_text(good)
+        wait_until(lambda: server.http("GET", "/healthz")[0] == 200, timeout=30, every=0.1, what="ready again")
+        assert ack_code(server.send(adt("A01", ipp="810001"))) == "AA"
+    finally:
+        server.stop()
