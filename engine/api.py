@@ -132,8 +132,8 @@ class Api(resource.Resource):
         try:
             if path == "/healthz" and method == "GET":
                 if not self.inbound_ready():
-                    raise ApiError(503, "apply.not_ready", "the apply process is not ready: starting, or starting again "
-                                                           "after it ended")
+                    raise ApiError(503, "apply.not_ready",
+                                   "the apply process is not ready: starting, or starting again after it ended")
                 d = self.committer.submit(lambda uow: uow.conn.exec_driver_sql("SELECT 1").scalar())
                 d.addCallback(lambda _: (200, {"status": "ok"}))
             elif path == "/metrics" and method == "GET":
