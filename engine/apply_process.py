@@ -147,7 +147,7 @@ class ApplyProcess:
 
     def _answered(self, record) -> None:
         if record[0] == "ready":
-            log.info("apply.process_ready", pid=self.pid)
+            log.info("apply.process_ready", process_id=self.pid)   # "pid" is redacted: a patient id
             self._ready = True
             self._restarts = 0
             return
