@@ -222,7 +222,7 @@ def test_conf16_verify_authorize_then_permitted_without_new_triggers(tmp_path, r
 
 def test_a_bad_destination_stops_the_start_with_one_line(tmp_path):
     server = Server(tmp_path, config={"destinations": [{"name": "x", "type": "mllp", "endpoint": "h:1"}]})
-    with pytest.raises(RuntimeError) as e:
+    with pytest.raises(RuntimeError):
         server.start()
     err = server.stderr()
     assert err.count("\n") == 1 and "destinations.0: an mllp destination carries the forwarded ADT" in err
