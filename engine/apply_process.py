@@ -31,8 +31,10 @@ import sys
 import time
 
 import structlog
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import ProcessProtocol
 
+from engine.commit import StoreUnavailable, run_batch
 from engine.pipeline import MessageWork
 
 log = structlog.get_logger("pamgate.apply")
@@ -85,7 +87,6 @@ class ApplyProcess:
         self._ready = False
 
     def start(self) -> None:
-        from twisted.internet.defer import Deferred
         args = [self.executable, "-m", "engine.apply_process"]
         if self.config_path:
             args += ["--config", self.config_path]
@@ -109,9 +110,6 @@ class ApplyProcess:
         """Apply a prepared message (pipeline.MessageWork) in the child: a Deferred that fires with its
         pipeline.Answered once committed, or fails (StoreUnavailable, or an error of ours) when nothing of
         it was applied."""
-        from twisted.internet.defer import Deferred, fail
-
-        from engine.commit import StoreUnavailable
         if self._child is None or self._child.transport is None or self._stopping:
             return fail(StoreUnavailable("the apply process is restarting"))
         self._next_id += 1
@@ -123,7 +121,6 @@ class ApplyProcess:
     def stop(self, timeout: float = 30.0):
         """Close the child's stdin: it finishes what it holds, commits, answers, exits. Killed after
         `timeout` seconds."""
-        from twisted.internet.defer import succeed
         self._stopping = True
         if self._child is None or self._child.transport is None:
             return succeed(None)
@@ -151,7 +148,6 @@ class ApplyProcess:
             self._ready = True
             self._restarts = 0
             return
-        from engine.commit import StoreUnavailable
         _, seconds, committed, answers = record
         if committed and self.on_commit:
             self.on_commit(len(answers), seconds)
@@ -167,7 +163,6 @@ class ApplyProcess:
                 d.errback(OperationFailed(value))
 
     def _ended_child(self, status) -> None:
-        from engine.commit import StoreUnavailable
         code = getattr(status.value, "exitCode", None)
         pending, self._pending = self._pending, {}
         self._child, self._ready = None, False
@@ -248,7 +243,6 @@ def main(argv=None) -> int:
 
 def _serve(answers, store, pipeline, max_batch: int) -> None:
     """Until the server closes our stdin: take what has arrived, apply it in one commit, answer."""
-    from engine.commit import StoreUnavailable, run_batch
     buffer = bytearray()
     while True:
         requests = _records(buffer, max_batch)
