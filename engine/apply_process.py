@@ -34,6 +34,7 @@ import structlog
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import ProcessProtocol
 
+from engine import metrics
 from engine.commit import StoreUnavailable, run_batch
 from engine.pipeline import MessageWork
 
@@ -115,6 +116,7 @@ class ApplyProcess:
         self._next_id += 1
         d = Deferred()
         self._pending[self._next_id] = d
+        metrics.apply_in_flight.inc()
         self._child.transport.write(_record((self._next_id, *(getattr(work, f) for f in CARRIED))))
         return d
 
@@ -155,6 +157,7 @@ class ApplyProcess:
             d = self._pending.pop(ident, None)
             if d is None:
                 continue
+            metrics.apply_in_flight.dec()
             if kind == "ok":
                 d.callback(value)
             elif kind == "unavailable":
@@ -166,6 +169,7 @@ class ApplyProcess:
         code = getattr(status.value, "exitCode", None)
         pending, self._pending = self._pending, {}
         self._child, self._ready = None, False
+        metrics.apply_in_flight.dec(len(pending))
         for d in pending.values():
             d.errback(StoreUnavailable("the apply process ended"))
         if self._stopping:
@@ -176,6 +180,7 @@ class ApplyProcess:
         if time.monotonic() - self._started_at > 60:
             self._restarts, delay = 0, self.RESTART_DELAYS[0]
         self._restarts += 1
+        metrics.apply_restarts.inc()
         log.error("apply.process_ended", exit_code=code, in_flight=len(pending), restart_in=delay)
         self.reactor.callLater(delay, self._restart)
 

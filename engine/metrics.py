@@ -16,6 +16,12 @@ deliveries = Counter("pamgate_deliveries_total", "Outbound deliveries, by destin
                      ["destination", "result"], registry=registry)
 
 
+apply_restarts = Counter("pamgate_apply_process_restarts_total",
+                         "Times the apply process ended unasked (its messages were answered AE 207)", registry=registry)
+apply_in_flight = Gauge("pamgate_apply_process_in_flight", "Messages handed to the apply process, not answered yet",
+                        registry=registry)
+
+
 def on_commit(size: int, seconds: float) -> None:
     commit_batch.observe(size)
     commit_seconds.observe(seconds)

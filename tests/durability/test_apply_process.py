@@ -93,6 +93,9 @@ def test_a_killed_apply_process_answers_ae_restarts_and_loses_nothing(tmp_path):
         second = apply_process_of(server.proc.pid)
         assert second is not None and second != first
         assert "apply.process_ended" in server.stderr()
+        scraped = server.http("GET", "/metrics")[1].decode()
+        assert "pamgate_apply_process_restarts_total 1.0" in scraped
+        assert "pamgate_apply_process_in_flight 0.0" in scraped      # every message was answered
 
         final = dump(f"sqlite:///{tmp_path / 'victim' / 'store.db'}")
         assert final["applied"] == {control_id(m) for s in sequences for m in s}
