@@ -13,9 +13,10 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from engine import rules
-from engine.domain import (CONSULT, DMP_STATUS, FEED, PERMIT, DecisionRequest, PatientState, Policy,
-                           R_PATIENT_UNKNOWN, state_from_dict, state_to_dict)
+from engine import patient_view, rules
+from engine.domain import (CONSULT, DMP_STATUS, FEED, PERMIT, Changes, DecisionRequest, PatientState, Policy,
+                           R_PATIENT_UNKNOWN, break_glass_row, dmp_result_row, fact_row, from_header, header,
+                           movement_row, visit_row, visit_start)
 
 log = structlog.get_logger("pamgate.pipeline")
 
@@ -226,28 +227,34 @@ class Pipeline:
         created = pid is None
         absorbed = uow.find_patient("PI", *prior) if event == ITI30_MERGE and prior else None
         if created and absorbed is not None:
-            pid = uow.create_patient(state_to_dict(PatientState()), now)
+            pid = uow.create_patient(header(PatientState()), now)
             created = False
         # a new patient is written once, with its first state, at the end
-        state = PatientState() if created else state_from_dict(uow.load_patient(pid))
+        head = {} if created else uow.patient_header(pid)
 
         if absorbed is not None:
             if absorbed != pid:
-                state = rules.merge(state, state_from_dict(uow.load_patient(absorbed)))
-                uow.merge_patient(absorbed, pid, now)
+                survivor, moved = from_header(head), from_header(uow.patient_header(absorbed))
+                uow.merge_patient(absorbed, pid, survivor.next_seq, now)
+                head = header(rules.replace(survivor, next_seq=survivor.next_seq + moved.next_seq,
+                                            known=survivor.known or moved.known))
                 audit_extra["merged"] = absorbed
         if event == ITI30_CHANGE_ID and prior and prior != key:
-            state = rules.replace(state, identifiers=tuple(
-                i for i in state.identifiers if not (i[0] == "PI" and (i[1], i[2]) == prior)))
+            head = {**head, "identifiers": [i for i in head.get("identifiers", ())
+                                            if not (i[0] == "PI" and (i[1], i[2]) == prior)]}
+        state = PatientState() if created else patient_view.for_message(uow, pid, head, f, now,
+                                                                        latest_ever=self.forwarding)
 
-        new, events = rules.apply(state, f, source, self.policy, now)
+        changes, events = rules.apply(state, f, source, self.policy, now)
+        new = changes.state
         if created:
-            pid = uow.create_patient(state_to_dict(new), now)
+            pid = uow.create_patient(header(new), now)
         else:
-            uow.save_patient(pid, state_to_dict(new), now)
-        if created or new.identifiers != state.identifiers:
+            uow.save_header(pid, header(new), now)
+        write_changes(uow, pid, changes)
+        if created or changes.identifiers is not None:
             uow.set_identifiers(pid, new.identifiers)
-        added = new.facts[len(state.facts):]
+        added = changes.facts
         envelopes = self.envelopes(events, key, source)
         uow.audit(at=now, patient_id=pid, kind="message", payload={
             "event": event, "msh10": source["msh10"], "sender": source["sender"], "mapping": work.mapping,
@@ -304,11 +311,11 @@ class Pipeline:
                       "triggers": [], "reminder_due": reminder}
             state = None
         else:
-            state = state_from_dict(uow.load_patient(pid))
+            state = patient_view.for_decision(uow, pid, request, now)
             d = rules.decide(state, request, self.policy, now)
             if d.decision == PERMIT and request.mode == "bris_de_glace":
                 state = rules.record_break_glass(state, request, at, d.episode.get("visit"))
-                uow.save_patient(pid, state_to_dict(state), now)
+                uow.add_break_glass(pid, break_glass_row(state.break_glass[-1]))
             result = {"decision": d.decision, "mode": d.mode, "reasons": list(d.reasons), "episode": d.episode,
                       "triggers": [], "reminder_due": reminder}
         key = _key_of(patient, state)
@@ -333,17 +340,21 @@ class Pipeline:
         if created:
             if patient.get("ins"):
                 raise LookupError("patient.unknown")
-            pid = uow.create_patient(state_to_dict(PatientState()), now)
-        state = state_from_dict(uow.load_patient(pid))
+            pid = uow.create_patient(header(PatientState()), now)
+        head = uow.patient_header(pid)
         if created:
-            state = rules.replace(state, identifiers=(("PI", patient.get("authority"), patient["id"]),))
+            head = {**head, "identifiers": [["PI", patient.get("authority"), patient["id"]]]}
         source = {"api": True, "collected_by": collected_by}
         if (collected_by or {}).get("id"):
             # DMP/CONF.16: the logged-in user who records the consent has their DMP access checked
             values = {**values, "professionals": [{"id": collected_by["id"], "authority": collected_by.get("authority"),
                                                    "type": "collector"}]}
-        new, events = rules.record_consent(state, values, visit, collected_at, source, self.policy)
-        uow.save_patient(pid, state_to_dict(new), now)
+        state = patient_view.for_message(uow, pid, head, rules.consent_facts(values, visit, collected_at),
+                                         collected_at)
+        changes, events = rules.record_consent(state, values, visit, collected_at, source, self.policy)
+        new = changes.state
+        uow.save_header(pid, header(new), now)
+        write_changes(uow, pid, changes)
         uow.set_identifiers(pid, new.identifiers)
         key = _key_of(patient, new)
         envelopes = self.envelopes(events, key, {"msh10": None, "sender": "api"})
@@ -357,11 +368,12 @@ class Pipeline:
         pid = self.find(uow, patient)
         if pid is None:
             return False
-        state = state_from_dict(uow.load_patient(pid))
+        # appended: nothing of the history is read
+        state = from_header(uow.patient_header(pid))
         new, events = rules.record_dmp_result(state, user["id"], transaction, result, now)
         for e in events:
             e["data"]["user"] = {**user}
-        uow.save_patient(pid, state_to_dict(new), now)
+        uow.add_dmp_result(pid, dmp_result_row(new.dmp_results[-1]))
         envelopes = self.envelopes(events, _key_of(patient, new), {"msh10": None, "sender": "api"})
         uow.audit(at=now, patient_id=pid, kind="dmp.result",
                   payload={"user": user, "transaction": transaction, "result": result,
@@ -371,7 +383,7 @@ class Pipeline:
 
     def view(self, uow, pid: int, at: datetime) -> dict:
         """The patient's consent state at an instant, each value with its collection date and source."""
-        state = state_from_dict(uow.load_patient(pid))
+        state = patient_view.whole(uow, pid)
 
         def latest(item):
             facts = [f for f in state.facts if f.item == item and f.collected_at <= at and not f.cancelled]
@@ -449,8 +461,20 @@ def sequence_number(text: str) -> int | None:
 
 
 def _begun_by(visit, at: datetime) -> bool:
-    start = visit.admitted_at or min((m.start for m in visit.movements if m.start), default=None)
+    start = visit_start(visit)
     return start is None or start <= at
+
+
+def write_changes(uow, pid: int, changes: Changes) -> None:
+    """The rows a message changes: the facts it adds, the visit it writes (and its movements that changed),
+    the consents of a visit it cancels."""
+    if changes.facts:
+        uow.add_facts(pid, [fact_row(f) for f in changes.facts])
+    if changes.visit is not None:
+        v = changes.visit
+        uow.put_visit(pid, visit_row(v), [movement_row(v.number, i, m) for i, m in changes.movements()])
+    if changes.cancels_visit:
+        uow.cancel_consents_of_visit(pid, changes.cancels_visit)
 
 
 def _audited(envelopes) -> list[dict]:
