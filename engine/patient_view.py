@@ -14,7 +14,7 @@ from datetime import datetime
 
 from consent_store.store import ANY_VISIT, NO_VISIT, THE_VISIT
 from engine import rules
-from engine.domain import (BLOCK_BREAK_GLASS, BLOCK_CENTRE_15, CONSULT, DMP_STATUS, FEED, DecisionRequest,
+from engine.domain import (BLOCK_BREAK_GLASS, BLOCK_CENTRE_15, CONSULT, DMP_STATUS, FEED, ITEMS, DecisionRequest,
                            PatientState, break_glass_from_row, dmp_result_from_row, fact_from_row, from_header,
                            visit_from_rows)
 
@@ -81,7 +81,8 @@ def whole(uow, pid: int) -> PatientState:
         moves.setdefault(m["visit"], []).append(m)
     return from_header(
         uow.patient_header(pid),
-        facts=tuple(fact_from_row(r) for r in h["facts"]),
+        # in arrival order: by seq, then in the order a message gives its items
+        facts=tuple(sorted((fact_from_row(r) for r in h["facts"]), key=lambda f: (f.seq, ITEMS.index(f.item)))),
         visits=tuple(visit_from_rows(e, moves.get(e["visit"], [])) for e in h["episodes"]),
         dmp_results=tuple(dmp_result_from_row(r) for r in h["dmp_results"]),
         break_glass=tuple(break_glass_from_row(r) for r in h["break_glass"]))

@@ -82,10 +82,15 @@ def ask(url, paths) -> dict:
                     answers[f"{authority}|{ipp}|{at.isoformat()}|{visit}|{action}|{mode}"] = {
                         "decision": r["decision"], "reasons": r["reasons"], "episode": r["episode"],
                         "triggers": [t["type"] for t in r["triggers"]]}
+        # the views once every decision is asked: a patient reached by two identifiers (A40, A47) has the
+        # break-glass requests of both
+        for authority, ipp in sorted(_patients(paths)):
             with store.transaction() as uow:
-                pid = pipeline.find(uow, patient)
+                pid = pipeline.find(uow, {"id": ipp, "authority": authority})
                 view = pipeline.view(uow, pid, NOW) if pid is not None else None
             if view is not None:
+                # the API lists episodes by start (before 0005: in the order they were last written)
+                view["episodes"] = sorted(view["episodes"], key=lambda e: e["visit"])
                 # the break-glass requests of every run of `ask` so far: the same ones, each run
                 view["break_glass_requests"] = sorted(
                     {json.dumps(b, default=_plain, sort_keys=True) for b in view["break_glass_requests"]})

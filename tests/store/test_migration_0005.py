@@ -82,4 +82,10 @@ def test_a_store_written_before_0005_gives_the_same_decisions_after_it(old_main,
     assert len(before) > 500   # patients of every scenario and sample, each asked several times
     assert any(v and v["history"] for k, v in before.items() if k.endswith("|view"))
     differ = [k for k in before if before[k] != after.get(k)]
-    assert not differ, [(k, before[k], after.get(k)) for k in differ[:3]]
+    assert not differ, [(k, _diff(before[k], after.get(k))) for k in differ[:3]]
+
+
+def _diff(a, b):
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: _diff(a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)}
+    return (a, b)
