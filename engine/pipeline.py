@@ -13,16 +13,14 @@ from zoneinfo import ZoneInfo
 
 import structlog
 
-from engine import patient_view, rules
+from engine import identity, patient_view, rules, sequence
+from engine.sequence import sequence_number
 from engine.domain import (CONSULT, DMP_STATUS, FEED, PERMIT, Changes, DecisionRequest, PatientState, Policy,
                            R_PATIENT_UNKNOWN, break_glass_row, dmp_result_row, fact_row, from_header, header,
                            movement_row, visit_row, visit_start)
 
 log = structlog.get_logger("pamgate.pipeline")
 
-ITI30_MERGE, ITI30_CHANGE_ID = "A40", "A47"
-# HL7 table 0357 codes of the sequence number protocol's refusals (ERR-2 = MSH^1^13)
-SEQ_MISSING, SEQ_MALFORMED, SEQ_GAP, SEQ_REUSED = 101, 102, 204, 205
 
 
 @dataclass
@@ -140,52 +138,32 @@ class Pipeline:
         and the effects commit together. MSA-4 (`expected_sequence`) always says the number expected next;
         -1 when the next number accepted will set it (the link never started, or was resynchronised)."""
         h = work.header
-        app, facility, raw = h["app"], h["facility"], h["sequence"]
-        number = sequence_number(raw)
+        app, facility = h["app"], h["facility"]
         last = uow.last_sequence(app, facility)
-        expected = -1 if last is None else last + 1
-        if number is None or number < -1:
-            if raw.strip():
-                refusal = (SEQ_MALFORMED, f"MSH-13 is not a sequence number (an integer: 0 starts the link, "
-                                          f"-1 resynchronises it, 1 and above number the messages): "
-                                          f"{raw[:20]!r}; nothing was applied")
-            else:
-                refusal = (SEQ_MISSING, "MSH-13 is empty, and this sender uses the sequence number protocol: "
-                                        "nothing was applied")
-            return self._answered_alone(uow, work, Outcome("AR", [("MSH", 1, 13, None, *refusal)],
-                                                           expected_sequence=expected))
-        if number == 0:
-            # the link (re)starts: the expected number, nothing applied
-            log.info("sequence.link_started", sender=work.sender, expected=expected)
-            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=expected),
-                                        f"sequence number 0: the link starts, {expected} expected")
-        if number == -1:
-            # resynchronisation: the next positive number accepted becomes the link's number
+        v = sequence.verdict(h["sequence"], last)
+        if v.action == sequence.REFUSE:
+            return self._answered_alone(uow, work, Outcome("AR", [("MSH", 1, 13, None, *v.refusal)],
+                                                           expected_sequence=v.expected))
+        if v.action == sequence.START:
+            log.info("sequence.link_started", sender=work.sender, expected=v.expected)
+            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=v.expected), v.note)
+        if v.action == sequence.RESYNCHRONISE:
             log.info("sequence.resynchronised", sender=work.sender, last_accepted=last)
             uow.set_sequence(app, facility, None, work.received_at)
-            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=-1),
-                                        "sequence number -1: resynchronised, the next number accepted sets it")
-        if last is not None and number > expected:
-            return self._answered_alone(uow, work, Outcome("AR", [(
-                "MSH", 1, 13, None, SEQ_GAP,
-                f"MSH-13 is {number}, {expected} was expected: the messages before it have not arrived; "
-                f"nothing was applied")], expected_sequence=expected))
-        if last is not None and number < expected:
+            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=v.expected), v.note)
+        if v.action == sequence.EARLIER:
             if h.get("control_id") and uow.already_applied(app, facility, h["control_id"]):
                 # a resend of a message applied before: answered AA, applied once (as any duplicate)
                 outcome = self._duplicate(uow, work)
-                outcome.expected_sequence = expected
+                outcome.expected_sequence = v.expected
                 return outcome
-            return self._answered_alone(uow, work, Outcome("AR", [(
-                "MSH", 1, 13, None, SEQ_REUSED,
-                f"MSH-13 is {number}, {expected} was expected: {number} was already accepted, for another "
-                f"message (MSH-10); nothing was applied")], expected_sequence=expected))
-        # the number expected (or the first one, which sets it)
+            return self._answered_alone(uow, work, Outcome("AR", [("MSH", 1, 13, None, *sequence.reused(v))],
+                                                           expected_sequence=v.expected))
         outcome = self._apply(uow, work)
+        outcome.expected_sequence = v.expected
         if outcome.code == "AA":
-            uow.set_sequence(app, facility, number, work.received_at)
-            expected = number + 1
-        outcome.expected_sequence = expected
+            uow.set_sequence(app, facility, v.number, work.received_at)
+            outcome.expected_sequence = v.number + 1
         return outcome
 
     def _duplicate(self, uow, work: "MessageWork") -> Outcome:
@@ -207,42 +185,24 @@ class Pipeline:
         f = work.facts
         event = f.get("message.event")
         source = {"msh10": f.get("message.control_id"), "sender": work.sender, "mapping": work.mapping}
-        key = (f.get("patient.ipp_authority"), f["patient.ipp"])
-        prior = (f.get("prior.ipp_authority"), f.get("prior.ipp")) if f.get("prior.ipp") else None
+        key, _ = identity.keys(f)
         now = work.received_at
         audit_extra = {}
 
-        if event == ITI30_CHANGE_ID and prior:
-            # A47: the patient known by MRG-1 now answers to PID-3
-            old_pid, new_pid = uow.find_patient("PI", *prior), uow.find_patient("PI", *key)
-            if old_pid is not None and new_pid is not None and old_pid != new_pid:
-                # two records: that is a merge (A40), not an identifier change
-                return Outcome("AE", [("PID", 1, 3, 1, 205,
-                                       "the new IPP in PID-3 already identifies another patient: send A40 to merge")])
-            pid = old_pid or new_pid
-        else:
-            pid = uow.find_patient("PI", *key)
-        if pid is None and f.get("prior.ins") and event == ITI30_CHANGE_ID:
-            pid = uow.find_patient("INS", f.get("prior.ins_oid"), f["prior.ins"])
-        created = pid is None
-        absorbed = uow.find_patient("PI", *prior) if event == ITI30_MERGE and prior else None
-        if created and absorbed is not None:
+        target = identity.resolve(f, {k: uow.find_patient(*k) for k in identity.lookups(f)})
+        if target.refusal is not None:
+            return Outcome("AE", [("PID", 1, 3, 1, *target.refusal)])
+        pid, created = target.patient, target.patient is None and not target.new_survivor
+        if target.new_survivor:
             pid = uow.create_patient(header(PatientState()), now)
-            created = False
         # a new patient is written once, with its first state, at the end
-        head = {} if created else uow.patient_header(pid)
-
-        if absorbed is not None:
-            if absorbed != pid:
-                survivor, moved = from_header(head), from_header(uow.patient_header(absorbed))
-                uow.merge_patient(absorbed, pid, survivor.next_seq, now)
-                head = header(rules.replace(survivor, next_seq=survivor.next_seq + moved.next_seq,
-                                            known=survivor.known or moved.known))
-                audit_extra["merged"] = absorbed
-        if event == ITI30_CHANGE_ID and prior and prior != key:
-            head = {**head, "identifiers": [i for i in head.get("identifiers", ())
-                                            if not (i[0] == "PI" and (i[1], i[2]) == prior)]}
-        state = PatientState() if created else patient_view.for_message(uow, pid, head, f, now,
+        head = PatientState() if created else from_header(uow.patient_header(pid))
+        if target.absorbed is not None:
+            head, offset = identity.merged(head, from_header(uow.patient_header(target.absorbed)))
+            uow.merge_patient(target.absorbed, pid, offset, now)
+            audit_extra["merged"] = target.absorbed
+        head = identity.without_prior(head, f)
+        state = PatientState() if created else patient_view.for_message(uow, pid, header(head), f, now,
                                                                         latest_ever=self.forwarding)
 
         changes, events = rules.apply(state, f, source, self.policy, now)
@@ -449,15 +409,6 @@ class MessageWork:
         return Answered(outcome.code, list(outcome.errors), self.header.get("event"), self.sender,
                         self.header.get("control_id"), (self.facts or {}).get("patient.ipp"),
                         outcome.expected_sequence, len(outcome.events))
-
-
-def sequence_number(text: str) -> int | None:
-    """MSH-13 as an integer (HL7 NM, 15 characters at most), or None when it is not one."""
-    text = text.strip()
-    digits = text[1:] if text[:1] in "+-" else text
-    if not digits.isascii() or not digits.isdigit() or len(text) > 15:
-        return None
-    return int(text)
 
 
 def _begun_by(visit, at: datetime) -> bool:
