@@ -6,7 +6,8 @@ One patient on a fresh SQLite file (WAL, synchronous=FULL) gets messages in proc
 and the group commit's run_batch: an A04 with a new visit each time, consent IC / INC alternating (as issue
 13 measured). At each history length asked, `--samples` more messages are timed one transaction each, then
 `--samples` decisions (POST /v1/decisions's operation, in process); the median of each is printed, wall
-time (the commit's fsync included) and the thread's CPU time, with the ratio to the first length. The history between the lengths is filled in batches of 200 messages.
+time (the commit's fsync included) and the thread's CPU time, with the ratio to the first length. The
+history between the lengths is filled in batches of 200 messages.
 """
 from __future__ import annotations
 

@@ -233,7 +233,8 @@ def fact_row(f: Fact) -> dict:
     value = f.value if isinstance(f.value, str) else json.dumps(f.value, sort_keys=True, default=str)
     return {"seq": f.seq, "item": f.item, "value": value, "code": f.code, "visit": f.visit,
             "collected_at": _at(f.collected_at), "cancelled": f.cancelled, "source_msh10": src.get("msh10"),
-            "source_sender": src.get("sender"), "source_mapping": src.get("mapping") or ("api" if src.get("api") else None),
+            "source_sender": src.get("sender"),
+            "source_mapping": src.get("mapping") or ("api" if src.get("api") else None),
             "collected_by": json.dumps(by, sort_keys=True, default=str) if by else None}
 
 

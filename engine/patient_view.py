@@ -14,6 +14,7 @@ from datetime import datetime
 
 from consent_store.store import ANY_VISIT, NO_VISIT, THE_VISIT
 from engine import rules
+from engine.unit_of_work import UnitOfWork
 from engine.domain import (BLOCK_BREAK_GLASS, BLOCK_CENTRE_15, CONSULT, DMP_STATUS, FEED, ITEMS, DecisionRequest,
                            PatientState, break_glass_from_row, dmp_result_from_row, fact_from_row, from_header,
                            visit_from_rows)
@@ -30,7 +31,7 @@ def _picks(with_visit: bool) -> tuple:
 PICKS = {True: _picks(True), False: _picks(False)}
 
 
-def for_message(uow, pid: int, header: dict, facts: dict, received_at: datetime, *,
+def for_message(uow: UnitOfWork, pid: int, header: dict, facts: dict, received_at: datetime, *,
                 latest_ever: bool = False) -> PatientState:
     """The view `rules.apply` needs for this message: the facts a resent value would repeat, and the view at
     the message's instant. `latest_ever`: also the latest values whatever their date (the forwarded ZFA)."""
@@ -41,7 +42,7 @@ def for_message(uow, pid: int, header: dict, facts: dict, received_at: datetime,
     return _view(uow, pid, header, at, facts.get("visit.number") or None, resent, latest_ever=latest_ever)
 
 
-def for_decision(uow, pid: int, request: DecisionRequest, now: datetime) -> PatientState:
+def for_decision(uow: UnitOfWork, pid: int, request: DecisionRequest, now: datetime) -> PatientState:
     """The view `rules.decide` needs: the view at the instant asked, and the user's last DMP results."""
     at = request.at or now
     view = _view(uow, pid, uow.patient_header(pid), at, request.visit)
@@ -49,7 +50,7 @@ def for_decision(uow, pid: int, request: DecisionRequest, now: datetime) -> Pati
                                                  for r in uow.last_dmp_results(pid, request.user, at)))
 
 
-def _view(uow, pid: int, header: dict, at: datetime, visit: str | None, resent=(), *,
+def _view(uow: UnitOfWork, pid: int, header: dict, at: datetime, visit: str | None, resent=(), *,
           latest_ever: bool = False) -> PatientState:
     visits = {}
     scoped = visit
@@ -69,11 +70,11 @@ def _view(uow, pid: int, header: dict, at: datetime, visit: str | None, resent=(
     return from_header(header, facts=tuple(facts.values()), visits=tuple(visits.values()))
 
 
-def _visits(uow, pid: int, numbers) -> dict:
+def _visits(uow: UnitOfWork, pid: int, numbers) -> dict:
     return {e["visit"]: visit_from_rows(e, moves) for e, moves in uow.visits(pid, numbers)}
 
 
-def whole(uow, pid: int) -> PatientState:
+def whole(uow: UnitOfWork, pid: int) -> PatientState:
     """Every row of the patient's history (GET /v1/patients, where the history is the answer)."""
     h = uow.patient_history(pid)
     moves: dict[str, list] = {}

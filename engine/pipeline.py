@@ -15,6 +15,7 @@ import structlog
 
 from engine import identity, patient_view, rules, sequence
 from engine.sequence import sequence_number
+from engine.unit_of_work import UnitOfWork
 from engine.domain import (CONSULT, DMP_STATUS, FEED, PERMIT, Changes, DecisionRequest, PatientState, Policy,
                            R_PATIENT_UNKNOWN, break_glass_row, dmp_result_row, fact_row, from_header, header,
                            movement_row, visit_row, visit_start)
@@ -115,12 +116,12 @@ class Pipeline:
                 work.outcome = Outcome("AE", [("PID", 1, 3, 1, 101, "no patient identifier of type PI in PID-3")])
         return work
 
-    def apply_message(self, uow, work: "MessageWork") -> Outcome:
+    def apply_message(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         if "sequence" in work.header:
             return self._apply_sequenced(uow, work)
         return self._apply(uow, work)
 
-    def _apply(self, uow, work: "MessageWork") -> Outcome:
+    def _apply(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         h = work.header
         if work.outcome is None and h.get("control_id") and uow.already_applied(h["app"], h["facility"],
                                                                                h["control_id"]):
@@ -132,7 +133,7 @@ class Pipeline:
                     patient_id=outcome.patient_id, applied=outcome.code == "AA")
         return outcome
 
-    def _apply_sequenced(self, uow, work: "MessageWork") -> Outcome:
+    def _apply_sequenced(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         """The HL7 sequence number protocol (v2.5 2.10.1), for a sender configured for it. The sender's last
         accepted number is read, checked and updated in the transaction that applies the message, so the number
         and the effects commit together. MSA-4 (`expected_sequence`) always says the number expected next;
@@ -166,14 +167,15 @@ class Pipeline:
             outcome.expected_sequence = v.number + 1
         return outcome
 
-    def _duplicate(self, uow, work: "MessageWork") -> Outcome:
+    def _duplicate(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         h = work.header
         uow.journal(received_at=work.received_at, app=h["app"], facility=h["facility"],
                     control_id=h["control_id"], event=h.get("event"), ack_code="AA",
                     error="duplicate: already applied", raw=work.raw, applied=False)
         return Outcome("AA", duplicate=True)
 
-    def _answered_alone(self, uow, work: "MessageWork", outcome: Outcome, note: str | None = None) -> Outcome:
+    def _answered_alone(self, uow: UnitOfWork, work: "MessageWork", outcome: Outcome,
+                        note: str | None = None) -> Outcome:
         """A message answered without being applied: journaled with the ACK code it got, and why."""
         h = work.header
         uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
@@ -181,7 +183,7 @@ class Pipeline:
                     error="; ".join(e[5] for e in outcome.errors) or note, raw=work.raw, applied=False)
         return outcome
 
-    def _apply_facts(self, uow, work: "MessageWork") -> Outcome:
+    def _apply_facts(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         f = work.facts
         event = f.get("message.event")
         source = {"msh10": f.get("message.control_id"), "sender": work.sender, "mapping": work.mapping}
@@ -254,12 +256,12 @@ class Pipeline:
 
     # --- API operations -------------------------------------------------------------------------
 
-    def find(self, uow, patient: dict) -> int | None:
+    def find(self, uow: UnitOfWork, patient: dict) -> int | None:
         if patient.get("ins"):
             return uow.find_patient("INS", patient.get("oid"), patient["ins"])
         return uow.find_patient("PI", patient.get("authority"), patient["id"])
 
-    def decide(self, uow, patient: dict, request: DecisionRequest, now: datetime) -> dict:
+    def decide(self, uow: UnitOfWork, patient: dict, request: DecisionRequest, now: datetime) -> dict:
         at = request.at or now
         pid = self.find(uow, patient)
         last = uow.last_reminded(request.user)
@@ -294,7 +296,8 @@ class Pipeline:
         uow.enqueue(made + triggers, self.routes, now)
         return result
 
-    def record_consent(self, uow, patient: dict, values: dict, visit, collected_at, collected_by, now) -> dict:
+    def record_consent(self, uow: UnitOfWork, patient: dict, values: dict, visit, collected_at, collected_by,
+                       now) -> dict:
         pid = self.find(uow, patient)
         created = pid is None
         if created:
@@ -324,7 +327,7 @@ class Pipeline:
         uow.enqueue(envelopes, self.routes, now)
         return self.view(uow, pid, now)
 
-    def record_dmp_result(self, uow, patient: dict, user: dict, transaction: str, result: str, now) -> bool:
+    def record_dmp_result(self, uow: UnitOfWork, patient: dict, user: dict, transaction: str, result: str, now) -> bool:
         pid = self.find(uow, patient)
         if pid is None:
             return False
@@ -341,7 +344,7 @@ class Pipeline:
         uow.enqueue(envelopes, self.routes, now)
         return True
 
-    def view(self, uow, pid: int, at: datetime) -> dict:
+    def view(self, uow: UnitOfWork, pid: int, at: datetime) -> dict:
         """The patient's consent state at an instant, each value with its collection date and source."""
         state = patient_view.whole(uow, pid)
 
@@ -402,7 +405,7 @@ class MessageWork:
             keys.append(f"SEQ|{self.sender}")
         return keys
 
-    def run(self, uow) -> Outcome:
+    def run(self, uow: UnitOfWork) -> Outcome:
         return self.pipeline.apply_message(uow, self)
 
     def answered(self, outcome: Outcome) -> Answered:
@@ -416,7 +419,7 @@ def _begun_by(visit, at: datetime) -> bool:
     return start is None or start <= at
 
 
-def write_changes(uow, pid: int, changes: Changes) -> None:
+def write_changes(uow: UnitOfWork, pid: int, changes: Changes) -> None:
     """The rows a message changes: the facts it adds, the visit it writes (and its movements that changed),
     the consents of a visit it cancels."""
     if changes.facts:

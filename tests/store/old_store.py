@@ -53,8 +53,9 @@ def fill(url, paths):
                                        ("INTERDIT", "VALIDE", "NON_EXISTE")[i], NOW - timedelta(hours=2))
         if patients:
             authority, ipp = patients[-1]
-            pipeline.record_consent(uow, {"id": ipp, "authority": authority}, {"consult": "consent", "consult.code": "IC"},
-                                    None, NOW - timedelta(hours=3), {"id": "rpps-7", "name": "Dr Y"}, NOW)
+            pipeline.record_consent(uow, {"id": ipp, "authority": authority},
+                                    {"consult": "consent", "consult.code": "IC"}, None, NOW - timedelta(hours=3),
+                                    {"id": "rpps-7", "name": "Dr Y"}, NOW)
     store.dispose()
 
 

@@ -52,7 +52,8 @@ def upgrade() -> None:
     op.add_column('episode', sa.Column('started_at', DATE, nullable=True))
     op.create_index('ix_episode_open', 'episode', ['patient_id', 'cancelled', 'discharged_at', 'started_at'])
     op.create_index('ix_episode_started', 'episode', ['patient_id', 'cancelled', 'started_at'])
-    op.create_index('ix_consent_fact_latest', 'consent_fact', ['patient_id', 'item', 'cancelled', 'collected_at', 'seq'])
+    op.create_index('ix_consent_fact_latest', 'consent_fact',
+                    ['patient_id', 'item', 'cancelled', 'collected_at', 'seq'])
     op.create_index('ix_consent_fact_visit', 'consent_fact',
                     ['patient_id', 'item', 'cancelled', 'visit', 'collected_at', 'seq'])
     op.create_table(
