@@ -24,22 +24,35 @@ log = structlog.get_logger("pamgate.pipeline")
 
 
 
+class MessageError(NamedTuple):
+    """One ERR segment of an ACK: where (ERR-2), the HL7 table 0357 code (ERR-3) and the text (ERR-8)."""
+    segment: str
+    sequence: int
+    field: int
+    component: int | None
+    code: int
+    text: str
+
+
 @dataclass
 class Outcome:
     """What a message got: the ACK code (original mode) and the errors its ERR segments carry."""
     code: str
-    errors: list = field(default_factory=list)   # (segment, sequence, field, component, 0357 code, text)
+    errors: list = field(default_factory=list)   # MessageError, one per ERR segment
     duplicate: bool = False
     patient_id: int | None = None
     events: list = field(default_factory=list)
     expected_sequence: int | None = None   # MSA-4, for a sender that uses the sequence number protocol
+
+    def __post_init__(self):
+        self.errors = [e if isinstance(e, MessageError) else MessageError(*e) for e in self.errors]
 
 
 class Answered(NamedTuple):
     """What the ACK and the server's logs and metrics need of an applied message (it crosses from the
     apply process to the server, so plain values only)."""
     code: str
-    errors: list          # as Outcome.errors
+    errors: list          # MessageError, as Outcome.errors
     event: str | None
     sender: str
     control_id: str | None
@@ -86,7 +99,7 @@ class Pipeline:
         try:
             msg = Message.parse(text)
         except Exception as e:   # noqa: BLE001 — any parse failure is the sender's, answered AR
-            work.outcome = Outcome("AR", [("MSH", 1, 1, None, 102, f"unparseable message: {e}")])
+            work.outcome = Outcome("AR", [MessageError("MSH", 1, 1, None, 102, f"unparseable message: {e}")])
             return work
         work.header = {k: (msg.get(p) or "") for k, p in
                        (("app", "MSH-3-1"), ("facility", "MSH-4-1"), ("control_id", "MSH-10"),
@@ -102,7 +115,7 @@ class Pipeline:
             extraction = selection.mapping.extract(msg)
         except Exception as e:   # noqa: BLE001 — a mapping that cannot read this message
             log.warning("mapping.failed", error=str(e))
-            work.outcome = Outcome("AR", [("MSH", 1, 9, None, 207, f"cannot map message: {e}")])
+            work.outcome = Outcome("AR", [MessageError("MSH", 1, 9, None, 207, f"cannot map message: {e}")])
             return work
         work.mapping = selection.mapping.name
         work.why = selection.why
@@ -113,7 +126,8 @@ class Pipeline:
         else:
             work.facts = localise(extraction.facts, self.tz)
             if not work.facts.get("patient.ipp"):
-                work.outcome = Outcome("AE", [("PID", 1, 3, 1, 101, "no patient identifier of type PI in PID-3")])
+                work.outcome = Outcome("AE", [MessageError("PID", 1, 3, 1, 101,
+                                                            "no patient identifier of type PI in PID-3")])
         return work
 
     def apply_message(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
@@ -129,7 +143,7 @@ class Pipeline:
         outcome = work.outcome or self._apply_facts(uow, work)
         uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
                     control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code,
-                    error="; ".join(e[5] for e in outcome.errors) or None, raw=work.raw,
+                    error="; ".join(e.text for e in outcome.errors) or None, raw=work.raw,
                     patient_id=outcome.patient_id, applied=outcome.code == "AA")
         return outcome
 
@@ -143,7 +157,7 @@ class Pipeline:
         last = uow.last_sequence(app, facility)
         v = sequence.verdict(h["sequence"], last)
         if v.action == sequence.REFUSE:
-            return self._answered_alone(uow, work, Outcome("AR", [("MSH", 1, 13, None, *v.refusal)],
+            return self._answered_alone(uow, work, Outcome("AR", [MessageError("MSH", 1, 13, None, *v.refusal)],
                                                            expected_sequence=v.expected))
         if v.action == sequence.START:
             log.info("sequence.link_started", sender=work.sender, expected=v.expected)
@@ -158,8 +172,8 @@ class Pipeline:
                 outcome = self._duplicate(uow, work)
                 outcome.expected_sequence = v.expected
                 return outcome
-            return self._answered_alone(uow, work, Outcome("AR", [("MSH", 1, 13, None, *sequence.reused(v))],
-                                                           expected_sequence=v.expected))
+            refused = MessageError("MSH", 1, 13, None, *sequence.reused(v))
+            return self._answered_alone(uow, work, Outcome("AR", [refused], expected_sequence=v.expected))
         outcome = self._apply(uow, work)
         outcome.expected_sequence = v.expected
         if outcome.code == "AA":
@@ -180,7 +194,7 @@ class Pipeline:
         h = work.header
         uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
                     control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code,
-                    error="; ".join(e[5] for e in outcome.errors) or note, raw=work.raw, applied=False)
+                    error="; ".join(e.text for e in outcome.errors) or note, raw=work.raw, applied=False)
         return outcome
 
     def _apply_facts(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
@@ -193,7 +207,7 @@ class Pipeline:
 
         target = identity.resolve(f, {k: uow.find_patient(*k) for k in identity.lookups(f)})
         if target.refusal is not None:
-            return Outcome("AE", [("PID", 1, 3, 1, *target.refusal)])
+            return Outcome("AE", [MessageError("PID", 1, 3, 1, *target.refusal)])
         pid, created = target.patient, target.patient is None and not target.new_survivor
         if target.new_survivor:
             pid = uow.create_patient(header(PatientState()), now)
@@ -436,8 +450,8 @@ def _audited(envelopes) -> list[dict]:
     return [{"id": e["id"], "type": e["type"], "data": e["data"]} for e in envelopes]
 
 
-def _err(p) -> tuple:
-    return (p.segment, p.sequence, p.field, p.component, p.code, p.text)
+def _err(p) -> MessageError:
+    return MessageError(p.segment, p.sequence, p.field, p.component, p.code, p.text)
 
 
 def _key_of(patient: dict, state) -> tuple:
