@@ -106,18 +106,21 @@ def _union(subqueries):
     return union_all(*(select(*q.c) for q in subqueries))
 
 
-def _visits_begun(bounded_open: str):
-    q = select(*_EPISODE_COLS).where(_ep.patient_id == bindparam("b_pid"), _ep.cancelled == False,  # noqa: E712
-                                     _ep.started_at <= bindparam("b_at"))
-    if bounded_open == "open":
+def _visits_begun(which: str):
+    q = select(*_EPISODE_COLS).where(_ep.patient_id == bindparam("b_pid"), _ep.cancelled == False)  # noqa: E712
+    if which == "later":
+        # discharged after the instant (none, when it is now): through ix_episode_open alone. With a bound on
+        # started_at and an ORDER BY, SQLite would rather walk ix_episode_started back through every visit
+        # closed before it. Those begun after the instant are left to the rules (current_visit).
+        return q.where(_ep.discharged_at >= bindparam("b_at")).subquery()
+    q = q.where(_ep.started_at <= bindparam("b_at"))
+    if which == "open":
         q = q.where(_ep.discharged_at.is_(None))
-    elif bounded_open == "later":
-        q = q.where(_ep.discharged_at >= bindparam("b_at"))
     return q.order_by(_ep.started_at.desc()).limit(1).subquery()
 
 
-# the visits an instant can fall in: the latest begun by then that has no discharge, or one after it; and
-# the latest begun by then
+# the visits an instant can fall in: the latest begun by then that has no discharge, those discharged after it;
+# and the latest begun by then
 Q_VISITS_AT = Sql(_union(_visits_begun(k) for k in ("open", "later", "begun")))
 
 
@@ -541,8 +544,8 @@ class UnitOfWork:
                           FACT_NAMES)
 
     def visits_at(self, patient_id: int, at: datetime) -> list[str]:
-        """The visits `at` can fall in: the latest begun by then without a discharge, or with a later one;
-        the latest begun by then."""
+        """The visits `at` can fall in: the latest begun by then without a discharge, those discharged after
+        it; the latest begun by then."""
         self._fresh(patient_id)
         return [r[0] for r in self._run(Q_VISITS_AT, {"b_pid": patient_id, "b_at": at}).fetchall()]
 
