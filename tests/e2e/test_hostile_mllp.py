@@ -89,7 +89,7 @@ def test_what_a_sender_wrote_reaches_no_log_line_raw(tmp_path):
     try:
         refused = adt("A01", ipp="300003", visit="VH3", app=hostile, facility="H\x1bOSP", zbe_action="BOGUS")
         assert ack_code(server.send(refused)) == "AE"
-        assert ack_code(server.send(adt("A01", control_id="CS1", charset="8859/1\x1b[1m"))) == "AR"
+        charset_ack = server.send(adt("A01", control_id="CS1", charset="8859/1\x1b[1m"))
         assert ack_code(server.send(adt("A01", control_id="LONG1", app="G" * 5000, zbe_action="BOGUS"))) == "AE"
     finally:
         server.stop()
@@ -97,3 +97,4 @@ def test_what_a_sender_wrote_reaches_no_log_line_raw(tmp_path):
     assert "message.refused" in log
     assert not any(c in log for c in "\x1b\x00\x07"), [line for line in log.splitlines() if "\x1b" in line]
     assert "G" * 300 not in log  # bounded
+    assert ack_code(charset_ack) == "AR" and "\x1b" not in charset_ack
