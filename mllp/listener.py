@@ -150,6 +150,8 @@ class MLLPServerProtocol(MLLPReceiver):
 
     def readConnectionLost(self) -> None:
         """The peer will send nothing more: answer what it is owed, then close."""
+        if self._readClosed:
+            return
         self._readClosed = True
         log.info("mllp.peer_half_closed", listener=self.settings.name, peer=self.peer,
                  owed=len(self._answers))
@@ -388,7 +390,13 @@ class MLLPServerProtocol(MLLPReceiver):
     def resumeProducing(self) -> None:
         if self.inFrame:
             self._frameStartedAt = self.clock.seconds()  # the pause was ours
-        super().resumeProducing()
+        if self._readClosed:
+            # Nothing more to read from the socket (reading again would see its end again):
+            # only the frames already buffered are delivered.
+            self.paused = False
+            self.dataReceived(b"")
+        else:
+            super().resumeProducing()
         self._schedule()
 
     def stopReading(self) -> None:
