@@ -124,3 +124,16 @@ def test_normalise_segments():
 )
 def test_lenient_decoding_never_fails(raw, expected):
     assert expected in decode_leniently(raw)
+
+
+@pytest.mark.parametrize("codec, usable", [("latin-1", True), ("cp1252", True), ("utf-8", True),
+                                           ("idna", False), ("rot13", False), ("base64", False),
+                                           ("utf-16", False), ("punycode", False), ("nope", False)])
+def test_a_listener_default_or_force_must_be_a_text_codec(codec, usable):
+    from mllp.decoding import is_text_codec
+    from mllp.listener import ListenerSettings
+
+    assert is_text_codec(codec) is usable
+    if not usable:
+        with pytest.raises(ValueError, match="force_encoding"):
+            ListenerSettings(force_encoding=codec)
