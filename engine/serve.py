@@ -79,7 +79,6 @@ def message_handler(apply, on_events=None):
         def ack(answered):
             errors = [AckError(segment=s, sequence=q, field=f, component=c, code=code, severity="E", text=t)
                       for s, q, f, c, code, t in answered.errors]
-            metrics.messages.labels(answered.event or "?", answered.code).inc()
             if answered.events and on_events is not None:
                 on_events()
             metrics.ack_latency.observe(time.perf_counter() - started)
@@ -174,7 +173,8 @@ def serve(config_path: str | None) -> int:
                 # the configuration names MSH-18 character sets (8859/1); the listener takes codecs
                 default_encoding=codec_for_charset(listener.default_encoding) or listener.default_encoding,
                 force_encoding=listener.force_encoding and (
-                    codec_for_charset(listener.force_encoding) or listener.force_encoding)))
+                    codec_for_charset(listener.force_encoding) or listener.force_encoding)),
+                on_ack=metrics.on_ack)
             factories.append(factory)
             endpoints[f"listeners.mllp.{i}.endpoint"].listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
