@@ -18,9 +18,12 @@ from engine.domain import (
 )
 
 ADMISSIONS = frozenset({"A01", "A04", "A05", "A14"})
+# pending transfer and discharge: announced, not done, so they neither move nor end the visit
+PENDING = frozenset({"A15", "A16"})
 # cancellation event -> the insert events it cancels (domain.md, ITI-31 table)
 CANCELS = {"A11": {"A01", "A04"}, "A38": {"A05"}, "A27": {"A14"}, "A12": {"A02"}, "A13": {"A03"},
-           "A52": {"A21"}, "A53": {"A22"}, "A55": {"A54"}, "A06": {"A07"}, "A07": {"A06"}}
+           "A52": {"A21"}, "A53": {"A22"}, "A55": {"A54"}, "A06": {"A07"}, "A07": {"A06"},
+           "A26": {"A15"}, "A25": {"A16"}}
 CONSENT_ITEMS = {
     "consult": CONSULT, "feed": FEED, "dmp.status": DMP_STATUS, "block.break_glass": BLOCK_BREAK_GLASS,
     "block.centre_15": BLOCK_CENTRE_15, "facility_authorization": FACILITY_AUTHORIZATION,
@@ -218,7 +221,7 @@ def _movement_effects(visit: Visit, facts: dict, event: str) -> Visit:
         visit = replace(visit, admitted_at=m.start, cancelled=m.cancelled)
     elif m.event == "A03" and m.start:
         visit = replace(visit, discharged_at=m.start)
-    if not historic and m.uf_medical:
+    if not historic and m.uf_medical and m.event not in PENDING:
         visit = replace(visit, uf=m.uf_medical)
     return replace(visit, movements=tuple(movements))
 

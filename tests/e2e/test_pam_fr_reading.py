@@ -45,6 +45,8 @@ def test_pending_transfer_and_discharge_and_their_cancellations_are_applied(serv
     a26 = adt("A26", ipp="P1", visit="VP1", when="20250106110000", movement="M2", uf="CARD",
               structure="ADT_A21", zbe_action="CANCEL", original="A15")
     assert ack_code(server.send(a26)) == "AA"
+    _, view = server.http("GET", "/v1/patients/HOSP-T/P1/consent?at=2025-01-06T11:30:00Z")
+    assert [(e["uf"], e["discharged_at"]) for e in view["episodes"]] == [("URG1", None)]
     a16 = adt("A16", ipp="P1", visit="VP1", when="20250106120000", movement="M3", uf="URG1", structure="ADT_A16")
     assert ack_code(server.send(a16)) == "AA"
     a25 = adt("A25", ipp="P1", visit="VP1", when="20250106130000", movement="M3", uf="URG1",
