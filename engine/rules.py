@@ -56,7 +56,7 @@ def validity_end(state: PatientState, fact: Fact, policy: Policy) -> datetime:
             period = ep.validity_by_patient_class[v.patient_class]
         if v.uf in ep.validity_by_uf:
             period = ep.validity_by_uf[v.uf]
-    return period.after(fact.collected_at)
+    return period.after(fact.collected_at, policy.zone)
 
 
 def current_visit(state: PatientState, at: datetime) -> Visit | None:
@@ -388,7 +388,7 @@ def _authorized(state: PatientState, user: str, at: datetime, policy: Policy) ->
     last = max((r for r in (_last_result(state, user, "TD0.2", at), _last_result(state, user, "TD0.3", at)) if r),
                key=lambda r: r.at, default=None)
     return bool(last and (last.transaction, last.result) in (("TD0.2", "VALIDE"), ("TD0.3", "OK"))
-                and at - last.at < policy.verify_max_age)
+                and at < policy.verify_max_age.after(last.at, policy.zone))
 
 
 def record_break_glass(state: PatientState, request: DecisionRequest, at: datetime, visit: str | None):
@@ -399,4 +399,4 @@ def record_break_glass(state: PatientState, request: DecisionRequest, at: dateti
 
 def reminder_due(last_reminded_at: datetime | None, at: datetime, policy: Policy) -> bool:
     """Each professional is reminded every period that every access is traced."""
-    return last_reminded_at is None or at >= policy.reminder_period.after(last_reminded_at)
+    return last_reminded_at is None or at >= policy.reminder_period.after(last_reminded_at, policy.zone)
