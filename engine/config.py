@@ -33,6 +33,8 @@ def period(text: str) -> Period:
     if date != "P" or not t:
         d = isodate.parse_duration(date)
         if isinstance(d, isodate.Duration):
+            if d.years != int(d.years) or d.months != int(d.months):
+                raise ValueError("years and months must be whole numbers")
             months, d = int(d.years) * 12 + int(d.months), d.tdelta
         days, delta = d.days, d - timedelta(days=d.days)
     if t:
