@@ -148,7 +148,8 @@ def serve(config_path: str | None) -> int:
     pruner = None
     if cfg.store.journal_retention:
         from engine.commit import JournalPruner
-        pruner = JournalPruner(committer, configuration.period(cfg.store.journal_retention), reactor)
+        pruner = JournalPruner(committer, configuration.period(cfg.store.journal_retention), reactor,
+                               zone=cfg.timezone)
     ports, factories, failures = [], [], []
 
     def listening(kind, description):
