@@ -49,6 +49,13 @@ I_LEGACY = "consent.legacy_non_opposition"
 
 DELETE = '""'  # HL7's explicit null: delete the value
 
+# The years a date given to the product may fall in. Periods are added to dates and the calendar ends in
+# 9999, so a date near either edge is refused where it comes in, never stored.
+YEARS = range(1900, 2200)
+
+# What each DMP web-service transaction may answer (domain.md): TD0.2 tests the access, TD0.3 sets it.
+DMP_RESULTS = {"TD0.2": ("VALIDE", "EXPIRE", "INTERDIT", "NON_EXISTE"), "TD0.3": ("OK", "FAILED")}
+
 
 def utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
@@ -61,10 +68,16 @@ class Period:
     delta: timedelta = timedelta(0)
 
     def after(self, start: datetime) -> datetime:
-        month0 = start.month - 1 + self.months
-        year, month = start.year + month0 // 12, month0 % 12 + 1
-        day = min(start.day, calendar.monthrange(year, month)[1])
-        return start.replace(year=year, month=month, day=day) + self.delta
+        try:
+            month0 = start.month - 1 + self.months
+            year, month = start.year + month0 // 12, month0 % 12 + 1
+            day = min(start.day, calendar.monthrange(year, month)[1])
+            return start.replace(year=year, month=month, day=day) + self.delta
+        except (ValueError, OverflowError):
+            # past the calendar's last year (9999) or before its first: the edge of time, so that an extreme
+            # date already stored (a reminder, a collection date) never breaks a read
+            edge = datetime.max if self.months > 0 or self.delta > timedelta(0) else datetime.min
+            return edge.replace(tzinfo=start.tzinfo)
 
 
 SIX_MONTHS = Period(months=6)
