@@ -466,7 +466,10 @@ class Api(resource.Resource):
             self._finish(request, status, body)
         except Exception:  # noqa: BLE001 — the answer had begun: closing is all that is left
             _log_failure(Failure(), method)
-            request.loseConnection()
+            try:
+                request.loseConnection()
+            except Exception:  # noqa: BLE001 — already gone
+                pass
 
 
 def _lock_key(patient: dict) -> str:
