@@ -16,6 +16,7 @@ from sqlalchemy import text
 
 from consent_store.store import Store
 from tests.serving import Server
+from tests.stores import pg_database
 
 H = "HOSP-T"
 COLLECTOR = {"id": "desk-1"}
@@ -325,3 +326,22 @@ def test_hostile_input_never_reaches_the_log_raw(server, ipp):
     post(server, b"/v1/decisions", b'{"patient": ' + evil.encode())
     log = server.stderr()
     assert "\x1b" not in log and "forged" not in log
+
+
+def test_on_postgresql_what_its_columns_refuse_is_a_400(tmp_path):
+    # PostgreSQL holds no NUL in text and enforces VARCHAR lengths: these were 500 there
+    with pg_database() as url:
+        s = Server(tmp_path, store_url=url).start()
+        try:
+            ipp = "PG1"
+            refused(consent_raw(s, "P\x00G", NOW), 400, "field.invalid")
+            refused(post(s, b"/v1/decisions", json.dumps(
+                {"patient": {"id": "1" * 150, "authority": "A" * 150}, "action": "feed",
+                 "user": {"id": "u", "profession": "10"}}).encode()), 400, "field.too_long")
+            refused(post(s, b"/v1/decisions", decision(ipp, user={"id": "u" * 201, "profession": "10"})), 400,
+                    "field.too_long")
+            refused(get(s, b"/v1/audit?authority=H&id=%00"), 400, "query.invalid")
+            assert consent(s, "1" * 190, visit="V" * 200)[0] == 200   # at the limits: kept whole
+            assert errors_logged(s) == []
+        finally:
+            s.stop()
