@@ -12,7 +12,6 @@ import hmac
 import json
 import math
 import re
-import traceback
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
@@ -273,11 +272,11 @@ def _escaped(text: str) -> str:
 
 
 def _log_failure(failure: Failure, method: str) -> None:
-    """A failure of ours, logged once: its type, the first line of its message escaped (no SQL parameters,
-    no identity), and where it happened. Never the request's raw input."""
-    log.error("api.failed", method=method, error=failure.type.__name__,
-              detail=_escaped(failure.getErrorMessage())[:200],
+    """A failure of ours, logged once, at ERROR: its type and where it happened, never the request's input.
+    Its message may quote that input, or a patient's identity: escaped, at DEBUG only."""
+    log.error("api.failed", method=_escaped(method)[:20], error=failure.type.__name__,
               where=[f"{Path(f[1]).name}:{f[2]} {f[0]}" for f in failure.frames[-6:]])
+    log.debug("api.failed.detail", detail=_escaped(failure.getErrorMessage())[:200])
 
 
 def _store_failed(failure: Failure):
