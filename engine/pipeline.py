@@ -365,8 +365,10 @@ class Pipeline:
 
     def view(self, uow: UnitOfWork, pid: int, at: datetime) -> dict:
         """The patient's consent state at an instant, each value with its collection date and source."""
-        state = patient_view.whole(uow, pid)
+        return self.described(patient_view.whole(uow, pid), uow.patient_identifiers(pid), at)
 
+    def described(self, state: PatientState, identities: list[dict], at: datetime) -> dict:
+        """`view`'s answer, from the patient's whole history."""
         def latest(item):
             facts = [f for f in state.facts if f.item == item and f.collected_at <= at and not f.cancelled]
             f = rules.latest(facts)
@@ -376,7 +378,7 @@ class Pipeline:
         gate = rules.gate(state, self.policy, at)
         return {
             "at": at,
-            "identities": uow.patient_identifiers(pid),
+            "identities": identities,
             # as at `at`: an episode begun later was not known yet, a later discharge had not happened
             "episodes": [{"visit": v.number, "nda": v.nda, "patient_class": v.patient_class, "uf": v.uf,
                           "admitted_at": v.admitted_at,

@@ -1,11 +1,10 @@
-"""Fill a store and ask it decisions, with whichever pamgate is first on the path: the migration test runs
-this with the code of `main` before migration 0005 (the state documents), then asks again with today's.
+"""A store written by `main` before migration 0005, and the answers it gives.
 
-    python tests/store/old_store.py fill URL PATH...   # replay PATHs, record a DMP result, an API consent
-    python tests/store/old_store.py ask URL PATH...    # print the decisions and views as JSON
+    python tests/store/old_store.py fill URL PATH...   # replay PATHs, record DMP results, an API consent
 
-Only the interfaces both versions share are used: Store, run_batch, build_pipeline, Pipeline.decide / view /
-record_dmp_result / record_consent, conformance.messages.collect.
+`fill` runs with the code of the commit before 0005 first on the path (the migration test runs it so), and
+uses only what that version has: Store, run_batch, build_pipeline, Pipeline.record_dmp_result /
+record_consent, conformance.messages.collect. `ask` runs with today's code, in the test's process.
 """
 from __future__ import annotations
 
@@ -59,16 +58,40 @@ def fill(url, paths):
     store.dispose()
 
 
-def ask(url, paths) -> dict:
+def ask(url, paths, *, documents: bool = False) -> dict:
+    """The views, then the decisions, of every patient of PATHS. `documents`: on a store before 0005, by
+    today's rules over each patient's whole state document (read as 0001-0004 wrote it); else through
+    today's pipeline, over the history rows."""
     from consent_store.store import Store
+    from engine import rules
     from engine.config import Config
     from engine.domain import DecisionRequest
     from engine.serve import build_pipeline
+    from sqlalchemy import text
     pipeline = build_pipeline(Config())
     store = Store(url)
     answers = {}
+
+    def state_of(uow, pid):
+        return state_from_document(json.loads(uow.conn.execute(
+            text("SELECT state FROM patient WHERE id = :p"), {"p": pid}).scalar()))
+
     try:
-        for (authority, ipp), seen in sorted(_patients(paths).items()):
+        patients = _patients(paths)
+        for authority, ipp in sorted(patients):
+            with store.transaction() as uow:
+                pid = pipeline.find(uow, {"id": ipp, "authority": authority})
+                if pid is None:
+                    view = None
+                elif documents:
+                    view = pipeline.described(state_of(uow, pid), uow.patient_identifiers(pid), NOW)
+                else:
+                    view = pipeline.view(uow, pid, NOW)
+            if view is not None:
+                # the API lists episodes by start (before 0005: in the order they were last written)
+                view["episodes"] = sorted(view["episodes"], key=lambda e: e["visit"])
+            answers[f"{authority}|{ipp}|view"] = view
+        for (authority, ipp), seen in sorted(patients.items()):
             patient = {"id": ipp, "authority": authority}
             instants = sorted(seen["instants"]) + [NOW]
             asks = [(at + timedelta(minutes=1), None) for at in instants]
@@ -79,26 +102,39 @@ def ask(url, paths) -> dict:
                     req = DecisionRequest(action=action, user=USER["id"], profession="10", mode=mode, reason=reason,
                                           visit=visit, at=at)
                     with store.transaction() as uow:
-                        r = pipeline.decide(uow, patient, req, NOW)
+                        if documents:
+                            pid = pipeline.find(uow, patient)
+                            d = None if pid is None else rules.decide(state_of(uow, pid), req, pipeline.policy, NOW)
+                            r = ({"decision": "deny", "reasons": ["patient.unknown"], "episode": None, "triggers": []}
+                                 if d is None else {"decision": d.decision, "reasons": list(d.reasons),
+                                                    "episode": d.episode, "triggers": list(d.triggers)})
+                        else:
+                            r = pipeline.decide(uow, patient, req, NOW)
                     answers[f"{authority}|{ipp}|{at.isoformat()}|{visit}|{action}|{mode}"] = {
                         "decision": r["decision"], "reasons": r["reasons"], "episode": r["episode"],
                         "triggers": [t["type"] for t in r["triggers"]]}
-        # the views once every decision is asked: a patient reached by two identifiers (A40, A47) has the
-        # break-glass requests of both
-        for authority, ipp in sorted(_patients(paths)):
-            with store.transaction() as uow:
-                pid = pipeline.find(uow, {"id": ipp, "authority": authority})
-                view = pipeline.view(uow, pid, NOW) if pid is not None else None
-            if view is not None:
-                # the API lists episodes by start (before 0005: in the order they were last written)
-                view["episodes"] = sorted(view["episodes"], key=lambda e: e["visit"])
-                # the break-glass requests of every run of `ask` so far: the same ones, each run
-                view["break_glass_requests"] = sorted(
-                    {json.dumps(b, default=_plain, sort_keys=True) for b in view["break_glass_requests"]})
-            answers[f"{authority}|{ipp}|view"] = view
     finally:
         store.dispose()
     return json.loads(json.dumps(answers, default=_plain, sort_keys=True))
+
+
+def state_from_document(d: dict | None):
+    """A state document as 0001-0004 wrote it (engine.domain.state_from_dict then), as a whole PatientState."""
+    from engine.domain import BreakGlassRequest, DmpResult, Fact, Movement, PatientState, Visit
+
+    def dt(s):
+        return datetime.fromisoformat(s) if s else None
+    d = d or {}
+    return PatientState(
+        identifiers=tuple(tuple(i) for i in d.get("identifiers", ())),
+        facts=tuple(Fact(**{**f, "collected_at": dt(f["collected_at"])}) for f in d.get("facts", ())),
+        visits=tuple(
+            Visit(**{**v, "admitted_at": dt(v["admitted_at"]), "discharged_at": dt(v["discharged_at"]),
+                     "movements": tuple(Movement(**{**m, "start": dt(m["start"])}) for m in v["movements"])})
+            for v in d.get("visits", ())),
+        break_glass=tuple(BreakGlassRequest(**{**b, "at": dt(b["at"])}) for b in d.get("break_glass", ())),
+        dmp_results=tuple(DmpResult(**{**r, "at": dt(r["at"])}) for r in d.get("dmp_results", ())),
+        next_seq=d.get("next_seq", 1))
 
 
 def _plain(o):
@@ -109,7 +145,5 @@ def _plain(o):
 
 if __name__ == "__main__":
     command, url, *paths = sys.argv[1:]
-    if command == "fill":
-        fill(url, paths)
-    else:
-        json.dump(ask(url, paths), sys.stdout)
+    assert command == "fill", command
+    fill(url, paths)
