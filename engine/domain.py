@@ -335,9 +335,10 @@ def header(s: PatientState) -> dict:
 
 
 def from_header(d: dict | None, **rows) -> PatientState:
-    d = d or {}
+    if not d:
+        return PatientState(**rows)
     return PatientState(identifiers=tuple(tuple(i) for i in d.get("identifiers", ())),
-                        next_seq=d.get("next_seq", 1), known=bool(d.get("known")), **rows)
+                        next_seq=d["next_seq"], known=bool(d.get("known")), **rows)
 
 
 def replace(obj, **changes):
