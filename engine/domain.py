@@ -258,6 +258,7 @@ def visit_start(v: Visit) -> datetime | None:
 # --- plain rows, so that the store knows nothing of these types ---
 
 BOOLEAN_ITEMS = frozenset({BLOCK_BREAK_GLASS, BLOCK_CENTRE_15, FACILITY_AUTHORIZATION})
+_BOOLEAN_TEXT = {True: "true", False: "false"}   # as json.dumps writes them
 
 
 def _at(d):
@@ -270,7 +271,8 @@ def _at(d):
 def fact_row(f: Fact) -> dict:
     src = f.source or {}
     by = src.get("collected_by")
-    value = f.value if isinstance(f.value, str) else json.dumps(f.value, sort_keys=True, default=str)
+    value = f.value if isinstance(f.value, str) else _BOOLEAN_TEXT.get(f.value) if isinstance(f.value, bool) \
+        else json.dumps(f.value, sort_keys=True, default=str)
     return {"seq": f.seq, "item": f.item, "value": value, "code": f.code, "visit": f.visit,
             "collected_at": _at(f.collected_at), "cancelled": f.cancelled, "source_msh10": src.get("msh10"),
             "source_sender": src.get("sender"),
