@@ -88,3 +88,22 @@ def _judgement(permitted: bool, gap: bool, answer: dict) -> Judgement:
     if permitted:
         return Judgement((), info, answer)
     return Judgement((R_PROFESSION,) + info, (), answer)
+
+
+def describe(answer: dict | None) -> str:
+    """One line for `pamgate mappings explain`: what the matrix said, and which row decided."""
+    if answer is None:
+        return "no habilitation matrix"
+    who = f"profession {answer['profession'] or '(none)'}" + (f", role {answer['role']}" if answer.get("role") else "")
+    what = (f"type {answer['type']} (category {answer['category']})" if answer.get("type")
+            else f"category {answer['category']}" if answer.get("category") else "the DMP as a whole")
+    if answer.get("why"):
+        return f"{answer['access']}: {who}: {answer['why']}"
+    line = f"{answer['access']}: {who}, {what}"
+    if answer.get("row"):
+        line += f": row {answer['row']}"
+    elif answer.get("type"):
+        line += f": no row, an unknown cell (habilitation.unknown: {answer['unknown']})"
+    if "types" in answer:
+        line += f"; {len(answer['types'])} type(s) allowed in categories {', '.join(answer['categories']) or '-'}"
+    return line
