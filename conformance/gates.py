@@ -238,11 +238,16 @@ class RemoteGate:
             user["profession"] = request.profession
         if request.specialty:
             user["specialty"] = request.specialty
+        if request.role:
+            user["role"] = request.role
         body = {"patient": patient, "action": request.action, "user": user, "mode": request.mode,
                 "at": request.at.isoformat()}
-        for k in ("visit", "reason", "category"):
+        for k in ("visit", "reason"):
             if getattr(request, k):
                 body[k] = getattr(request, k)
+        if request.document_type or request.category:
+            body["document"] = ({"type": request.document_type} if request.document_type
+                                else {"category": request.category})
         status, answer = self._http("POST", "/v1/decisions", body)
         if status != 200:
             raise CommandError(f"--api {self.api}: POST /v1/decisions answered {status}: {answer}")

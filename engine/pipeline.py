@@ -316,6 +316,8 @@ class Pipeline:
                 uow.save_patient(pid, state_to_dict(state), now)
             result = {"decision": d.decision, "mode": d.mode, "reasons": list(d.reasons), "episode": d.episode,
                       "triggers": [], "reminder_due": reminder}
+            if d.habilitation is not None:
+                result["habilitation"] = d.habilitation
         key = _key_of(patient, state)
         source = {"msh10": None, "sender": "api"}
         triggers = self.envelopes([{"type": t["type"], "time": at, "episode": result["episode"],
@@ -323,6 +325,9 @@ class Pipeline:
                                   key, source)
         request_view = {"action": request.action, "user": request.user, "profession": request.profession,
                         "mode": request.mode, "reason": request.reason, "visit": request.visit, "at": at}
+        if request.role or request.document_type or request.category:
+            request_view.update(role=request.role, document={"type": request.document_type,
+                                                             "category": request.category})
         made = self.envelopes([{"type": "decision.made", "time": at, "episode": result["episode"],
                                 "data": {**{k: result[k] for k in ("decision", "mode", "reasons")},
                                          "request": request_view}}], key, source)
