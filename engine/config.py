@@ -350,8 +350,8 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
         can_create("store.url", db.parent)
     for i, path in enumerate(cfg.mappings.paths):
         need(f"mappings.paths.{i}", path, folder=Path(path).is_dir())
-    if cfg.habilitation:
-        need("habilitation", cfg.habilitation)
+    if cfg.habilitation.file:
+        need("habilitation.file", cfg.habilitation.file)
     for i, d in enumerate(cfg.destinations):
         if d.type == "file":
             can_create(f"destinations.{i}.path", Path(d.path).parent)
