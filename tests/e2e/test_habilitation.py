@@ -95,13 +95,18 @@ def test_without_a_document_the_answer_is_for_the_dmp_and_lists_what_may_be_cons
 def test_administrative_staff_never_consult(tmp_path):
     s = consented(Server(tmp_path, config={"habilitation": {"unknown": "permit"}}).start())
     try:
-        for profession in (None, "41", "ADM"):
+        # a user with no profession at all is the caller's error (400 user.profession_missing, issue 11);
+        # administrative staff are named by a code that is not a G15 health profession
+        status, d = s.http("POST", "/v1/decisions", {"patient": P, "action": "consult", "user": {"id": "a1"}})
+        assert (status, d["error"]) == (400, "user.profession_missing")
+        for profession in ("41", "ADM"):
             for document in (None, {"type": "11488-4"}):
                 d = ask(s, profession, document)
                 assert (d["decision"], d["reasons"]) == ("deny", ["profession.not_authorized"]), profession
                 assert d["habilitation"]["why"] == "no G15 health profession"
         # break-glass does not make a health professional either
-        status, d = s.http("POST", "/v1/decisions", {"patient": P, "action": "consult", "user": {"id": "a1"},
+        status, d = s.http("POST", "/v1/decisions", {"patient": P, "action": "consult",
+                                                     "user": {"id": "a1", "profession": "ADM"},
                                                      "mode": "bris_de_glace", "reason": "urgence"})
         assert status == 200 and d["reasons"] == ["profession.not_authorized"]
         # under `unknown: permit`, an unknown cell permits, and says so; a known cell still decides
