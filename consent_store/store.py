@@ -21,7 +21,7 @@ from consent_store import projections
 from consent_store.sql import DriverCursor, Sql
 from consent_store.tables import applied as applied_message
 from consent_store.tables import (audit, audit_head, delivery, identifiers, journal, metadata, outbox,
-                                  patients, sender_sequence, users)
+                                  patients, sender_sequence, storable, unstorable, users)
 
 GENESIS = "0" * 64
 
@@ -302,9 +302,18 @@ class UnitOfWork:
 
     def journal(self, *, received_at, app, facility, control_id, event, ack_code, error, raw: bytes,
                 patient_id=None, applied: bool = False) -> int:
-        row = {"received_at": received_at, "sender_application": app, "sender_facility": facility,
-               "control_id": control_id, "event": event, "ack_code": ack_code, "error": error, "raw": raw,
-               "patient_id": patient_id}
+        """Journal one message, whatever it holds: the raw bytes keep it whole; a header value that its
+        column cannot hold as received (too long, a NUL byte) is left NULL there rather than cut. An applied
+        message's key must be storable (NotStorable): it detects its duplicates."""
+        if applied and control_id:
+            for column, value in (("sender_application", app or ""), ("sender_facility", facility or ""),
+                                  ("control_id", control_id)):
+                storable(f"applied_message.{column}", value)
+        header = {column: None if unstorable(f"journal.{column}", value) else value
+                  for column, value in (("sender_application", app), ("sender_facility", facility),
+                                        ("control_id", control_id), ("event", event))}
+        row = {"received_at": received_at, **header, "ack_code": ack_code,
+               "error": error.replace("\x00", "\\x00") if error else error, "raw": raw, "patient_id": patient_id}
         if self.is_postgres:
             jid = self._insert(I_JOURNAL, row)
         else:
@@ -361,7 +370,8 @@ class UnitOfWork:
     def set_sequence(self, app: str, facility: str, last_accepted: int | None, now: datetime) -> None:
         """Store the sender's last accepted sequence number (None: the next one accepted sets it), in this
         transaction: it commits with the effects of the message it counts, or not at all."""
-        key = (app or "", facility or "")
+        key = (storable("sender_sequence.sender_application", app or ""),
+               storable("sender_sequence.sender_facility", facility or ""))
         self._run(U_SEQUENCE[self._conn.dialect.name], {"sender_application": key[0], "sender_facility": key[1],
                                                          "last_accepted": last_accepted, "updated_at": now})
         self._sequences[key] = last_accepted
@@ -409,7 +419,8 @@ class UnitOfWork:
 
     def set_identifiers(self, patient_id: int, ids) -> None:
         """Point each (kind, authority, value) at this patient; ids no longer held are deactivated."""
-        want = {(k, a or "", v) for k, a, v in ids}
+        want = {(storable("identifier.kind", k), storable("identifier.authority", a or ""),
+                 storable("identifier.value", v)) for k, a, v in ids}
         # a patient created in this transaction holds none yet: nothing to read, nothing to deactivate
         have = () if patient_id in self._bare else [
             (k, a, v) for k, a, v, active in self._run(Q_IDENTIFIERS_OF, {"b_pid": patient_id}).fetchall()
@@ -505,6 +516,7 @@ class UnitOfWork:
         """
         deliveries = []
         for env in envelopes:
+            storable("outbox.patient_key", env.get("patient_key"))
             row = {"event_id": env["id"], "type": env["type"], "patient_key": env.get("patient_key"),
                    "created_at": now, "envelope": _envelope_json(env)}
             if self.is_postgres:
@@ -649,6 +661,7 @@ class UnitOfWork:
         return _aware(self.conn.execute(select(users.c.last_reminded_at).where(users.c.id == user_id)).scalar())
 
     def set_reminded(self, user_id: str, at: datetime) -> None:
+        storable("professional.id", user_id)
         if self.conn.execute(update(users).where(users.c.id == user_id).values(last_reminded_at=at)).rowcount == 0:
             self.conn.execute(insert(users).values(id=user_id, last_reminded_at=at))
 

@@ -63,7 +63,7 @@ def prepared(pipeline, submit):
 def in_process(committer):
     """submit(work) through a GroupCommit (or the replay's inline one) of this process."""
     def submit(work):
-        return committer.submit(work.run, work.keys()).addCallback(work.answered)
+        return committer.submit(work.run, work.keys(), work.refused).addCallback(work.answered)
     return submit
 
 
@@ -71,6 +71,7 @@ def message_handler(apply, on_events=None):
     """The MLLP listener's handler: `apply` the frame (ACK after the commit that holds it), then the ACK.
     `on_events()`: called when the message put events in the outbox (the dispatcher's wake-up)."""
     from engine.commit import StoreUnavailable
+    from engine.pipeline import INTERNAL_ERROR, INTERNAL_TEXT
     from mllp.ack import AckError, build_ack
 
     def handle(frame):
@@ -92,12 +93,13 @@ def message_handler(apply, on_events=None):
             return build_ack(frame.text, answered.code, errors, expected_sequence=answered.expected_sequence)
 
         def internal(failure):
-            # a store that cannot commit is the listener's "store unavailable"; anything else is ours
+            # a store that cannot commit is the listener's "store unavailable" (207, retry later); anything
+            # else is an error of ours, answered once and for all (206): resending would fail the same way
             if failure.check(StoreUnavailable):
                 return failure
             log.error("message.internal_error", error=failure.type.__name__)
-            err = AckError(segment="", sequence=1, field=0, component=None, code=207, severity="E",
-                           text="internal error while applying the message: nothing was applied")
+            err = AckError(segment="", sequence=1, field=0, component=None, code=INTERNAL_ERROR, severity="E",
+                           text=INTERNAL_TEXT)
             return build_ack(frame.text, "AE", [err])
         return apply(frame, now_utc()).addCallbacks(ack, internal)
     return handle
