@@ -30,13 +30,13 @@ GENESIS = "0" * 64
 # why and how).
 _am = applied_message.c
 _id = identifiers.c
-Q_APPLIED = Sql(select(_am.journal_id).where(_am.sender_application == bindparam("b_app"),
+Q_APPLIED = Sql(select(_am.content_hash).where(_am.sender_application == bindparam("b_app"),
                                              _am.sender_facility == bindparam("b_facility"),
                                              _am.control_id == bindparam("b_control_id")))
 I_JOURNAL = Sql(insert(journal), columns=["received_at", "sender_application", "sender_facility", "control_id",
                                           "event", "ack_code", "error", "raw", "patient_id"], returns=journal.c.id)
 I_APPLIED = Sql(insert(applied_message), columns=["sender_application", "sender_facility", "control_id",
-                                                  "journal_id"])
+                                                  "journal_id", "content_hash"])
 Q_FIND = Sql(select(_id.patient_id, patients.c.merged_into)
              .join_from(identifiers, patients, _id.patient_id == patients.c.id)
              .where(_id.kind == bindparam("b_kind"), _id.authority == bindparam("b_authority"),
@@ -213,7 +213,7 @@ class UnitOfWork:
         # the reactor thread and waits to get it back. Per table, in the order they were asked for.
         self._later: dict[str, list] = {}
         self._last_key: dict[str, int] = {}      # SQLite: the last key given per table (journal, outbox)
-        self._applied_later: set[tuple] = set()  # duplicate keys among the rows kept for later
+        self._applied_later: dict[tuple, str] = {}  # duplicate keys (and hashes) among the rows kept for later
         self._sequences: dict[tuple, int | None] = {}   # sender -> last accepted MSH-13, as this transaction has it
 
     @contextmanager
@@ -295,13 +295,22 @@ class UnitOfWork:
         return last + 1
 
     def already_applied(self, app: str, facility: str, control_id: str) -> bool:
-        if (app or "", facility or "", control_id) in self._applied_later:
-            return True
-        return self._run(Q_APPLIED, {"b_app": app or "", "b_facility": facility or "",
-                                     "b_control_id": control_id}).fetchone() is not None
+        return self.applied_hash(app, facility, control_id) is not None
+
+    def applied_hash(self, app: str, facility: str, control_id: str) -> str | None:
+        """None when no message was applied under this MSH-3/4/10; else the content hash it was applied with
+        ("" when unknown: applied before the hash was kept)."""
+        key = (app or "", facility or "", control_id)
+        if key in self._applied_later:
+            return self._applied_later[key]
+        if any(unstorable(f"applied_message.{c}", v) for c, v in zip(
+                ("sender_application", "sender_facility", "control_id"), key)):
+            return None   # a key that could never be stored was never applied
+        row = self._run(Q_APPLIED, {"b_app": key[0], "b_facility": key[1], "b_control_id": key[2]}).fetchone()
+        return None if row is None else (row[0] or "")
 
     def journal(self, *, received_at, app, facility, control_id, event, ack_code, error, raw: bytes,
-                patient_id=None, applied: bool = False) -> int:
+                patient_id=None, applied: bool = False, content_hash: str | None = None) -> int:
         """Journal one message, whatever it holds: the raw bytes keep it whole; a header value that its
         column cannot hold as received (too long, a NUL byte) is left NULL there rather than cut. An applied
         message's key must be storable (NotStorable): it detects its duplicates."""
@@ -321,12 +330,12 @@ class UnitOfWork:
             self._write_later(I_JOURNAL_KEYED, [row])
         if applied and control_id:
             applied_row = {"sender_application": app or "", "sender_facility": facility or "",
-                           "control_id": control_id, "journal_id": jid}
+                           "control_id": control_id, "journal_id": jid, "content_hash": content_hash}
             if self.is_postgres:
                 self._run(I_APPLIED, applied_row)
             else:
                 self._write_later(I_APPLIED, [applied_row])
-                self._applied_later.add((app or "", facility or "", control_id))
+                self._applied_later[(app or "", facility or "", control_id)] = content_hash or ""
         return jid
 
     def prune_journal(self, before: datetime, limit: int | None = None) -> int:

@@ -29,6 +29,8 @@ applied = Table(
     Column("sender_facility", String(200), primary_key=True),
     Column("control_id", String(200), primary_key=True),
     Column("journal_id", ID, nullable=False),
+    # SHA-256 of the message's text: a resend with other content is told from a true duplicate (NULL: unknown)
+    Column("content_hash", String(64)),
 )
 
 # The HL7 sequence number protocol (MSH-13), per sender that uses it: the number of the last message accepted,

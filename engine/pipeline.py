@@ -5,6 +5,7 @@ the unit of work that the group commit hands it. Nothing here touches sockets or
 """
 from __future__ import annotations
 
+import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
@@ -41,6 +42,7 @@ class Outcome:
     code: str
     errors: list = field(default_factory=list)   # (segment, sequence, field, component, 0357 code, text)
     duplicate: bool = False
+    conflicting: bool = False   # a duplicate MSH-3/4/10 whose content differs from the message applied
     patient_id: int | None = None
     events: list = field(default_factory=list)
     expected_sequence: int | None = None   # MSA-4, for a sender that uses the sequence number protocol
@@ -57,6 +59,7 @@ class Answered(NamedTuple):
     patient: str | None   # the IPP, logged at DEBUG only
     expected_sequence: int | None = None   # MSA-4 (sequence number protocol senders only)
     events: int = 0       # events it put in the outbox: the server wakes the dispatcher for them
+    conflicting: bool = False   # a resend under an MSH-3/4/10 already applied, with other content
 
 
 def now_utc() -> datetime:
@@ -174,14 +177,16 @@ class Pipeline:
 
     def _apply(self, uow, work: "MessageWork") -> Outcome:
         h = work.header
-        if work.outcome is None and h.get("control_id") and uow.already_applied(h["app"], h["facility"],
-                                                                               h["control_id"]):
-            return self._duplicate(uow, work)
+        if work.outcome is None and h.get("control_id"):
+            applied = uow.applied_hash(h["app"], h["facility"], h["control_id"])
+            if applied is not None:
+                return self._duplicate(uow, work, applied)
         outcome = work.outcome or self._apply_facts(uow, work)
         uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
                     control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code,
                     error="; ".join(e[5] for e in outcome.errors) or None, raw=work.raw,
-                    patient_id=outcome.patient_id, applied=outcome.code == "AA")
+                    patient_id=outcome.patient_id, applied=outcome.code == "AA",
+                    content_hash=work.content_hash if outcome.code == "AA" else None)
         return outcome
 
     def _apply_sequenced(self, uow, work: "MessageWork") -> Outcome:
@@ -221,9 +226,10 @@ class Pipeline:
                 f"MSH-13 is {number}, {expected} was expected: the messages before it have not arrived; "
                 f"nothing was applied")], expected_sequence=expected))
         if last is not None and number < expected:
-            if h.get("control_id") and uow.already_applied(app, facility, h["control_id"]):
+            applied = uow.applied_hash(app, facility, h["control_id"]) if h.get("control_id") else None
+            if applied is not None:
                 # a resend of a message applied before: answered AA, applied once (as any duplicate)
-                outcome = self._duplicate(uow, work)
+                outcome = self._duplicate(uow, work, applied)
                 outcome.expected_sequence = expected
                 return outcome
             return self._answered_alone(uow, work, Outcome("AR", [(
@@ -238,12 +244,18 @@ class Pipeline:
         outcome.expected_sequence = expected
         return outcome
 
-    def _duplicate(self, uow, work: "MessageWork") -> Outcome:
+    def _duplicate(self, uow, work: "MessageWork", applied_hash: str) -> Outcome:
+        """A message already applied under this MSH-3/4/10: AA, not applied again (interface.md). When its
+        content differs from the one applied (a sender reusing control ids), it is still journaled, marked,
+        for the engineer to see (the server logs it and counts it)."""
         h = work.header
+        conflicting = bool(applied_hash) and applied_hash != work.content_hash
         uow.journal(received_at=work.received_at, app=h["app"], facility=h["facility"],
                     control_id=h["control_id"], event=h.get("event"), ack_code="AA",
-                    error="duplicate: already applied", raw=work.raw, applied=False)
-        return Outcome("AA", duplicate=True)
+                    error=("duplicate with different content: this MSH-3/4/10 was already applied to another "
+                           "message; this one was not applied") if conflicting else "duplicate: already applied",
+                    raw=work.raw, applied=False)
+        return Outcome("AA", duplicate=True, conflicting=conflicting)
 
     def refusal(self, work: "MessageWork", error: Exception) -> Outcome:
         """The answer to a message whose operation failed by its own fault (its savepoint rolled back)."""
@@ -485,6 +497,11 @@ class MessageWork:
     def sender(self) -> str:
         return f"{self.header.get('app', '')}|{self.header.get('facility', '')}"
 
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the message's text (segment ends made one): what tells a resend from a reused MSH-10."""
+        return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()
+
     def keys(self) -> list[str]:
         """The patients this message touches, locked before it runs (PostgreSQL, several instances); and the
         sender, when it uses the sequence number protocol, so its messages are taken one after the other."""
@@ -529,7 +546,7 @@ class MessageWork:
     def answered(self, outcome: Outcome) -> Answered:
         return Answered(outcome.code, list(outcome.errors), self.header.get("event"), self.sender,
                         self.header.get("control_id"), (self.facts or {}).get("patient.ipp"),
-                        outcome.expected_sequence, len(outcome.events))
+                        outcome.expected_sequence, len(outcome.events), outcome.conflicting)
 
 
 def sequence_number(text: str) -> int | None:

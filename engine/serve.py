@@ -84,6 +84,12 @@ def message_handler(apply, on_events=None):
             if answered.events and on_events is not None:
                 on_events()
             metrics.ack_latency.observe(time.perf_counter() - started)
+            if answered.conflicting:
+                metrics.duplicates_conflicting.inc()
+                log.warning("message.duplicate_conflicting", sender=logs.printable(answered.sender),
+                            control_id=logs.printable(answered.control_id), hl7_event=logs.printable(answered.event),
+                            detail="this MSH-3/4/10 was already applied to a message with other content: "
+                                   "answered AA, journaled, not applied")
             if answered.code != "AA":
                 # where and which code only: an error's text may quote a field's value
                 log.info("message.refused", ack=answered.code, hl7_event=answered.event, sender=answered.sender,
@@ -134,6 +140,12 @@ def serve(config_path: str | None) -> int:
         dispatcher = Dispatcher(store, cfg, reactor)
     wake = dispatcher.wake if dispatcher else None
     handler = message_handler(prepared(pipeline, applier.submit), on_events=wake)
+
+    def journal_rejected(raw, error):
+        """A frame the listener answered AR by itself (no MSH, undecodable, too large): into the journal too."""
+        work = pipeline.rejected(raw, "", now_utc(), "AR", error)
+        applier.submit(work).addErrback(
+            lambda f: log.warning("journal.rejected_frame_failed", error=f.type.__name__))
     pruner = None
     if cfg.store.journal_retention:
         from engine.commit import JournalPruner
@@ -162,7 +174,8 @@ def serve(config_path: str | None) -> int:
                 # the configuration names MSH-18 character sets (8859/1); the listener takes codecs
                 default_encoding=codec_for_charset(listener.default_encoding) or listener.default_encoding,
                 force_encoding=listener.force_encoding and (
-                    codec_for_charset(listener.force_encoding) or listener.force_encoding)))
+                    codec_for_charset(listener.force_encoding) or listener.force_encoding)),
+                on_rejected=journal_rejected)
             factories.append(factory)
             server_endpoint(reactor, listener.endpoint).listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))

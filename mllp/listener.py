@@ -228,6 +228,7 @@ class MLLPServerProtocol(MLLPReceiver):
             codec = self.settings.default_encoding
         answer = self._enqueue()
         self._answer(build_ack(text, "AR", [error]), answer, codec)
+        self.factory.rejected(raw, error.text)
 
     def _enqueue(self) -> _Answer:
         answer = _Answer()
@@ -341,10 +342,13 @@ class MLLPServerFactory(Factory):
 
     protocol = MLLPServerProtocol
 
-    def __init__(self, handler, *, settings: ListenerSettings | None = None, clock=None) -> None:
+    def __init__(self, handler, *, settings: ListenerSettings | None = None, clock=None,
+                 on_rejected=None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.handler = handler
+        # on_rejected(raw, error): a frame answered AR here, without the handler, is journaled through it
+        self.on_rejected = on_rejected
         self.settings = settings or ListenerSettings()
         self.clock = clock
         self.connections: set[MLLPServerProtocol] = set()
@@ -364,6 +368,14 @@ class MLLPServerFactory(Factory):
                         reason="max_connections", limit=self.settings.max_connections)
             return _Refused()
         return self.protocol(self, peer)
+
+    def rejected(self, raw: bytes, error: str) -> None:
+        if self.on_rejected is None:
+            return
+        try:
+            self.on_rejected(raw, error)
+        except Exception as e:  # noqa: BLE001 — the AR is already on its way; the journal's failure is logged
+            log.error("mllp.journal_rejected_failed", listener=self.settings.name, error=type(e).__name__)
 
     def _frameDone(self, _=None) -> None:
         self.inFlight -= 1
