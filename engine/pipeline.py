@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 import structlog
 from sqlalchemy.exc import DBAPIError
 
-from consent_store.tables import NotStorable, unstorable
+from consent_store.tables import NotStorable
 
 from engine import rules
 from engine.domain import (CONSULT, DMP_STATUS, EARLIEST, FEED, LATEST, PERMIT, DecisionRequest, PatientState,

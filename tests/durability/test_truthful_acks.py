@@ -247,3 +247,32 @@ def test_a_clean_message_after_a_hostile_batch_gets_its_own_verdict(server):
     assert [msa(a) for a in acks] == [("AE", f"H{i}") for i in range(1, 6)] + [("AA", "H6")], acks
     assert all(err(a)[1] != "207" for a in acks[:-1]), acks
     assert consent_of(server, "900056")["consent"]["code"] == "IC"
+
+
+# --- the group commit's contract, on each store -----------------------------------------------------------
+
+def test_run_batch_gives_one_result_per_operation_whatever_fails_where(store):
+    from engine.commit import run_batch
+
+    def applied(cid):
+        return lambda uow: uow.journal(received_at=datetime.now(timezone.utc), app="A", facility="F", control_id=cid,
+                                       event="A01", ack_code="AA", error=None, raw=b"x", applied=True)
+
+    assert run_batch(store, [(applied("K"), ())]) == ([(True, 1)], True)
+
+    def broken(uow):
+        raise ValueError("a bug in one operation")
+
+    batch = [(applied("K"), ()),                                  # its applied row is refused as it is written
+             (broken, ()),
+             (applied("K2"), ())]
+    results, committed = run_batch(store, batch)
+    assert committed and len(results) == len(batch), results
+    assert [ok for ok, _ in results] == [False, False, True]
+    assert type(results[1][1]) is ValueError
+    # an operation given its `refused` answer: that answer is its result, written in a savepoint of its own
+    results, committed = run_batch(store, [(applied("K"), (), lambda uow, e: f"refused: {type(e).__name__}"),
+                                           (applied("K3"), ())])
+    assert committed and [r[1] for r in results][0] == "refused: IntegrityError" and results[1][0]
+    with store.transaction() as uow:
+        assert uow.applied_hash("A", "F", "K2") is not None and uow.applied_hash("A", "F", "K3") is not None
