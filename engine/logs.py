@@ -10,16 +10,6 @@ IDENTITY_KEYS = frozenset({"patient", "ipp", "ins", "nda", "name", "birth_date",
 LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
 
-def printable(text, limit: int = 200) -> str | None:
-    """What a sender wrote, made safe for a log line: control and other unprintable characters escaped."""
-    if text is None:
-        return None
-    text = str(text)[:limit]
-    if text.isprintable():
-        return text
-    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
-
-
 def redact_identity(_, method_name, event_dict):
     if method_name != "debug":
         for k in IDENTITY_KEYS & event_dict.keys():

@@ -86,8 +86,9 @@ def message_handler(apply, on_events=None):
             metrics.ack_latency.observe(time.perf_counter() - started)
             if answered.conflicting:
                 metrics.duplicates_conflicting.inc()
-                log.warning("message.duplicate_conflicting", sender=logs.printable(answered.sender),
-                            control_id=logs.printable(answered.control_id), hl7_event=logs.printable(answered.event),
+                # what the sender wrote is escaped by the log configuration (logs.neutralise_input on main)
+                log.warning("message.duplicate_conflicting", sender=answered.sender, control_id=answered.control_id,
+                            hl7_event=answered.event,
                             detail="this MSH-3/4/10 was already applied to a message with other content: "
                                    "answered AA, journaled, not applied")
             if answered.code != "AA":
