@@ -42,16 +42,15 @@ class InlineCommit:
     def __init__(self, store):
         self.store = store
 
-    def submit(self, work, keys=()):
+    def submit(self, work, keys=(), refused=None):
         from twisted.internet import defer
+
+        from engine.commit import run_batch
         try:
-            with self.store.transaction() as uow:
-                uow.lock_keys(keys)
-                with uow.savepoint():
-                    result = work(uow)
+            (ok, result), = run_batch(self.store, [(work, keys, refused)])[0]
         except Exception:  # noqa: BLE001 — handed on as the group commit does, as a failed Deferred
             return defer.fail(Failure())
-        return defer.succeed(result)
+        return defer.succeed(result) if ok else defer.fail(result)
 
 
 def _now(d):

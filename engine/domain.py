@@ -108,6 +108,16 @@ def add_period(start: datetime, period: Period, zone: str) -> datetime:
     except (OverflowError, ValueError):
         return END_OF_TIME if period._forward() else START_OF_TIME
 
+# The instants the rules can compute with: a period added to one (a validity, a reminder) or taken from it
+# stays a date. A message's date outside them (year 0001, 9999) is the message's fault, answered AE 102.
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def usable_instant(at: datetime) -> bool:
+    """An aware instant the rules can compute with (between EARLIEST and LATEST)."""
+    return EARLIEST <= at < LATEST
+
 
 @dataclass(frozen=True)
 class EpisodePolicy:
