@@ -1,0 +1,36 @@
+"""The fuzz suite's settings (seed and counts, from the environment) and its real server, on each backend."""
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+
+from tests.fuzz.hostile_requests import TOKEN
+from tests.serving import Server
+
+SEED = int(os.environ.get("PAMGATE_FUZZ_SEED", "20261201"))
+FRAMES = int(os.environ.get("PAMGATE_FUZZ_FRAMES", "20000"))
+REQUESTS = int(os.environ.get("PAMGATE_FUZZ_REQUESTS", "5000"))
+MAX_FRAME = 65536      # small, so that over-limit frames cost little to send
+
+#: one line per fuzz test, printed at the end of the run (pytest_terminal_summary below)
+FIGURES: list[str] = []
+
+
+@pytest.fixture
+def fuzz_server(tmp_path, store_url):
+    """`pamgate serve` on the backend of `store_url` (tests/conftest.py: SQLite, then PostgreSQL or a skip)."""
+    server = Server(tmp_path, {"limits": {"max_frame_bytes": MAX_FRAME}, "api": {"token": TOKEN}},
+                    store_url=store_url).start()
+    server.backend = store_url.split(":", 1)[0].split("+")[0]
+    server.started = time.monotonic()
+    yield server
+    server.stop()
+
+
+def pytest_terminal_summary(terminalreporter):
+    if FIGURES:
+        terminalreporter.write_sep("-", f"fuzz (PAMGATE_FUZZ_SEED={SEED})")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
