@@ -12,6 +12,11 @@ from tests.serving import Server
 SEED = int(os.environ.get("PAMGATE_FUZZ_SEED", "20261201"))
 FRAMES = int(os.environ.get("PAMGATE_FUZZ_FRAMES", "20000"))
 REQUESTS = int(os.environ.get("PAMGATE_FUZZ_REQUESTS", "5000"))
+#: frames per connection at most (the default mixes 10 to 400); a small value keeps one frame that ends its
+#: connection from hiding the frames queued behind it, when hunting for failure classes
+PER_CONNECTION = int(os.environ.get("PAMGATE_FUZZ_PER_CONNECTION", "0")) or None
+#: a file to append every failing frame or request to (up to 200 per class), to hunt for minimal cases
+DUMP = os.environ.get("PAMGATE_FUZZ_DUMP")
 MAX_FRAME = 65536      # small, so that over-limit frames cost little to send
 
 #: one line per fuzz test, printed at the end of the run (pytest_terminal_summary below)

@@ -254,10 +254,11 @@ class FrameFactory:
                 writes.append(chunk)
         return writes
 
-    def sessions(self, total: int) -> list[Session]:
+    def sessions(self, total: int, per_connection: int | None = None) -> list[Session]:
+        """Connections of 10 to 400 frames (at most ``per_connection``), ``total`` frames in all."""
         out, made = [], 0
         while made < total:
-            n = min(self.r.choice([10, 50, 200, 400]), total - made)
+            n = min(self.r.choice([10, 50, 200, 400]), per_connection or total, total - made)
             s = self.session(n)
             out.append(s)
             made += n

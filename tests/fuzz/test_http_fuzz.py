@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from tests.builders import adt, zfa_2111
 from tests.fuzz.checks import check_alive_and_correct, check_log
-from tests.fuzz.conftest import FIGURES, REQUESTS, SEED
+from tests.fuzz.conftest import DUMP, FIGURES, REQUESTS, SEED
 from tests.fuzz.hostile_requests import RequestFactory
 from tests.fuzz.wire import Findings, http_exchange
 
@@ -52,7 +52,7 @@ def test_hostile_requests_never_get_5xx(fuzz_server):
     t0 = time.monotonic()
     requests = RequestFactory(SEED).requests(REQUESTS)
     t1 = time.monotonic()
-    findings = Findings()
+    findings = Findings(keep=200 if DUMP else 0)
     with ThreadPoolExecutor(6) as pool:
         list(pool.map(lambda raw: judge(fuzz_server.http_port, raw, findings), requests))
     t2 = time.monotonic()
@@ -61,4 +61,6 @@ def test_hostile_requests_never_get_5xx(fuzz_server):
     check_log(fuzz_server, findings)
     FIGURES.append(f"http[{fuzz_server.backend}]: {len(requests)} requests, generated in {t1 - t0:.1f} s, "
                    f"sent and answered in {t2 - t1:.1f} s; failure classes: {len(findings.classes)}")
+    if DUMP:
+        findings.dump(DUMP)
     assert not findings, f"seed {SEED}, {len(requests)} requests:\n{findings.report()}"

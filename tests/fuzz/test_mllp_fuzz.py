@@ -7,17 +7,17 @@ decides a normal message afterwards. PAMGATE_FUZZ_SEED and PAMGATE_FUZZ_FRAMES c
 import time
 
 from tests.fuzz.checks import check_alive_and_correct, check_log
-from tests.fuzz.conftest import FIGURES, FRAMES, MAX_FRAME, SEED
+from tests.fuzz.conftest import DUMP, FIGURES, FRAMES, MAX_FRAME, PER_CONNECTION, SEED
 from tests.fuzz.hostile_frames import FrameFactory
 from tests.fuzz.wire import Findings, run_sessions
 
 
 def test_hostile_frames_each_get_one_true_ack(fuzz_server):
     t0 = time.monotonic()
-    sessions = FrameFactory(SEED, MAX_FRAME).sessions(FRAMES)
+    sessions = FrameFactory(SEED, MAX_FRAME).sessions(FRAMES, PER_CONNECTION)
     frames = sum(len(s.frames) for s in sessions)
     t1 = time.monotonic()
-    findings = Findings()
+    findings = Findings(keep=200 if DUMP else 0)
     acks = run_sessions(fuzz_server.mllp_port, sessions, findings, connections=8)
     t2 = time.monotonic()
     check_alive_and_correct(fuzz_server, findings)
@@ -26,4 +26,6 @@ def test_hostile_frames_each_get_one_true_ack(fuzz_server):
     FIGURES.append(f"mllp[{fuzz_server.backend}]: {frames} frames ({FRAMES} written) on {len(sessions)} connections "
                    f"({sum(s.half_close for s in sessions)} half-closed), {acks} ACKs, generated in {t1 - t0:.1f} s, "
                    f"sent and answered in {t2 - t1:.1f} s; failure classes: {len(findings.classes)}")
+    if DUMP:
+        findings.dump(DUMP)
     assert not findings, f"seed {SEED}, {frames} frames:\n{findings.report()}"

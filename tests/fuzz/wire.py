@@ -20,15 +20,25 @@ ACK_CODES = {"AA", "AE", "AR", "CA", "CE", "CR"}
 class Findings:
     """Failure classes → (count, first example)."""
 
-    def __init__(self):
+    def __init__(self, keep: int = 0):
         self.lock = threading.Lock()
         self.classes: dict[str, list] = {}
+        self.keep = keep                     # examples kept per class beyond the first, for dump()
+        self.examples: dict[str, list] = {}
 
     def add(self, name: str, example) -> None:
         name = re.sub(r"\d+", "N", name)      # offsets and sizes would split one class into many
         with self.lock:
             entry = self.classes.setdefault(name, [0, example])
             entry[0] += 1
+            if self.keep and len(self.examples.setdefault(name, [])) < self.keep:
+                self.examples[name].append(example)
+
+    def dump(self, path) -> None:
+        """Every kept example, one class after the other (PAMGATE_FUZZ_DUMP), to find a minimal repro."""
+        with open(path, "a") as out:
+            for name, examples in sorted(self.examples.items()):
+                out.write(f"## {name}\n" + "".join(f"{e!r}\n" for e in examples))
 
     def report(self) -> str:
         return "\n".join(f"- {name}: {n} time(s); e.g. {_short(ex)}" for name, (n, ex) in sorted(self.classes.items()))
@@ -72,7 +82,8 @@ def judge_acks(session, received: bytes, findings: Findings, closed_early: bool)
         name = "connection closed before every frame was answered" if closed_early else "no ACK within the timeout"
         if session.half_close:
             name = "half-closed connection: ACKs not sent"
-        findings.add(name, {"frames": len(session.frames), "acks": len(acks), "first_unanswered": missing[:400]})
+        findings.add(name, {"frames": len(session.frames), "acks": len(acks), "first_unanswered": missing[:400],
+                            "answered": [(f[:200], a[:200]) for f, a in zip(session.frames, acks)][-3:]})
     if len(acks) > len(session.frames):
         findings.add("more ACKs than frames", {"frames": len(session.frames), "acks": len(acks)})
     for i, (frame, ack, expected) in enumerate(zip(session.frames, acks, session.expected_ids)):
@@ -119,7 +130,7 @@ def run_session(port: int, session, findings: Findings, timeout: float) -> int:
     deadline = time.monotonic() + timeout
     try:
         while True:
-            if received.count(b"\x1c\r") >= want and not session.half_close:
+            if not session.half_close and received.count(b"\x1c\r") >= want and len(split_frames(received)) >= want:
                 break
             sock.settimeout(max(0.1, deadline - time.monotonic()))
             try:
@@ -130,7 +141,7 @@ def run_session(port: int, session, findings: Findings, timeout: float) -> int:
                 closed_early = True
                 break
             if not data:
-                closed_early = not session.half_close or received.count(b"\x1c\r") < want
+                closed_early = not session.half_close or len(split_frames(received)) < want
                 break
             received += data
             deadline = time.monotonic() + timeout
