@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from tests.builders import adt, zfa_2111
 from tests.fuzz.checks import check_alive_and_correct, check_log
 from tests.fuzz.conftest import DUMP, FIGURES, REQUESTS, SEED
-from tests.fuzz.hostile_requests import RequestFactory
+from tests.fuzz.hostile_requests import TOKEN, RequestFactory
 from tests.fuzz.wire import Findings, http_exchange
 
 
@@ -21,6 +21,13 @@ def area(raw: bytes) -> str:
     m = re.match(rb"/(v1/[a-z]+(?:/results)?|console|healthz|livez|readyz|metrics)", path)
     known = b"POST" if raw.startswith(b"POST ") else b"GET" if raw.startswith(b"GET ") else b"other method"
     return f"{known.decode()} /{m.group(1).decode() if m else '(other path)'}"
+
+
+def authorized(raw: bytes) -> bool:
+    """One Authorization header with the token (the scheme's case does not matter, RFC 7235)."""
+    head = raw.split(b"\r\n\r\n", 1)[0].split(b"\r\n")[1:]
+    auth = [h.split(b":", 1)[1].strip().split(b" ", 1) for h in head if h.lower().startswith(b"authorization:")]
+    return len(auth) == 1 and len(auth[0]) == 2 and auth[0][0].lower() == b"bearer" and auth[0][1] == TOKEN.encode()
 
 
 def judge(port, raw, findings):
@@ -37,6 +44,8 @@ def judge(port, raw, findings):
         except (ValueError, AttributeError):
             detail = "JSON" if body.startswith(b"{") else "HTML page" if b"<html>" in body else "not JSON"
         findings.add(f"HTTP {status} on {area(raw)} ({detail})", raw[:600])
+    elif status < 400 and not authorized(raw) and not raw.startswith(b"GET /healthz "):
+        findings.add(f"{status} without the API token on {area(raw)}", raw[:600])
     elif status == 400 and raw.startswith((b"POST /v1/", b"GET /v1/")) and b"content-type: application/json" in head.lower():
         try:
             answer = json.loads(body)

@@ -177,6 +177,24 @@ def http_exchange(port: int, raw: bytes, timeout: float = 30.0) -> tuple[int | N
                 break
             chunks.append(data)
     answer = b"".join(chunks)
+    while re.match(rb"HTTP/1\.[01] 1\d\d", answer):      # 100 Continue: the answer follows it
+        answer = answer.partition(b"\r\n\r\n")[2]
     head, _, body = answer.partition(b"\r\n\r\n")
     m = re.match(rb"HTTP/1\.[01] (\d{3})", head)
+    if b"transfer-encoding: chunked" in head.lower():
+        body = _dechunk(body)
     return (int(m.group(1)) if m else None), head, body
+
+
+def _dechunk(data: bytes) -> bytes:
+    out, i = [], 0
+    while True:
+        j = data.find(b"\r\n", i)
+        try:
+            size = int(data[i:j].split(b";")[0], 16) if j >= 0 else 0
+        except ValueError:
+            return data
+        if size == 0:
+            return b"".join(out)
+        out.append(data[j + 2:j + 2 + size])
+        i = j + 2 + size + 2
