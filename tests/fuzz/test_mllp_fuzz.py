@@ -5,6 +5,7 @@ no `207` (the store never fails here); the server lives, logs no unhandled error
 decides a normal message afterwards. PAMGATE_FUZZ_SEED and PAMGATE_FUZZ_FRAMES change the run.
 """
 import time
+from functools import lru_cache
 
 from tests.fuzz.checks import check_alive_and_correct, check_log
 from tests.fuzz.conftest import DUMP, FIGURES, FRAMES, MAX_FRAME, PER_CONNECTION, SEED
@@ -12,9 +13,15 @@ from tests.fuzz.hostile_frames import FrameFactory
 from tests.fuzz.wire import Findings, run_sessions
 
 
+@lru_cache(maxsize=1)
+def hostile_sessions():
+    """Generated once a run: both backends get the same frames."""
+    return FrameFactory(SEED, MAX_FRAME).sessions(FRAMES, PER_CONNECTION)
+
+
 def test_hostile_frames_each_get_one_true_ack(fuzz_server):
     t0 = time.monotonic()
-    sessions = FrameFactory(SEED, MAX_FRAME).sessions(FRAMES, PER_CONNECTION)
+    sessions = hostile_sessions()
     frames = sum(len(s.frames) for s in sessions)
     t1 = time.monotonic()
     findings = Findings(keep=200 if DUMP else 0)

@@ -54,8 +54,8 @@ def _short(value, limit=600) -> str:
 
 # -- MLLP ---------------------------------------------------------------------------------------------
 
-def read_ack(raw: bytes) -> tuple[str, str, list[str]]:
-    """(MSA-1, MSA-2, ERR-3 codes) of one ACK frame, read with the project's ACK reader."""
+def read_ack(raw: bytes) -> tuple[str, str, list[tuple[str, str]]]:
+    """(MSA-1, MSA-2, [(ERR-3 code, ERR-8 text)]) of one ACK frame, read with the project's ACK reader."""
     text = decode_ack(raw)
     if not text.startswith("MSH") or len(text) < 8:
         raise ValueError("the ACK does not start with MSH")
@@ -65,7 +65,8 @@ def read_ack(raw: bytes) -> tuple[str, str, list[str]]:
     if len(msa) != 1 or len(msa[0]) < 3:
         raise ValueError("the ACK has not exactly one MSA with MSA-2")
     comp = text[4]
-    errs = [s.split(sep)[3].split(comp)[0] for s in segments if s.startswith("ERR" + sep) and len(s.split(sep)) > 3]
+    errs = [(f[3].split(comp)[0], f[8] if len(f) > 8 else "")
+            for f in (s.split(sep) for s in segments if s.startswith("ERR" + sep)) if len(f) > 3]
     if any(c in text for c in "\x0b\x1c"):
         raise ValueError("the ACK carries MLLP framing bytes")
     return msa[0][1], msa[0][2], errs
@@ -96,16 +97,13 @@ def judge_acks(session, received: bytes, findings: Findings, closed_early: bool)
             findings.add("MSA-1 not an acknowledgment code", {"frame": frame[:400], "ack": ack[:400]})
         if expected is not None and msa2 != expected:
             findings.add("MSA-2 does not echo MSH-10", {"frame": frame[:400], "ack": ack[:400], "expected": expected})
-        if "207" in errs:
-            findings.add(f"AE 207 without a store failure ({_err_text(ack)})", {"frame": frame[:600], "ack": ack[:400]})
+        for err, text in errs:
+            if err == "207":
+                words = re.sub(r"[^A-Za-z ]+", " ", text)[:40].strip()     # escapes differ with the delimiters
+                findings.add(f"AE 207 without a store failure ({words})", {"frame": frame[:600], "ack": ack[:400]})
         if i == len(session.frames) - 1 and expected == session.sentinel and code not in ("AA", "CA"):
             findings.add("clean message after hostile ones not AA", {"ack": ack[:400]})
     return len(acks)
-
-
-def _err_text(ack: bytes) -> str:
-    m = re.search(rb"ERR\|[^|]*\|[^|]*\|207[^|]*\|[^|]*\|[^|]*\|[^|]*\|[^|]*\|([^\r|]{0,40})", ack)
-    return m.group(1).decode("latin-1") if m else "?"
 
 
 def run_session(port: int, session, findings: Findings, timeout: float) -> int:
