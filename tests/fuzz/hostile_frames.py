@@ -156,8 +156,9 @@ class FrameFactory:
             new = bytes(r.sample(b"|^~\\&#@!$%*+,;:?/=", 5))
             if r.random() < 0.5:
                 return raw.translate(bytes.maketrans(b"|^~\\&", new))
-            return raw[:3] + r.choice([new[:1], b"A", b" ", b"\r", b"\x00", b"\xe9"]) + raw[4:8].replace(
-                raw[4:8], r.choice([new[1:], b"", b"^~", b"^~\\&&&", b"abcd", b"^^^^"])) + raw[8:]
+            msh1 = r.choice([new[:1], b"A", b" ", b"\r", b"\x00", b"\xe9"])
+            msh2 = r.choice([new[1:], b"", b"^~", b"^~\\&&&", b"abcd", b"^^^^"])
+            return raw[:3] + msh1 + msh2 + raw[8:]
         if op == 6:                                   # a huge field
             fields = raw.split(b"|")
             i = r.randrange(len(fields))
