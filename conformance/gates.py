@@ -42,16 +42,15 @@ class InlineCommit:
     def __init__(self, store):
         self.store = store
 
-    def submit(self, work, keys=()):
+    def submit(self, work, keys=(), refused=None):
         from twisted.internet import defer
+
+        from engine.commit import run_batch
         try:
-            with self.store.transaction() as uow:
-                uow.lock_keys(keys)
-                with uow.savepoint():
-                    result = work(uow)
+            (ok, result), = run_batch(self.store, [(work, keys, refused)])[0]
         except Exception:  # noqa: BLE001 — handed on as the group commit does, as a failed Deferred
             return defer.fail(Failure())
-        return defer.succeed(result)
+        return defer.succeed(result) if ok else defer.fail(result)
 
 
 def _now(d):
@@ -238,11 +237,16 @@ class RemoteGate:
             user["profession"] = request.profession
         if request.specialty:
             user["specialty"] = request.specialty
+        if request.role:
+            user["role"] = request.role
         body = {"patient": patient, "action": request.action, "user": user, "mode": request.mode,
                 "at": request.at.isoformat()}
-        for k in ("visit", "reason", "category"):
+        for k in ("visit", "reason"):
             if getattr(request, k):
                 body[k] = getattr(request, k)
+        if request.document_type or request.category:
+            body["document"] = ({"type": request.document_type} if request.document_type
+                                else {"category": request.category})
         status, answer = self._http("POST", "/v1/decisions", body)
         if status != 200:
             raise CommandError(f"--api {self.api}: POST /v1/decisions answered {status}: {answer}")

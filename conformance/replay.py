@@ -15,6 +15,8 @@ from conformance import checks as C
 from conformance import expectations as X
 from conformance.messages import ReplayMessage, collect
 from engine.commands import CommandError
+from engine import habilitation
+from mappings.habilitation import reference
 
 
 @dataclass
@@ -191,9 +193,15 @@ def replay_one(gate, message: ReplayMessage, plan: X.Planned, expectations: X.Ex
                                           "no patient to ask about: the message has no PID-3 of type PI; "
                                           "give patient: in the expectations", d.step, d.title))
                 continue
+            try:
+                doc_type, category = habilitation.document(
+                    reference(), d.document.type, d.document.category) if d.document else (None, None)
+            except habilitation.UnknownDocument as e:
+                run.checks.append(C.Check("decision", name, C.FAILED, "a decision", e.detail, d.step, d.title))
+                continue
             request = DecisionRequest(action=d.action, user=user.id, profession=user.profession,
                                       specialty=user.specialty, mode=d.mode, reason=d.reason, visit=d.visit,
-                                      at=at, category=d.category)
+                                      at=at, category=category, role=user.role, document_type=doc_type)
             result = gate.decide(p, request)
             check = C.check_decision(d, result, name)
             check.detail.update({"patient": p, "at": at, "user": user.model_dump(exclude_none=True),

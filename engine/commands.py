@@ -104,7 +104,7 @@ def read_message_file(path: str) -> list[str]:
 def mappings_explain(args) -> int:
     from datetime import datetime, timezone
 
-    from engine import rules
+    from engine import habilitation, rules
     from engine.domain import PatientState, DecisionRequest
     from engine.pipeline import localise
     from engine.serve import build_pipeline
@@ -113,6 +113,13 @@ def mappings_explain(args) -> int:
 
     cfg = configuration.load(args.config)
     pipeline = build_pipeline(cfg)
+    doc_type, category = args.type, args.category
+    if pipeline.policy.habilitation is not None and (doc_type or category):
+        try:
+            doc_type, category = habilitation.document(pipeline.policy.habilitation.reference, doc_type, category)
+        except habilitation.UnknownDocument as e:
+            raise CommandError(e.detail.replace("document.type", "--type").replace("document.category",
+                                                                                   "--category")) from None
     for text in read_message_file(args.message_file):
         msg = Message.parse(text)
         selection = pipeline.mappings.select(msg)
@@ -129,9 +136,12 @@ def mappings_explain(args) -> int:
         at = rules.message_time(facts, now)
         print(f"decision, in an empty store, at the message's time {at.isoformat()}:")
         for action in ("consult", "feed"):
-            d = rules.decide(state, DecisionRequest(action=action, user="explain", profession="10", at=at,
-                                                    visit=facts.get("visit.number")), pipeline.policy, now)
+            d = rules.decide(state, DecisionRequest(
+                action=action, user="explain", profession=args.profession, role=args.role, at=at,
+                visit=facts.get("visit.number"), document_type=doc_type, category=category), pipeline.policy, now)
             print(f"  {action}: {d.decision} {list(d.reasons)}")
+            if d.habilitation is not None:
+                print(f"    habilitation {habilitation.describe(d.habilitation)}")
         for e in events:
             print(f"  event: {e['type']} {e.get('data', {})}")
     return 0

@@ -20,6 +20,10 @@ deliveries = Counter("pamgate_deliveries_total", "Outbound deliveries, by destin
                      ["destination", "result"], registry=registry)
 
 
+duplicates_conflicting = Counter(
+    "pamgate_duplicates_conflicting_total",
+    "Messages under an MSH-3/4/10 already applied but with other content: answered AA, journaled, not applied",
+    registry=registry)
 apply_restarts = Counter("pamgate_apply_process_restarts_total",
                          "Times the apply process ended unasked (its messages were answered AE 207)", registry=registry)
 apply_in_flight = Gauge("pamgate_apply_process_in_flight", "Messages handed to the apply process, not answered yet",

@@ -63,7 +63,7 @@ def prepared(pipeline, submit):
 def in_process(committer):
     """submit(work) through a GroupCommit (or the replay's inline one) of this process."""
     def submit(work):
-        return committer.submit(work.run, work.keys()).addCallback(work.answered)
+        return committer.submit(work.run, work.keys(), work.refused).addCallback(work.answered)
     return submit
 
 
@@ -71,6 +71,7 @@ def message_handler(apply, on_events=None):
     """The MLLP listener's handler: `apply` the frame (ACK after the commit that holds it), then the ACK.
     `on_events()`: called when the message put events in the outbox (the dispatcher's wake-up)."""
     from engine.commit import StoreUnavailable
+    from engine.pipeline import INTERNAL_ERROR, INTERNAL_TEXT
     from mllp.ack import AckError, build_ack
 
     def handle(frame):
@@ -82,6 +83,13 @@ def message_handler(apply, on_events=None):
             if answered.events and on_events is not None:
                 on_events()
             metrics.ack_latency.observe(time.perf_counter() - started)
+            if answered.conflicting:
+                metrics.duplicates_conflicting.inc()
+                # what the sender wrote is escaped by the log configuration (logs.neutralise_input on main)
+                log.warning("message.duplicate_conflicting", sender=answered.sender, control_id=answered.control_id,
+                            hl7_event=answered.event,
+                            detail="this MSH-3/4/10 was already applied to a message with other content: "
+                                   "answered AA, journaled, not applied")
             if answered.code != "AA":
                 # where and which code only: an error's text may quote a field's value
                 log.info("message.refused", ack=answered.code, hl7_event=answered.event, sender=answered.sender,
@@ -91,12 +99,13 @@ def message_handler(apply, on_events=None):
             return build_ack(frame.text, answered.code, errors, expected_sequence=answered.expected_sequence)
 
         def internal(failure):
-            # a store that cannot commit is the listener's "store unavailable"; anything else is ours
+            # a store that cannot commit is the listener's "store unavailable" (207, retry later); anything
+            # else is an error of ours, answered once and for all (206): resending would fail the same way
             if failure.check(StoreUnavailable):
                 return failure
             log.error("message.internal_error", error=failure.type.__name__)
-            err = AckError(segment="", sequence=1, field=0, component=None, code=207, severity="E",
-                           text="internal error while applying the message: nothing was applied")
+            err = AckError(segment="", sequence=1, field=0, component=None, code=INTERNAL_ERROR, severity="E",
+                           text=INTERNAL_TEXT)
             return build_ack(frame.text, "AE", [err])
         return apply(frame, now_utc()).addCallbacks(ack, internal)
     return handle
@@ -145,6 +154,12 @@ def serve(config_path: str | None) -> int:
         dispatcher = Dispatcher(store, cfg, reactor)
     wake = dispatcher.wake if dispatcher else None
     handler = message_handler(prepared(pipeline, applier.submit), on_events=wake)
+
+    def journal_rejected(raw, error):
+        """A frame the listener answered AR by itself (no MSH, undecodable, too large): into the journal too."""
+        work = pipeline.rejected(raw, "", now_utc(), "AR", error)
+        applier.submit(work).addErrback(
+            lambda f: log.warning("journal.rejected_frame_failed", error=f.type.__name__))
     pruner = None
     if cfg.store.journal_retention:
         from engine.commit import JournalPruner
@@ -175,7 +190,7 @@ def serve(config_path: str | None) -> int:
                 default_encoding=codec_for_charset(listener.default_encoding) or listener.default_encoding,
                 force_encoding=listener.force_encoding and (
                     codec_for_charset(listener.force_encoding) or listener.force_encoding)),
-                on_ack=metrics.on_ack)
+                on_ack=metrics.on_ack, on_rejected=journal_rejected)
             factories.append(factory)
             endpoints[f"listeners.mllp.{i}.endpoint"].listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))

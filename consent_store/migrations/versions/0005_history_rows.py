@@ -2,7 +2,7 @@
 break_glass_request rows, read by indexed queries; the patient row keeps its identifiers and counters
 
 Revision ID: 0005_history_rows
-Revises: 0004
+Revises: 0005
 
 Until 0004 each patient's history was one JSON document (patient.state), re-read and re-written whole by
 every message, with consent_fact, episode and movement as projections of it. From here the rows are the
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 
 
 revision = '0005_history_rows'
-down_revision = '0004'
+down_revision = '0005'   # 0005: applied_message.content_hash
 branch_labels = None
 depends_on = None
 
