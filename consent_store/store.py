@@ -137,13 +137,15 @@ _VISITS_SQL: dict = {}   # number of visits -> (episodes, movements)
 
 def _checked(table: str):
     """row -> row, or NotStorable for a text its column cannot hold as received (too long, a NUL byte):
-    refused, never cut, or two visits could become one row. Per table, the columns worked out once."""
-    columns = [(c.name, f"{table}.{c.name}") for c in metadata.tables[table].columns if isinstance(c.type, String)]
+    refused, never cut, or two visits could become one row. Per table, the columns worked out once; the
+    test inline, as it runs for every row written."""
+    columns = [(c.name, f"{table}.{c.name}", getattr(c.type, "length", None) or 1 << 62)
+               for c in metadata.tables[table].columns if isinstance(c.type, String)]
 
     def check(row: dict) -> dict:
-        for name, key in columns:
+        for name, key, limit in columns:
             v = row.get(name)
-            if v.__class__ is str and unstorable(key, v):
+            if v.__class__ is str and (len(v) > limit or "\x00" in v):
                 storable(key, v)
         return row
     return check
