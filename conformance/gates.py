@@ -20,7 +20,7 @@ from datetime import datetime
 
 from twisted.python.failure import Failure
 
-from engine.commands import CommandError
+from engine.errors import CommandError
 from engine.pipeline import now_utc, patient_key
 
 

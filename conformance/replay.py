@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from conformance import checks as C
 from conformance import expectations as X
 from conformance.messages import ReplayMessage, collect
-from engine.commands import CommandError
+from engine.errors import CommandError
 
 
 @dataclass

@@ -35,7 +35,7 @@ class Server:
     def start(self, timeout=60):
         self.stderr_path = self.tmp / f"stderr-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--config", str(self.config_path)],
+            [sys.executable, "-m", "pamgate.cli", "serve", "--config", str(self.config_path)],
             cwd=self.tmp, env=self.env, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "wb"), text=True)
         ports = {}
         deadline = time.monotonic() + timeout

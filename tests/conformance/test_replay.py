@@ -159,7 +159,7 @@ def test_isolation_replays_each_file_into_its_own_store(tmp_path):
 
 
 def test_a_terminal_gets_a_progress_bar_and_plain_output_gets_lines():
-    args = [sys.executable, "-m", "engine.cli", *scenario_args("movements")]
+    args = [sys.executable, "-m", "pamgate.cli", *scenario_args("movements")]
     plain = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert plain.returncode == 0 and "[14/14] 14-admission-cancel.hl7" in plain.stdout and "━" not in plain.stdout
     master, slave = pty.openpty()

@@ -20,14 +20,14 @@ from tests.serving import ROOT
 
 def pamgate_process(cfg_path, *args):
     """The real command, in a process of its own."""
-    p = subprocess.run([sys.executable, "-m", "engine.cli", "outbox", *args, "--config", str(cfg_path)],
+    p = subprocess.run([sys.executable, "-m", "pamgate.cli", "outbox", *args, "--config", str(cfg_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     return p.returncode, p.stdout, p.stderr
 
 
 def pamgate(cfg_path, *args):
-    """The same entry point, `engine.cli.main`, in this process: a second each saved."""
-    from engine.cli import main
+    """The same entry point, `pamgate.cli.main`, in this process: a second each saved."""
+    from pamgate.cli import main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:

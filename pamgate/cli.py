@@ -4,6 +4,10 @@ from __future__ import annotations
 import argparse
 import sys
 
+from engine.config import ConfigError
+from engine.errors import CommandError
+from engine.serve import StartError
+
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
@@ -62,14 +66,35 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def run(args) -> int:
+    """The command group's module does the work; each is imported only when its command runs."""
+    cmd = args.command
+    if cmd == "serve":
+        from pamgate.serve import serve
+        return serve(args)
+    if cmd == "db":
+        from pamgate.db import upgrade
+        return upgrade(args)
+    if cmd == "audit":
+        from pamgate.audit import verify
+        return verify(args)
+    if cmd == "mappings":
+        from pamgate.mappings import check, explain
+        return check(args) if args.mappings_command == "check" else explain(args)
+    if cmd == "replay":
+        from pamgate.replay import replay
+        return replay(args)
+    if cmd == "outbox":
+        from pamgate.outbox import outbox
+        return outbox(args)
+    raise CommandError(f"unknown command {cmd}")
+
+
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    from engine import commands
-    from engine.config import ConfigError
-    from engine.serve import StartError
     try:
-        return commands.run(args) or 0
-    except (ConfigError, StartError, commands.CommandError) as e:
+        return run(args) or 0
+    except (ConfigError, StartError, CommandError) as e:
         print(f"pamgate: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -1,0 +1,55 @@
+"""`pamgate mappings check|explain`: the mapping files checked, or one message explained field by field."""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+
+from conformance.messages import read_message_file
+from engine import config as configuration
+from engine import rules
+from engine.domain import DecisionRequest, PatientState
+from engine.pipeline import localise
+from engine.serve import build_pipeline
+from mappings.check import check_files
+from mappings.explain import describe
+from mappings.message import Message
+
+
+def check(args) -> int:
+    files = args.files
+    if not files:
+        cfg = configuration.load(args.config)
+        files = [str(configuration.SHIPPED_MAPPINGS)] + cfg.mappings.paths + [cfg.habilitation_file()]
+    problems = check_files(files)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"pamgate: mappings ok ({len(files)} path(s) checked)")
+    return 0
+
+
+def explain(args) -> int:
+    cfg = configuration.load(args.config)
+    pipeline = build_pipeline(cfg)
+    for text in read_message_file(args.message_file):
+        msg = Message.parse(text)
+        selection = pipeline.mappings.select(msg)
+        extraction = selection.mapping.extract(msg)
+        print(describe(selection, extraction))
+        if extraction.rejection or extraction.problems:
+            print("decision: none — the message would be refused (see problems above)")
+            continue
+        facts = localise(extraction.facts, pipeline.tz)
+        now = datetime.now(timezone.utc)
+        state, events = rules.apply(PatientState(), facts, {"msh10": facts.get("message.control_id")},
+                                    pipeline.policy, now)
+        at = rules.message_time(facts, now)
+        print(f"decision, in an empty store, at the message's time {at.isoformat()}:")
+        for action in ("consult", "feed"):
+            d = rules.decide(state, DecisionRequest(action=action, user="explain", profession="10", at=at,
+                                                    visit=facts.get("visit.number")), pipeline.policy, now)
+            print(f"  {action}: {d.decision} {list(d.reasons)}")
+        for e in events:
+            print(f"  event: {e['type']} {e.get('data', {})}")
+    return 0
