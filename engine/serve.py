@@ -128,8 +128,8 @@ def serve(config_path: str | None) -> int:
     applier.start()
     dispatcher = None
     if cfg.destinations:
-        from engine.dispatch import Dispatcher
-        dispatcher = Dispatcher(store, cfg, reactor)
+        from outbound.dispatcher import Dispatcher
+        dispatcher = Dispatcher(store, cfg, reactor, metrics)
     wake = dispatcher.wake if dispatcher else None
     handler = message_handler(prepared(pipeline, applier.submit), on_events=wake)
     pruner = None

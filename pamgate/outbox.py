@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 from datetime import timezone
 
-from engine.dispatch import public_envelope, utcnow
 from engine.errors import CommandError
+from outbound.delivery import public_envelope
+from outbound.dispatcher import utcnow
 from pamgate.db import configured_store
 
 LIST_LIMIT = 1000

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from mllp.ack import read_ack
+
 ROOT = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"pamgate: (\w+) listening on .* \(([\d.]+):(\d+)\)")
 
@@ -96,7 +98,6 @@ class Server:
 
 
 def ack_code(ack: str) -> str:
-    for seg in ack.split("\r"):
-        if seg.startswith("MSA|"):
-            return seg.split("|")[1]
-    raise AssertionError(f"no MSA in {ack!r}")
+    read = read_ack(ack)
+    assert read.has_msa, f"no MSA in {ack!r}"
+    return read.code

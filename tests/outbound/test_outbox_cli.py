@@ -11,7 +11,8 @@ import pytest_twisted
 import yaml
 from twisted.internet import reactor
 
-from engine.dispatch import Dispatcher
+from engine import metrics
+from outbound.dispatcher import Dispatcher
 from tests.outbound.conftest import enqueue, envelope, statuses
 from tests.outbound.receivers import HttpReceiver
 from tests.outbound.test_dispatcher import FAST, config, drained
@@ -47,7 +48,7 @@ async def test_dead_letters_listed_shown_and_replayed(tmp_path, sqlite_store):
     cfg_path.write_text(yaml.safe_dump({"store": {"url": store.url}, "destinations": [dest]}))
     events = [envelope("IPP9731", n) for n in range(3)] + [envelope("IPP5550", 0)]
     enqueue(store, events, cfg.routes())
-    d = Dispatcher(store, cfg, reactor)
+    d = Dispatcher(store, cfg, reactor, metrics)
     await d.start()
     try:
         await drained(store, 4)
@@ -94,7 +95,7 @@ async def test_dead_letters_listed_shown_and_replayed(tmp_path, sqlite_store):
 
     receiver.up()
     try:
-        d = Dispatcher(store, cfg, reactor)
+        d = Dispatcher(store, cfg, reactor, metrics)
         await d.start()
         try:
             await drained(store, 4)
