@@ -194,6 +194,11 @@ def advisory_key(key: str) -> int:
 
 
 class UnitOfWork:
+    """One transaction on the store, opened by `Store.transaction()`: everything a message or an API call
+    reads and writes (dedup of MSH-10, the journal, patients and their identifiers, the audit chain, the
+    outbox and its deliveries, the senders' sequence numbers) goes through its methods, and commits or rolls
+    back as one. It takes and returns plain values (dicts, ids, datetimes); it knows no HL7 and no domain
+    types. It owns its connection and nothing else; callers never reach the connection themselves."""
     def __init__(self, conn: Connection, is_postgres: bool):
         self._conn = conn
         self.is_postgres = is_postgres

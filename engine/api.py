@@ -115,6 +115,10 @@ PATIENT_PATH = re.compile(r"^/v1/patients/([^/]+)/([^/]+)/consent$")
 
 
 class Api(resource.Resource):
+    """The HTTP API (`/v1/...`, `/healthz`, `/metrics`) as one Twisted resource: it checks the token and the
+    body (HTTP 400 with a code on bad input), then runs the pipeline's operation through the group commit
+    (`committer`) off the reactor thread, and wakes the dispatcher (`on_events`) once a call's events are
+    committed. It owns no state of its own; the store is reached only through the pipeline and the commit."""
     isLeaf = True
 
     def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536, inbound_ready=None,

@@ -67,6 +67,11 @@ def patient_key(authority, ipp) -> str:
 
 
 class Pipeline:
+    """The edges tied together: a message's text → the mapping's facts → the rules → the store's unit of
+    work, and the API's operations (decide, record a consent or a DMP result) likewise. It owns the mapping
+    set, the policy, the time zone and the routes; it holds no connection and no state between calls: each
+    call is given the `UnitOfWork` to use. `prepare` touches no store (it runs in the server process);
+    `apply_message` runs in the apply process, inside the transaction that also answers the ACK."""
     def __init__(self, mapping_set, policy: Policy, tz: str = "Europe/Paris", routes: dict | None = None,
                  sequenced: frozenset = frozenset()):
         self.mappings = mapping_set
