@@ -10,10 +10,12 @@ from pathlib import Path
 from typing import Literal
 
 import isodate
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from engine.domain import EpisodePolicy, Period, Policy
+from mappings.yamlio import Mark, MappingFileError, MarkedDict, MarkedList, load_yaml
 
 SHIPPED_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 
@@ -48,6 +50,19 @@ class StoreConfig(Strict):
     auto_upgrade: bool = True
     journal_retention: str | None = None     # ISO 8601 duration; None keeps the journal forever
     _v = field_validator("journal_retention")(classmethod(lambda cls, v: _duration(v)))
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v):
+        # what create_engine would refuse at start, refused here with the key's name
+        try:
+            make_url(v).get_dialect()
+        except NoSuchModuleError:
+            raise ValueError(f"unknown store scheme in {v!r}: expected sqlite:///PATH or "
+                             "postgresql+psycopg://…") from None
+        except ArgumentError:
+            raise ValueError(f"not a store URL ({v!r}): expected sqlite:///PATH or postgresql+psycopg://…") from None
+        return v
 
 
 class MllpListener(Strict):
@@ -212,6 +227,15 @@ class Config(Strict):
     api: ApiConfig = Field(default_factory=ApiConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     _v = field_validator("reminder_period")(classmethod(lambda cls, v: _duration(v)))
+    # where the configuration came from (None: the defaults), and the sender rules as read, with their lines
+    source: str | None = Field(None, exclude=True, init=False)
+    _marked_senders = PrivateAttr(None)
+
+    def sender_rules(self):
+        """The sender rules for the mapping loader, each with its file and line where a file gave them."""
+        if self._marked_senders is not None:
+            return self._marked_senders
+        return [s.model_dump(exclude_none=True) for s in self.mappings.senders] or None
 
     @field_validator("timezone")
     @classmethod
@@ -249,6 +273,63 @@ class Config(Strict):
         return v
 
 
+def sqlite_path(url: str) -> Path | None:
+    """The file of a SQLite store URL; None for another backend or an in-memory store."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return Path(u.database)
+
+
+def _creatable(folder: Path) -> str | None:
+    """Why `folder` could not be created (or written to), or None."""
+    for p in (folder, *folder.parents):
+        if p.exists():
+            if not p.is_dir():
+                return f"{p} is not a folder"
+            return None if os.access(p, os.W_OK) else f"{p} is not writable"
+    return None
+
+
+def check_files(cfg: Config) -> tuple[list[str], list[str]]:
+    """The files and folders that `serve` will need, checked without starting anything:
+    (what was checked, the problems found), each problem one line that names its key."""
+    from mllp.endpoints import files_named
+    checked, problems = [], []
+
+    def need(key: str, path: str | Path, folder: bool = False) -> None:
+        p = Path(path)
+        checked.append(f"{key}: {p}")
+        if not p.exists():
+            problems.append(f"{key}: {p}: no such {'folder' if folder else 'file'}")
+        elif folder != p.is_dir():
+            problems.append(f"{key}: {p}: is {'not ' if folder else ''}a folder")
+        elif not os.access(p, os.R_OK):
+            problems.append(f"{key}: {p}: not readable")
+
+    def can_create(key: str, folder: Path) -> None:
+        checked.append(f"{key}: {folder}/")
+        why = _creatable(folder)
+        if why:
+            problems.append(f"{key}: cannot create the folder {folder}: {why}")
+
+    endpoints = [(f"listeners.mllp.{i}.endpoint", m.endpoint) for i, m in enumerate(cfg.listeners.mllp)]
+    for key, description in endpoints + [("listeners.http", cfg.listeners.http)]:
+        for option, path in files_named(description):
+            need(f"{key} {option}", path, folder=option == "caCertsDir")
+    db = sqlite_path(cfg.store.url)
+    if db is not None:
+        can_create("store.url", db.parent)
+    for i, path in enumerate(cfg.mappings.paths):
+        need(f"mappings.paths.{i}", path, folder=Path(path).is_dir())
+    if cfg.habilitation:
+        need("habilitation", cfg.habilitation)
+    for i, d in enumerate(cfg.destinations):
+        if d.type == "file":
+            can_create(f"destinations.{i}.path", Path(d.path).parent)
+    return checked, problems
+
+
 def _as_timedelta(p: Period) -> timedelta:
     return timedelta(days=30 * p.months) + p.delta
 
@@ -261,39 +342,71 @@ ENV = {
     "PAMGATE_LOG_FORMAT": ("log", "format"),
     "PAMGATE_TIMEZONE": ("timezone",),
 }
+MLLP_ENV = "PAMGATE_MLLP_LISTEN"
 
 
 def load(path: str | None = None, environ=None) -> Config:
+    """The configuration as `serve` takes it: the file (or the defaults), then the environment.
+
+    Errors are one line that names where the bad value came from: `file:line: key: problem` for the file,
+    `PAMGATE_X=value: key: problem` for a variable."""
     environ = os.environ if environ is None else environ
     path = path or environ.get("PAMGATE_CONFIG") or "config.yaml"
     p = Path(path)
     if p.exists():
         try:
-            data = yaml.safe_load(p.read_text(encoding="utf-8")) or {}
-        except yaml.YAMLError as e:
-            mark = getattr(e, "problem_mark", None)
-            where = f":{mark.line + 1}" if mark else ""
-            raise ConfigError(f"{path}{where}: not valid YAML: {getattr(e, 'problem', e)}") from None
+            data = load_yaml(p)
+        except MappingFileError as e:
+            # the same reader as the mapping files: duplicate keys refused, lines kept, UTF-8 checked
+            raise ConfigError(f"{e.file}{f':{e.line}' if e.line else ''}: "
+                              f"{'' if e.key.startswith('(') else e.key + ': '}{e.problem}") from None
+        data = MarkedDict(mark=Mark(path, 1)) if data is None else data
         if not isinstance(data, dict):
             raise ConfigError(f"{path}: the configuration must be a mapping of keys")
     elif path != "config.yaml" or environ.get("PAMGATE_CONFIG"):
         raise ConfigError(f"{path}: no such configuration file")
     else:
-        data = {}
+        data, path = {}, None
+    from_env: dict[tuple, str] = {}
     for var, keys in ENV.items():
         if environ.get(var):
             node = data
             for k in keys[:-1]:
                 node = node.setdefault(k, {})
             node[keys[-1]] = environ[var]
-    if environ.get("PAMGATE_MLLP_LISTEN"):
-        eps = [e.strip() for e in environ["PAMGATE_MLLP_LISTEN"].split(",") if e.strip()]
+            from_env[keys] = var
+    if environ.get(MLLP_ENV):
+        eps = [e.strip() for e in environ[MLLP_ENV].split(",") if e.strip()]
         old = {m.get("endpoint"): m for m in (data.get("listeners", {}) or {}).get("mllp", []) or []}
         data.setdefault("listeners", {})["mllp"] = [old.get(e, {"endpoint": e}) for e in eps]
+        from_env[("listeners", "mllp")] = MLLP_ENV
     try:
-        return Config.model_validate(data)
+        cfg = Config.model_validate(data)
     except ValidationError as e:
         err = e.errors()[0]
-        key = ".".join(str(x) for x in err["loc"])
+        loc = tuple(str(x) for x in err["loc"])
+        key = ".".join(loc)
         msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"].removeprefix("Value error, ")
-        raise ConfigError(f"{path}: {key}: {msg}") from None
+        raise ConfigError(f"{_origin(data, loc, path, from_env, environ)}: {key}: {msg}") from None
+    if isinstance(data, MarkedDict):
+        cfg._marked_senders = (data.get("mappings") or {}).get("senders") or None
+    cfg.source = path
+    return cfg
+
+
+def _origin(data, loc: tuple, path: str | None, from_env: dict, environ) -> str:
+    """Where the value at `loc` came from: the variable that set it, or the file's line that holds it."""
+    for keys, var in from_env.items():
+        if loc[:len(keys)] == keys:
+            return f"{var}={environ[var]}"
+    if path is None:
+        return "the defaults"
+    node, mark = data, getattr(data, "mark", Mark(path, 0))
+    for k in loc:
+        if isinstance(node, MarkedDict) and k in node:
+            mark, node = node.mark_of(k), node[k]
+        elif isinstance(node, MarkedList) and k.isdigit() and int(k) < len(node):
+            mark, node = node.mark_of(int(k)), node[int(k)]
+        else:
+            break
+    return str(mark) if mark.line else path

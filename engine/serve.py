@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
 
 import structlog
 
@@ -21,10 +20,12 @@ class StartError(Exception):
 def open_store(cfg):
     from consent_store.store import Store
     url = cfg.store.url
-    if url.startswith("sqlite:///") and not url.startswith("sqlite:////") and ":memory:" not in url:
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    elif url.startswith("sqlite:////"):
-        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    db = configuration.sqlite_path(url)
+    if db is not None:
+        try:
+            db.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise StartError(f"store.url: cannot create the folder {db.parent}: {e.strerror or e}") from None
     store = Store(url)
     if cfg.store.auto_upgrade:
         try:
@@ -42,9 +43,8 @@ def _in_memory(url: str) -> bool:
 def build_pipeline(cfg) -> Pipeline:
     import mappings
     from mappings import habilitation
-    senders = [s.model_dump(exclude_none=True) for s in cfg.mappings.senders] or None
     try:
-        mapping_set = mappings.load(cfg.mappings.paths, senders=senders)
+        mapping_set = mappings.load(cfg.mappings.paths, senders=cfg.sender_rules())
         matrix = habilitation.load(cfg.habilitation_file())
     except (mappings.MappingFileError, OSError, ValueError) as e:
         raise StartError(str(e).splitlines()[0]) from None
@@ -116,12 +116,26 @@ def serve(config_path: str | None) -> int:
 
     cfg = configuration.load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
+    print(f"pamgate: configuration {cfg.source}" if cfg.source else
+          "pamgate: no configuration file: running on the defaults", flush=True)
+    _, problems = configuration.check_files(cfg)
+    if problems:
+        raise StartError(problems[0])
+    pipeline = build_pipeline(cfg)
+    # every endpoint string is parsed before any is opened, so a bad one stops the start with nothing bound
+    endpoints = {}
+    for key, description in ([(f"listeners.mllp.{i}.endpoint", m.endpoint) for i, m in enumerate(cfg.listeners.mllp)]
+                             + [("listeners.http", cfg.listeners.http)]):
+        try:
+            endpoints[key] = (server_endpoint(reactor, description) if key != "listeners.http"
+                              else serverFromString(reactor, description))
+        except Exception as e:  # noqa: BLE001 — Twisted's parsers raise many kinds; the one line says why
+            raise StartError(f"{key}: {description!r}: not a valid endpoint: {e}") from None
     if _in_memory(cfg.store.url):
         # the apply process and the server would each have a store of their own, and both vanish at exit
         raise StartError(f"store.url: {cfg.store.url}: an in-memory store cannot be served; give a file "
                          f"(sqlite:///var/pamgate.db) or a PostgreSQL URL")
     store = open_store(cfg)
-    pipeline = build_pipeline(cfg)
     # the API's operations and the pruning: a thread of this process; inbound messages: the apply process
     committer = GroupCommit(store, reactor, max_batch=cfg.limits.max_batch, on_commit=metrics.on_commit)
     applier = ApplyProcess(reactor, config_path, on_commit=metrics.on_commit)
@@ -152,7 +166,7 @@ def serve(config_path: str | None) -> int:
         return report
 
     try:
-        for listener in cfg.listeners.mllp:
+        for i, listener in enumerate(cfg.listeners.mllp):
             factory = MLLPServerFactory(handler, settings=ListenerSettings(
                 name=listener.endpoint, max_frame_bytes=cfg.limits.max_frame_bytes,
                 idle_timeout=cfg.limits.idle_timeout, frame_timeout=cfg.limits.frame_timeout,
@@ -162,11 +176,11 @@ def serve(config_path: str | None) -> int:
                 force_encoding=listener.force_encoding and (
                     codec_for_charset(listener.force_encoding) or listener.force_encoding)))
             factories.append(factory)
-            server_endpoint(reactor, listener.endpoint).listen(factory).addCallbacks(
+            endpoints[f"listeners.mllp.{i}.endpoint"].listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
         api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes,
                   inbound_ready=lambda: applier.ready, on_events=wake)
-        serverFromString(reactor, cfg.listeners.http).listen(site(api)).addCallbacks(
+        endpoints["listeners.http"].listen(site(api)).addCallbacks(
             listening("http", cfg.listeners.http), failed(cfg.listeners.http))
     except (ValueError, TypeError, KeyError) as e:
         raise StartError(f"listener endpoint: {e}") from None

@@ -607,6 +607,11 @@ def normalise_senders(senders, errors: Errors) -> list[tuple[str, MarkedDict]]:
         except MappingFileError as e:
             errors.items.append(e)
             return []
+    if isinstance(senders, MarkedList):
+        # rules read from the configuration file: they keep its file and lines
+        doc = MarkedDict({"senders": senders}, mark=senders.mark)
+        doc.marks["senders"] = senders.mark
+        return [(senders.mark.file, doc)]
     if isinstance(senders, (list, tuple)):
         senders = {"senders": list(senders)}
     if isinstance(senders, dict):

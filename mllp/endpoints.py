@@ -57,6 +57,17 @@ def _split_description(description: str) -> tuple[str, list[str], dict[str, str]
     return prefix, args, kwargs
 
 
+# the options of an ssl: endpoint that name a file, or (caCertsDir) a folder
+FILE_OPTIONS = ("privateKey", "certKey", "extraCertChain", "caCertsDir")
+
+
+def files_named(description: str) -> list[tuple[str, str]]:
+    """The (option, path) pairs of the files and folders an endpoint string names, to check them before
+    listening (Twisted would raise a bare FileNotFoundError)."""
+    _, _, kwargs = _split_description(description)
+    return [(k, kwargs[k]) for k in FILE_OPTIONS if kwargs.get(k)]
+
+
 def _certificates(path: Path) -> list[ssl.Certificate]:
     return [ssl.Certificate.loadPEM(pem) for pem in _PEM_CERTIFICATE.findall(path.read_bytes())]
 
