@@ -6,7 +6,7 @@ import sys
 
 from engine.config import ConfigError
 from engine.errors import CommandError
-from engine.serve import StartError
+from engine.assembly import StartError
 
 
 class OneLineParser(argparse.ArgumentParser):

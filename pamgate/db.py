@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from engine import config as configuration
-from engine.serve import open_store
+from engine.assembly import open_store
 
 
 def configured_store(args, upgrade: bool):

@@ -9,7 +9,7 @@ from engine import config as configuration
 from engine import rules
 from engine.domain import DecisionRequest, PatientState
 from engine.pipeline import localise
-from engine.serve import build_pipeline
+from engine.assembly import build_pipeline
 from mappings.check import check_files
 from mappings.explain import describe
 from mappings.message import Message

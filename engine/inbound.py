@@ -1,0 +1,69 @@
+"""From an inbound frame to its ACK: the handler the MLLP listener is given.
+
+The message is prepared where the frame arrived (parse, mapping, facts), applied by whoever `submit`s it
+(the apply process for `pamgate serve`, an inline commit for the replay), and answered only once the commit
+that holds it is done. The ACK policy is here: the pipeline's answer becomes AA/AE/AR with its ERR
+segments; a store that cannot commit is left to the listener ("store unavailable"); any other failure is
+answered AE 207, nothing applied.
+"""
+from __future__ import annotations
+
+import time
+
+import structlog
+
+from engine import metrics
+from engine.commit import StoreUnavailable
+from engine.pipeline import now_utc
+from mllp.ack import AckError, build_ack
+
+log = structlog.get_logger("pamgate.serve")
+
+
+def prepared(pipeline, submit):
+    """apply(frame, received_at) -> Deferred[Answered]: prepare the message here (parse, mapping, facts),
+    then `submit(work)` applies it and fires once the commit that holds it is done."""
+    def apply(frame, received_at):
+        return submit(pipeline.prepare(frame.text, frame.raw, received_at))
+    return apply
+
+
+def in_process(committer):
+    """submit(work) through a GroupCommit (or the replay's inline one) of this process."""
+    def submit(work):
+        return committer.submit(work.run, work.keys()).addCallback(work.answered)
+    return submit
+
+
+def message_handler(apply, on_events=None):
+    """The MLLP listener's handler: `apply` the frame (ACK after the commit that holds it), then the ACK.
+    `on_events()`: called when the message put events in the outbox (the dispatcher's wake-up)."""
+
+    def handle(frame):
+        started = time.perf_counter()
+
+        def ack(answered):
+            errors = [AckError(segment=s, sequence=q, field=f, component=c, code=code, severity="E", text=t)
+                      for s, q, f, c, code, t in answered.errors]
+            metrics.messages.labels(answered.event or "?", answered.code).inc()
+            if answered.events and on_events is not None:
+                on_events()
+            metrics.ack_latency.observe(time.perf_counter() - started)
+            if answered.code != "AA":
+                # where and which code only: an error's text may quote a field's value
+                log.info("message.refused", ack=answered.code, hl7_event=answered.event, sender=answered.sender,
+                         errors=[f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in answered.errors])
+            log.debug("message.answered", ack=answered.code, msh10=answered.control_id, patient=answered.patient,
+                      errors=[e[5] for e in answered.errors])
+            return build_ack(frame.text, answered.code, errors, expected_sequence=answered.expected_sequence)
+
+        def internal(failure):
+            # a store that cannot commit is the listener's "store unavailable"; anything else is ours
+            if failure.check(StoreUnavailable):
+                return failure
+            log.error("message.internal_error", error=failure.type.__name__)
+            err = AckError(segment="", sequence=1, field=0, component=None, code=207, severity="E",
+                           text="internal error while applying the message: nothing was applied")
+            return build_ack(frame.text, "AE", [err])
+        return apply(frame, now_utc()).addCallbacks(ack, internal)
+    return handle
