@@ -18,6 +18,7 @@ from twisted.web import resource, server
 from engine import metrics
 from engine.domain import DecisionRequest
 from engine.pipeline import now_utc, patient_key
+from mappings.codes import meanings
 
 log = structlog.get_logger("pamgate.api")
 
@@ -81,10 +82,6 @@ class DmpResultBody(Body):
     user: User
     transaction: Literal["TD0.2", "TD0.3"]
     result: Literal["VALIDE", "EXPIRE", "INTERDIT", "NON_EXISTE", "OK", "FAILED"]
-
-
-CONSULT_CODES = {"IC": "consent", "INC": "refused", "NA": None}
-FEED_CODES = {"INO": "no_opposition", "IO": "opposed", "NA": None}
 
 
 def to_json(value) -> bytes:
@@ -199,7 +196,8 @@ class Api(resource.Resource):
             b = self._body(request, ConsentBody)
             if b.consult is None and b.feed is None:
                 raise ApiError(400, "field.missing", "consult or feed: give at least one")
-            values = {"consult": CONSULT_CODES.get(b.consult), "feed": FEED_CODES.get(b.feed)}
+            # the 2.11.1 codes mean what its mapping file says (mappings/codes.py); NA: nothing collected
+            values = {"consult": meanings("consult").get(b.consult), "feed": meanings("feed").get(b.feed)}
             values.update({f"{k}.code": code for k, code in (("consult", b.consult), ("feed", b.feed)) if code})
             patient = b.patient.model_dump(exclude_none=True)
             d = self.committer.submit(lambda uow: p.record_consent(

@@ -103,8 +103,7 @@ class Pipeline:
                 # (HL7 v2.5 2.10.1 b, e, f); apply_message answers it from the store
                 return work
         try:
-            selection = self.mappings.select(msg)
-            extraction = selection.mapping.extract(msg)
+            selection, extraction = self.read(msg)
         except Exception as e:   # noqa: BLE001 — a mapping that cannot read this message
             log.warning("mapping.failed", error=str(e))
             work.outcome = Outcome("AR", [("MSH", 1, 9, None, 207, f"cannot map message: {e}")])
@@ -120,6 +119,12 @@ class Pipeline:
             if not work.facts.get("patient.ipp"):
                 work.outcome = Outcome("AE", [("PID", 1, 3, 1, 101, "no patient identifier of type PI in PID-3")])
         return work
+
+    def read(self, msg) -> tuple:
+        """(selection, extraction): the mapping chosen for `msg`, and what it reads. `prepare` and
+        `pamgate mappings explain` both read a message this way."""
+        selection = self.mappings.select(msg)
+        return selection, selection.mapping.extract(msg)
 
     def apply_message(self, uow, work: "MessageWork") -> Outcome:
         if "sequence" in work.header:

@@ -8,7 +8,6 @@ from conformance.messages import read_message_file
 from engine import config as configuration
 from engine import rules
 from engine.domain import DecisionRequest, PatientState
-from engine.pipeline import localise
 from engine.assembly import build_pipeline
 from mappings.check import check_files
 from mappings.explain import describe
@@ -30,18 +29,18 @@ def check(args) -> int:
 
 
 def explain(args) -> int:
+    """What the server would make of each message of the file: the mapping and its reading (the pipeline's
+    own `read`), then the verdict of the pipeline's own `prepare`, and the decision in an empty store."""
     cfg = configuration.load(args.config)
     pipeline = build_pipeline(cfg)
     for text in read_message_file(args.message_file):
-        msg = Message.parse(text)
-        selection = pipeline.mappings.select(msg)
-        extraction = selection.mapping.extract(msg)
-        print(describe(selection, extraction))
-        if extraction.rejection or extraction.problems:
+        now = datetime.now(timezone.utc)
+        print(describe(*pipeline.read(Message.parse(text))))
+        work = pipeline.prepare(text, text.encode("utf-8"), now)
+        if work.outcome is not None or work.facts is None:
             print("decision: none — the message would be refused (see problems above)")
             continue
-        facts = localise(extraction.facts, pipeline.tz)
-        now = datetime.now(timezone.utc)
+        facts = work.facts
         state, events = rules.apply(PatientState(), facts, {"msh10": facts.get("message.control_id")},
                                     pipeline.policy, now)
         at = rules.message_time(facts, now)
