@@ -16,6 +16,8 @@ import structlog
 from engine import rules
 from engine.domain import (CONSULT, DMP_STATUS, FEED, PERMIT, DecisionRequest, PatientState, Policy,
                            R_PATIENT_UNKNOWN, state_from_dict, state_to_dict)
+from engine.forward import forwarded_message
+from mappings.message import Message
 
 log = structlog.get_logger("pamgate.pipeline")
 
@@ -86,7 +88,6 @@ class Pipeline:
     # --- inbound messages ---------------------------------------------------------------------
 
     def prepare(self, text: str, raw: bytes, received_at: datetime) -> "MessageWork":
-        from mappings.message import Message
         work = MessageWork(self, text, raw, received_at)
         try:
             msg = Message.parse(text)
@@ -273,7 +274,6 @@ class Pipeline:
 
     def _forward(self, work: "MessageWork", state) -> dict:
         """The inbound message with its ZFA in the 2.11.1 layout, from the state after it was applied."""
-        from engine.forward import forwarded_message
         try:
             text = forwarded_message(work.text, state, work.facts, self.policy, self.tz)
         except Exception as e:  # noqa: BLE001 — forward it as it came rather than lose it
