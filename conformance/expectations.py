@@ -17,6 +17,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine import api as api_body
+from engine.config import period
+from engine.domain import add_period
 from engine.errors import CommandError
 
 ACK_CODES = ("AA", "AE", "AR")
@@ -59,7 +61,7 @@ class Moment(str):
         if m:
             if m.group(3):
                 try:
-                    isodate.parse_duration(m.group(3))
+                    period(m.group(3))
                 except (isodate.ISO8601Error, ValueError):
                     raise ValueError(f"{m.group(3)!r} is not an ISO 8601 duration") from None
             return v
@@ -79,8 +81,9 @@ def resolve_moment(text: str | None, message_time: datetime | None, now: datetim
         return (t if t.tzinfo else t.replace(tzinfo=tz)).astimezone(timezone.utc)
     base = now if m.group(1) == "now" else (message_time or now)
     if m.group(3):
-        d = isodate.parse_duration(m.group(3))
-        base = base + d if m.group(2) == "+" else base - d
+        # the product's own duration arithmetic: months and days on the configured zone's clock
+        d = period(m.group(3))
+        base = add_period(base, d if m.group(2) == "+" else -d, tz.key)
     return base
 
 

@@ -207,9 +207,10 @@ class JournalPruner:
 
     CHUNK = 5000
 
-    def __init__(self, committer: GroupCommit, retention, reactor, every: float = 3600.0, now=None):
+    def __init__(self, committer: GroupCommit, retention, reactor, every: float = 3600.0, now=None,
+                 zone: str = "UTC"):
         from twisted.internet.task import LoopingCall
-        self.committer, self.retention, self.every = committer, retention, every
+        self.committer, self.retention, self.every, self.zone = committer, retention, every, zone
         self.now = now or (lambda: datetime.now(timezone.utc))
         self.loop = LoopingCall(self.prune)
         self.loop.clock = reactor
@@ -222,9 +223,7 @@ class JournalPruner:
             self.loop.stop()
 
     def cutoff(self) -> datetime:
-        # a Period runs forward; the same months and delta, negated, run back from now
-        back = type(self.retention)(months=-self.retention.months, delta=-self.retention.delta)
-        return back.after(self.now())
+        return self.retention.before(self.now(), self.zone)
 
     def prune(self) -> Deferred:
         before, total = self.cutoff(), [0]

@@ -27,10 +27,25 @@ class ConfigError(Exception):
 
 
 def period(text: str) -> Period:
-    d = isodate.parse_duration(text)
-    if isinstance(d, isodate.Duration):
-        return Period(months=int(d.years) * 12 + int(d.months), delta=d.tdelta)
-    return Period(delta=d)
+    """An ISO 8601 duration: its date part (years, months, weeks, days) counts on the calendar, its time
+    part (after `T`) is exact, so `P1D` and `PT24H` differ across a daylight-saving change."""
+    text = text.strip()
+    sign = -1 if text.startswith("-") else 1
+    body = text.lstrip("+-")
+    date, t, time = body.partition("T")
+    months, days, delta = 0, 0, timedelta(0)
+    if date != "P" or not t:
+        d = isodate.parse_duration(date)
+        if isinstance(d, isodate.Duration):
+            if d.years != int(d.years) or d.months != int(d.months):
+                raise ValueError("years and months must be whole numbers")
+            months, d = int(d.years) * 12 + int(d.months), d.tdelta
+        days, delta = d.days, d - timedelta(days=d.days)
+    if t:
+        if not time:
+            raise ValueError("nothing after the time designator T")
+        delta += isodate.parse_duration("P" + t + time)
+    return Period(sign * months, sign * days, sign * delta)
 
 
 def _duration(v):
@@ -258,7 +273,8 @@ class Config(Strict):
                 feed_opposition_ends_with_episode=ep.feed_opposition_ends_with_episode),
             habilitation=habilitation,
             reminder_period=period(self.reminder_period),
-            verify_max_age=_as_timedelta(period(self.dmp.verify_max_age)),
+            verify_max_age=period(self.dmp.verify_max_age),
+            zone=self.timezone,
         )
 
     def routes(self) -> dict:
@@ -328,10 +344,6 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
         if d.type == "file":
             can_create(f"destinations.{i}.path", Path(d.path).parent)
     return checked, problems
-
-
-def _as_timedelta(p: Period) -> timedelta:
-    return timedelta(days=30 * p.months) + p.delta
 
 
 ENV = {

@@ -10,6 +10,7 @@ import calendar
 import dataclasses
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from zoneinfo import ZoneInfo
 
 # Items recorded per patient and episode, each dated and kept with its source (REM DPI, DMP/CONF.06).
 CONSULT = "consult"            # consent to consultation (consentement à la consultation)
@@ -56,18 +57,48 @@ def utc(dt: datetime) -> datetime:
 
 @dataclass(frozen=True)
 class Period:
-    """An ISO 8601 duration reduced to what calendars need: months, then an exact delta."""
+    """An ISO 8601 duration as calendars read it: months and days (`P6M`, `P1D`) count on the clock of a
+    time zone, hours to seconds (`PT24H`) are elapsed time."""
     months: int = 0
-    delta: timedelta = timedelta(0)
+    days: int = 0
+    delta: timedelta = timedelta(0)       # the time part: exact
 
-    def after(self, start: datetime) -> datetime:
-        month0 = start.month - 1 + self.months
-        year, month = start.year + month0 // 12, month0 % 12 + 1
-        day = min(start.day, calendar.monthrange(year, month)[1])
-        return start.replace(year=year, month=month, day=day) + self.delta
+    def after(self, start: datetime, zone: str) -> datetime:
+        return add_period(start, self, zone)
+
+    def before(self, end: datetime, zone: str) -> datetime:
+        return add_period(end, -self, zone)
+
+    def __neg__(self) -> "Period":
+        return Period(-self.months, -self.days, -self.delta)
+
+    def _forward(self) -> bool:
+        return (self.months, self.days, self.delta) > (0, 0, timedelta(0))
 
 
 SIX_MONTHS = Period(months=6)
+END_OF_TIME = datetime.max.replace(tzinfo=timezone.utc)
+START_OF_TIME = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def add_period(start: datetime, period: Period, zone: str) -> datetime:
+    """`start` plus an ISO 8601 duration, the one way durations are added: months then days on the wall clock
+    of `zone` (six months from 3 March 09:10 in Paris end on 3 September at 09:10 in Paris, summer time or
+    not; the 31st gives the month's last day), then the exact time part. The result is in UTC; one beyond
+    the calendar's range is the end (or the start) of time, never an error."""
+    start = utc(start)
+    try:
+        if period.months or period.days:
+            local = start.astimezone(ZoneInfo(zone))
+            month0 = local.month - 1 + period.months
+            year, month = local.year + month0 // 12, month0 % 12 + 1
+            day = min(local.day, calendar.monthrange(year, month)[1])
+            # aware arithmetic on one zone is wall-clock arithmetic; the offset is taken again at the end
+            local = local.replace(year=year, month=month, day=day, fold=0) + timedelta(days=period.days)
+            start = local.astimezone(timezone.utc)
+        return start + period.delta
+    except (OverflowError, ValueError):
+        return END_OF_TIME if period._forward() else START_OF_TIME
 
 
 @dataclass(frozen=True)
@@ -86,7 +117,9 @@ class Policy:
     habilitation: dict | None = None
     reminder_period: Period = SIX_MONTHS
     # a VALIDE TD0.2 younger than this spares a new dmp.access.verify
-    verify_max_age: timedelta = timedelta(hours=24)
+    verify_max_age: Period = Period(delta=timedelta(hours=24))
+    # the IANA zone whose clock counts months and days (config `timezone`)
+    zone: str = "Europe/Paris"
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,6 @@ def message_handler(apply, on_events=None):
         def ack(answered):
             errors = [AckError(segment=s, sequence=q, field=f, component=c, code=code, severity="E", text=t)
                       for s, q, f, c, code, t in answered.errors]
-            metrics.messages.labels(answered.event or "?", answered.code).inc()
             if answered.events and on_events is not None:
                 on_events()
             metrics.ack_latency.observe(time.perf_counter() - started)

@@ -17,6 +17,46 @@ def redact_identity(_, method_name, event_dict):
     return event_dict
 
 
+#: Above DEBUG, a string value is cut to this many characters: a sender's 64 KiB MSH-3 is not a log line.
+MAX_VALUE_LENGTH = 200
+# Keys whose values are ours and span lines (a traceback): their line breaks stay.
+_MULTILINE_KEYS = frozenset({"exception", "failure"})
+
+
+def _escape(text: str, keep_newlines: bool) -> str:
+    return "".join(c if c.isprintable() or (keep_newlines and c == "\n") else repr(c)[1:-1]
+                   for c in text)
+
+
+def _neutralised(value, limit, keep_newlines=False):
+    if isinstance(value, str):
+        if not value.isprintable():
+            value = _escape(value, keep_newlines)
+        if limit and len(value) > limit:
+            value = f"{value[:limit]}…(+{len(value) - limit} chars)"
+        return value
+    if isinstance(value, bytes):
+        return _neutralised(value.decode("latin-1"), limit)
+    if isinstance(value, (list, tuple)):
+        return [_neutralised(v, limit) for v in value]
+    if isinstance(value, dict):
+        return {k: _neutralised(v, limit) for k, v in value.items()}
+    return value
+
+
+def neutralise_input(_, method_name, event_dict):
+    """What a sender wrote (MSH-3/4, MSH-18, an error quoting a field) reaches no log line as written:
+    control characters (0x1C, ESC sequences, NUL, line breaks) are escaped, and above DEBUG each value
+    is cut to MAX_VALUE_LENGTH characters. One place for every log line, whoever logs it."""
+    limit = None if method_name == "debug" else MAX_VALUE_LENGTH
+    for key, value in event_dict.items():
+        if key == "event":
+            continue
+        event_dict[key] = _neutralised(value, None if key in _MULTILINE_KEYS else limit,
+                                       keep_newlines=key in _MULTILINE_KEYS)
+    return event_dict
+
+
 def configure(level: str = "info", fmt: str = "console", stream=None) -> None:
     renderer = (structlog.processors.JSONRenderer() if fmt == "json"
                 else structlog.dev.ConsoleRenderer(colors=False))
@@ -27,6 +67,7 @@ def configure(level: str = "info", fmt: str = "console", stream=None) -> None:
             structlog.processors.TimeStamper(fmt="iso", utc=True),
             redact_identity,
             structlog.processors.format_exc_info,
+            neutralise_input,
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(LEVELS[level]),

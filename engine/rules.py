@@ -18,9 +18,12 @@ from engine.domain import (
 )
 
 ADMISSIONS = frozenset({"A01", "A04", "A05", "A14"})
+# pending transfer and discharge: announced, not done, so they neither move nor end the visit
+PENDING = frozenset({"A15", "A16"})
 # cancellation event -> the insert events it cancels (IHE PAM FR ITI-31: each cancel undoes its insert)
 CANCELS = {"A11": {"A01", "A04"}, "A38": {"A05"}, "A27": {"A14"}, "A12": {"A02"}, "A13": {"A03"},
-           "A52": {"A21"}, "A53": {"A22"}, "A55": {"A54"}, "A06": {"A07"}, "A07": {"A06"}}
+           "A52": {"A21"}, "A53": {"A22"}, "A55": {"A54"}, "A06": {"A07"}, "A07": {"A06"},
+           "A26": {"A15"}, "A25": {"A16"}}
 CONSENT_ITEMS = {
     "consult": CONSULT, "feed": FEED, "dmp.status": DMP_STATUS, "block.break_glass": BLOCK_BREAK_GLASS,
     "block.centre_15": BLOCK_CENTRE_15, "facility_authorization": FACILITY_AUTHORIZATION,
@@ -53,7 +56,7 @@ def validity_end(state: PatientState, fact: Fact, policy: Policy) -> datetime:
             period = ep.validity_by_patient_class[v.patient_class]
         if v.uf in ep.validity_by_uf:
             period = ep.validity_by_uf[v.uf]
-    return period.after(fact.collected_at)
+    return period.after(fact.collected_at, policy.zone)
 
 
 def current_visit(state: PatientState, at: datetime) -> Visit | None:
@@ -218,7 +221,7 @@ def _movement_effects(visit: Visit, facts: dict, event: str) -> Visit:
         visit = replace(visit, admitted_at=m.start, cancelled=m.cancelled)
     elif m.event == "A03" and m.start:
         visit = replace(visit, discharged_at=m.start)
-    if not historic and m.uf_medical:
+    if not historic and m.uf_medical and m.event not in PENDING:
         visit = replace(visit, uf=m.uf_medical)
     return replace(visit, movements=tuple(movements))
 
@@ -390,7 +393,7 @@ def _authorized(state: PatientState, user: str, at: datetime, policy: Policy) ->
     last = max((r for r in (_last_result(state, user, "TD0.2", at), _last_result(state, user, "TD0.3", at)) if r),
                key=lambda r: r.at, default=None)
     return bool(last and (last.transaction, last.result) in (("TD0.2", "VALIDE"), ("TD0.3", "OK"))
-                and at - last.at < policy.verify_max_age)
+                and at < policy.verify_max_age.after(last.at, policy.zone))
 
 
 def record_break_glass(state: PatientState, request: DecisionRequest, at: datetime, visit: str | None):
@@ -401,4 +404,4 @@ def record_break_glass(state: PatientState, request: DecisionRequest, at: dateti
 
 def reminder_due(last_reminded_at: datetime | None, at: datetime, policy: Policy) -> bool:
     """Each professional is reminded every period that every access is traced."""
-    return last_reminded_at is None or at >= policy.reminder_period.after(last_reminded_at)
+    return last_reminded_at is None or at >= policy.reminder_period.after(last_reminded_at, policy.zone)

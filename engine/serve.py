@@ -57,7 +57,8 @@ def serve(config_path: str | None) -> int:
     handler = message_handler(prepared(pipeline, applier.submit), on_events=wake)
     pruner = None
     if cfg.store.journal_retention:
-        pruner = JournalPruner(committer, configuration.period(cfg.store.journal_retention), reactor)
+        pruner = JournalPruner(committer, configuration.period(cfg.store.journal_retention), reactor,
+                               zone=cfg.timezone)
     ports, factories, failures = [], [], []
 
     def listening(kind, description):
@@ -75,7 +76,7 @@ def serve(config_path: str | None) -> int:
 
     try:
         for i, listener in enumerate(cfg.listeners.mllp):
-            factory = MLLPServerFactory(handler, settings=listener_settings(cfg, listener))
+            factory = MLLPServerFactory(handler, settings=listener_settings(cfg, listener), on_ack=metrics.on_ack)
             factories.append(factory)
             endpoints[f"listeners.mllp.{i}.endpoint"].listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))

@@ -6,6 +6,7 @@ disagree: `check` collects every error, `load` raises the first.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import re
 from dataclasses import dataclass
@@ -20,9 +21,9 @@ from .yamlio import Mark, MappingFileError, MarkedDict, MarkedList, load_yaml
 SHIPPED_DIR = FsPath(__file__).resolve().parent
 
 TOP_KEYS = ("mapping", "abstract", "description", "extends", "match", "message_types", "events",
-            "excluded_events", "segments", "forbidden", "policy", "lists", "facts")
+            "excluded_events", "segments", "forbidden", "policy", "lists", "prefer", "facts")
 NOT_INHERITED = ("mapping", "abstract", "description", "extends", "match")
-DROP_NULL_UNDER = ("facts", "segments", "forbidden", "events", "excluded_events", "lists")
+DROP_NULL_UNDER = ("facts", "segments", "forbidden", "events", "excluded_events", "lists", "prefer")
 RULE_KEYS = ("version", "profile", "codes", "application", "facility", "default", "description")
 FACT_KEYS = ("path", "type", "codes", "default", "required", "when", "only_with", "items",
              "delete_ignores_when", "description")
@@ -224,7 +225,7 @@ def compile_mapping(doc: MarkedDict, chain: tuple, errors: Errors, *, policy_ove
             errors.add(doc.mark, "events", "required: the accepted events, in named groups")
     segments = _segments(doc, errors, groups, lists)
     forbidden = _forbidden(doc, errors, lists)
-    facts = _facts(doc, errors, groups, lists, policy)
+    facts = _prefer(doc, errors, lists, _facts(doc, errors, groups, lists, policy))
     _match(doc, errors, abstract)   # validated here, compiled by build_rules
     if len(errors.items) > n_before:
         return None
@@ -415,6 +416,60 @@ def _facts(doc, errors, groups, lists, policy) -> tuple:
                 errors.add(m, f"facts.{name}.only_with", f"{rule.only_with!r} itself depends on another fact")
     first = [r for r in rules.values() if r.only_with is None]
     return tuple(first + [r for r in rules.values() if r.only_with is not None])
+
+
+def _prefer(doc, errors, lists, facts: tuple) -> tuple:
+    """`prefer: {REPETITION: {COMPONENT[-SUB]: [values in order]}}`: where several repetitions pass a filter,
+    every fact read from it takes the first by that order (PAM FR: the INS-NIR before the INS-NIA)."""
+    d = _dict(doc, "prefer", errors)
+    for ptext, spec in d.items():
+        key, mark = f"prefer.{ptext}", d.mark_of(ptext)
+        p = _path(ptext, errors, mark, key, lists)
+        if p is None:
+            continue
+        if not p.field_filter or p.component is not None:
+            errors.add(mark, key, "expected a repetition with a filter and no component, e.g. "
+                                  "PID-3[5=INS,4-2=@ins_oids]: the preference chooses among the repetitions it "
+                                  "lets through")
+            continue
+        if not isinstance(spec, MarkedDict) or not spec:
+            errors.add(mark, key, "expected {COMPONENT[-SUB]: [values, first preferred]}, e.g. {4-2: '@ins_oids'}")
+            continue
+        order = []
+        for loc, values in spec.items():
+            m = _ITEM.match(str(loc))
+            if not m or int(m[1]) < 1 or (m[2] and int(m[2]) < 1):
+                errors.add(spec.mark_of(loc), f"{key}.{loc}", "expected COMPONENT or COMPONENT-SUBCOMPONENT, e.g. 4-2")
+                continue
+            if isinstance(values, str) and values.startswith("@"):
+                if values[1:] not in lists:
+                    errors.add(spec.mark_of(loc), f"{key}.{loc}", f"unknown list {values!r}")
+                    continue
+                values = lists[values[1:]]
+            else:
+                values = _strs(values, errors, spec.mark_of(loc), f"{key}.{loc}")
+                if values is None:
+                    continue
+            order.append((int(m[1]), int(m[2] or 1), tuple(values)))
+        if len(order) != len(spec):
+            continue
+        where = (p.segment, p.seg_rep, p.seg_filter, p.field, p.field_rep, p.field_filter)
+        preferred = dataclasses.replace(p, prefer=tuple(order), rep_key=f"{p.rep_key}>{order!r}")
+        matched = False
+        new_facts = []
+        for rule in facts:
+            paths = tuple(dataclasses.replace(x, prefer=preferred.prefer, rep_key=preferred.rep_key)
+                          if (x.segment, x.seg_rep, x.seg_filter, x.field, x.field_rep, x.field_filter) == where
+                          else x for x in rule.paths)
+            if paths != rule.paths:
+                matched = True
+                rule = dataclasses.replace(rule, paths=paths)
+            new_facts.append(rule)
+        if not matched:
+            errors.add(mark, key, "no fact of this mapping reads that repetition (compare the filters of the "
+                                  "facts' paths)")
+        facts = tuple(new_facts)
+    return facts
 
 
 def _fact(name, spec, key, errors, groups, lists, policy) -> FactRule | None:

@@ -54,6 +54,9 @@ class Path:
     sub: int | None
     simple: bool = False       # first segment, first repetition, no filter: the fast path of `locate`
     rep_key: str = ""          # the path up to the repetition: `PID-3[5=PI]` for `PID-3[5=PI]-4-1`
+    # a mapping's `prefer:`: where several repetitions pass the filter, the one read is the first by these
+    # ((component, subcomponent, values in order of preference), ...), then by message order
+    prefer: tuple = ()
 
     @property
     def many(self) -> bool:
@@ -297,6 +300,20 @@ class Message:
                     return 1, rep
         return 0, None
 
+    def _preferred(self, p: Path) -> tuple[int, str | None]:
+        """Of the repetitions that pass the filter, the first by the path's order of preference (`prefer`)."""
+        best, best_rank = (0, None), None
+        for i, rep in self._reps(p):
+            if not rep:
+                continue
+            rank = []
+            for comp, sub, order in p.prefer:
+                v = self.unescape(self._part(rep, comp, sub))
+                rank.append(order.index(v) if v in order else len(order))
+            if best_rank is None or rank < best_rank:
+                best, best_rank = (i + 1, rep), rank
+        return best
+
     def _reps(self, p: Path):
         """Yield (segment occurrence from 0, raw field repetition) for the repetitions the path names."""
         segs = self.segments.get(p.segment)
@@ -376,7 +393,8 @@ class Message:
             # The repetition is kept per message: several facts read the same one.
             hit = self._memo.get(p.rep_key)
             if hit is None:
-                hit = self._first_match(p) if p.field_filter and p.seg_rep == 0 else \
+                hit = self._preferred(p) if p.prefer else \
+                    self._first_match(p) if p.field_filter and p.seg_rep == 0 else \
                     next(((i + 1, rep) for i, rep in self._reps(p)), (0, None))
                 self._memo[p.rep_key] = hit
             seq, rep = hit

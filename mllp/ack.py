@@ -21,7 +21,11 @@ What pamgate sends, on the MLLP connection, once the message's effects are commi
   and a receiver that says nothing stalls it. One answer always goes back.
 
 Other choices: MSH-3..6 are swapped as sent (components included); MSH-11, MSH-12 and MSH-18 are
-copied (defaults ``P`` and ``2.5``), so the ACK is read with the same character set it is encoded in;
+copied (defaults ``P`` and ``2.5``), so the ACK is read with the same character set it is encoded in
+(MSH-18 only when it names one the listener reads: the ACK of a refused ``IDNA`` does not claim to be
+IDNA); whatever is echoed carries no control character (``0x0B``, ``0x1C``, ``\\r``, NUL…: each
+becomes the HL7 hex escape ``\\Xhh\\``), so no field a sender wrote can break the ACK's MLLP framing
+or its segments, and encoding characters (MSH-2) that are not printable ASCII are not used;
 MSH-10 is new and unique; MSA-3 repeats the first error's text for senders still on v2.3, which read
 MSA-3 rather than ERR; MSA-4 carries the expected sequence number for a sender that uses the
 sequence number protocol (MSH-13), and is left out otherwise.
@@ -35,6 +39,8 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime
+
+from mllp.decoding import codec_for_charset
 
 DEFAULT_SEPARATORS = "|^~\\&"
 DEFAULT_VERSION = "2.5"
@@ -94,7 +100,9 @@ class _Header:
     fields: list[str]  # fields[n - 1] is MSH-n, for n ≥ 3
 
     def get(self, n: int, default: str = "") -> str:
-        return (self.fields[n - 1] if n - 1 < len(self.fields) else "") or default
+        """MSH-n as sent, safe to echo (no control character)."""
+        value = self.fields[n - 1] if n - 1 < len(self.fields) else ""
+        return _escape_controls(value, self.separators[3]) or default
 
     def component(self, n: int, index: int) -> str:
         parts = self.get(n).split(self.separators[1])
@@ -106,9 +114,13 @@ _NO_HEADER = _Header(DEFAULT_SEPARATORS, [])
 
 def _usable_separators(separator: str, encoding: str) -> str | None:
     chosen = separator + encoding[:4] + DEFAULT_SEPARATORS[1 + len(encoding[:4]) :]
-    if len(set(chosen)) != 5 or any(ch.isalnum() or ch.isspace() for ch in chosen):
+    if len(set(chosen)) != 5 or not all(_is_delimiter(ch) for ch in chosen):
         return None
     return chosen
+
+
+def _is_delimiter(ch: str) -> bool:
+    return ch.isascii() and ch.isprintable() and not (ch.isalnum() or ch.isspace())
 
 
 def _header_from_segment(segment: str) -> _Header | None:
@@ -148,8 +160,20 @@ def _timestamp() -> str:
     return _last_stamp[1]
 
 
+def _is_control(ch: str) -> bool:
+    return ch < " " or "\x7f" <= ch <= "\x9f"
+
+
+def _escape_controls(text: str, esc: str) -> str:
+    """Control characters as HL7 hex escapes (``\\X1C\\``): they would break MLLP or the segments."""
+    if text.isprintable():  # the usual case, and cheap
+        return text
+    return "".join(f"{esc}X{ord(c):02X}{esc}" if _is_control(c) else c for c in text)
+
+
 def escape(text: str, separators: str = DEFAULT_SEPARATORS) -> str:
-    """HL7 escape of the delimiters (``\\F\\ \\S\\ \\R\\ \\E\\ \\T\\``) and of line breaks.
+    """HL7 escape of the delimiters (``\\F\\ \\S\\ \\R\\ \\E\\ \\T\\``) and of control characters
+    (line breaks, ``0x0B``, ``0x1C``, NUL…, as ``\\Xhh\\``).
 
     Hand-written because python-hl7's ``escape`` also hex-escapes every non-ASCII character (as a
     code point, wrong past Latin-1), while the ACK is encoded in the message's own character set.
@@ -161,10 +185,8 @@ def escape(text: str, separators: str = DEFAULT_SEPARATORS) -> str:
         component: f"{esc}S{esc}",
         repetition: f"{esc}R{esc}",
         subcomponent: f"{esc}T{esc}",
-        "\r": f"{esc}X0D{esc}",
-        "\n": f"{esc}X0A{esc}",
     }
-    return "".join(replacements.get(c, c) for c in text)
+    return _escape_controls("".join(replacements.get(c, c) for c in text), esc)
 
 
 def _error_segment(error: AckError, separators: str) -> str:
@@ -234,7 +256,7 @@ def build_ack(
         header.get(12, DEFAULT_VERSION),
     ]
     charset = header.get(18)
-    if charset:
+    if charset and codec_for_charset(charset.split(seps[2])[0]) is not None:
         msh += [""] * 5 + [charset]  # MSH-13..17 empty, MSH-18
     acknowledgment = _ENHANCED[code] if _wants_accept_ack(header) else code
     msa = ["MSA", acknowledgment, header.get(10)]
@@ -245,6 +267,13 @@ def build_ack(
     segments = [f.join(msh), f.join(msa)]
     segments += [_error_segment(error, seps) for error in errors]
     return "\r".join(segments)
+
+
+def ack_summary(ack_text: str) -> tuple[str, str]:
+    """``(event, code)`` of an ACK built here: MSH-9.2 and MSA-1 in original mode (``CE`` → ``AE``)."""
+    original = {enhanced: original for original, enhanced in _ENHANCED.items()}
+    code = read_ack(ack_text).code
+    return _read_header(ack_text).component(9, 2), original.get(code, code)
 
 
 # --- reading an ACK: the other side of build_ack --------------------------------------------------------

@@ -9,10 +9,13 @@ The rules, in order:
    stronger evidence than a header a sender may have got wrong.
 2. ``force_encoding``, when set for the listener, wins over MSH-18.
 3. MSH-18 (its first repetition): ``8859/1`` → latin-1, ``8859/15`` → iso8859-15,
-   ``UNICODE UTF-8`` → utf-8, the other ``8859/n`` likewise, and names Python knows (``UTF-8``,
-   ``ISO-8859-1``) leniently.
+   ``UNICODE UTF-8`` → utf-8, the other ``8859/n`` likewise, and the common spellings of these same
+   character sets (``UTF-8``, ``ISO-8859-1``) leniently.
 4. Empty MSH-18 means ASCII; if the bytes are not ASCII, the listener's default is tried.
-5. An unknown MSH-18 falls back to the listener's default (``Decoded.fallback`` says so).
+5. Any other MSH-18 is refused (:class:`UnsupportedCharset`, ``AR`` 203 on MSH-18): a character set
+   of table 0211 this listener cannot read (``UNICODE UTF-16``, ``ISO IR87``…), a codec Python knows
+   but HL7 does not (``IDNA``, ``rot13``, ``base64``: guessing would store mangled names or run a
+   codec meant for something else), or garbage (NUL bytes).
 
 A declared charset the bytes do not match is refused (:class:`UndecodableFrame`, answered ``AR``):
 decoding it otherwise would store mangled names. ``force_encoding`` is the fix for such a sender.
@@ -28,13 +31,15 @@ from dataclasses import dataclass
 
 UTF8_BOM = b"\xef\xbb\xbf"
 
-# HL7 table 0211, the ASCII-compatible part.
+# HL7 table 0211, the ASCII-compatible part: the only character sets a frame may be read in.
 _HL7_CHARSETS = {
     "": "ascii",
     "ASCII": "ascii",
     "UNICODE UTF-8": "utf-8",
     **{f"8859/{n}": f"iso8859-{n}" for n in (1, 2, 3, 4, 5, 6, 7, 8, 9, 15)},
 }
+#: The Python codecs of those character sets; another name is accepted only if it means one of them.
+HL7_CODECS = frozenset(_HL7_CHARSETS.values())
 
 _ASCII_PROBE = "MSH|^~\\&"
 
@@ -56,6 +61,12 @@ class MissingHeader(UndecodableFrame):
     location = ("MSH", 1, 0)
 
 
+class UnsupportedCharset(UndecodableFrame):
+    """MSH-18 names no character set this listener reads (HL7 table 0357 ``203``)."""
+
+    code = 203
+
+
 @dataclass(frozen=True, slots=True)
 class Decoded:
     text: str
@@ -70,22 +81,35 @@ def canonical_codec(name: str) -> str:
 
 
 def codec_for_charset(charset: str) -> str | None:
-    """The Python codec for an MSH-18 value, or None when it names nothing usable here."""
+    """The Python codec for an MSH-18 value, or None when it names nothing usable here.
+
+    Only HL7's own character sets (table 0211, ASCII-compatible) and other spellings of them:
+    ``IDNA`` or ``rot13`` are codecs to Python, not character sets to HL7.
+    """
+    if not charset.isascii() or not charset.isprintable():  # NUL, 0x1C…: garbage, not a name
+        return None
     key = " ".join(charset.strip().upper().split())
     if key in _HL7_CHARSETS:
         return canonical_codec(_HL7_CHARSETS[key])
     try:
         codec = canonical_codec(key)
-    except LookupError:
+    except (LookupError, ValueError):
         return None
-    # UTF-16/32 and friends cannot carry an MSH that was readable as bytes.
-    return codec if _is_ascii_compatible(codec) else None
+    return codec if codec in HL7_CODECS else None
 
 
-def _is_ascii_compatible(codec: str) -> bool:
+def is_text_codec(codec: str) -> bool:
+    """True for a codec that keeps ASCII as ASCII (a listener's ``default_encoding`` or
+    ``force_encoding``): not ``idna``, ``punycode``, ``rot13``, ``base64`` or ``utf-16``."""
     try:
-        return _ASCII_PROBE.encode(codec) == _ASCII_PROBE.encode("ascii")
-    except (UnicodeError, LookupError):
+        info = codecs.lookup(codec)
+    except (LookupError, ValueError):
+        return False
+    if not getattr(info, "_is_text_encoding", True) or info.name in ("idna", "punycode"):
+        return False
+    try:
+        return _ASCII_PROBE.encode(info.name) == _ASCII_PROBE.encode("ascii")
+    except (UnicodeError, TypeError):
         return False
 
 
@@ -119,7 +143,7 @@ def read_charset(raw: bytes) -> str:
         return ""
     repetition = fields[1][1:2] or b"~"
     value = fields[17].split(repetition, 1)[0]
-    return value.decode("ascii", "replace").strip()
+    return value.decode("ascii", "replace").strip(" ")
 
 
 def normalise_segments(text: str) -> str:
@@ -147,8 +171,10 @@ def decode_frame(
     else:
         known = codec_for_charset(declared)
         if known is None:
-            codec, fallback = default, True
-        elif known == "ascii" and not body.isascii():
+            raise UnsupportedCharset(
+                f"MSH-18 {declared[:40]!r} is not a character set this listener reads "
+                f"(HL7 table 0211: ASCII, 8859/1 to 8859/9, 8859/15, UNICODE UTF-8)")
+        if known == "ascii" and not body.isascii():
             codec, fallback = default, True
         else:
             codec = known

@@ -3,12 +3,24 @@
 Behaviour at the edges (the choices, written down once):
 
 * Too long (``max_frame_bytes``): the frame is skipped to its end without being buffered, answered
-  ``AR`` from its first bytes (so MSA-2 still echoes MSH-10), and the connection **keeps serving**:
+  ``AR`` (ERR-3 ``102``, the code HL7 has for a value longer than allowed; never ``207``, which would
+  make the sender retry it forever) from its first bytes (so MSA-2 still echoes MSH-10), and the
+  connection **keeps serving**:
   the sender gets a definite answer and can go on with its next message. A frame that never ends is
   cut by ``frame_timeout``.
-* Undecodable (MSH-18 does not match the bytes) or no MSH: ``AR``, handler not called.
+* Undecodable (MSH-18 does not match the bytes) or no MSH: ``AR``, handler not called. MSH-18
+  naming no character set the listener reads (``IDNA``, NUL bytes): ``AR`` 203 on MSH-18.
 * The handler's Deferred fails (or the handler raises): ``AE``, ERR-3 = 207, "store unavailable,
   retry later"; the frame is never dropped silently.
+* Anything else that goes wrong while one frame is handled here (a bug of ours, whatever the frame
+  held) is logged once and answered ``AR`` 207 for that frame alone: no frame's content ends the
+  connection or leaves a frame behind it unanswered.
+* Half-close: a peer that shuts down its sending side after its last frame (``nc -q1``,
+  ``shutdown(SHUT_WR)``) still gets every ACK it is owed; the connection is closed once they are
+  written (over TLS too, see ``mllp.endpoints``).
+* ``on_ack(ack_text, written)`` (optional, on the factory) is told of every ACK once it is written
+  to the transport, or could not be because the peer was gone: the metrics count ACKs sent, not
+  ACKs built.
 * ``idle_timeout``: a connection that sends nothing while no ACK is owed is closed. While an ACK is
   owed the clock does not run: the wait is ours, not the peer's.
 * ``frame_timeout``: a frame must be complete within this many seconds of its start byte; otherwise
@@ -29,16 +41,18 @@ from dataclasses import dataclass
 
 import structlog
 from twisted.internet import defer
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from mllp.ack import AckError, build_ack
 from mllp.decoding import (
     UndecodableFrame,
-    canonical_codec,
     codec_for_charset,
     decode_frame,
     decode_leniently,
+    is_text_codec,
     read_charset,
 )
 from mllp.frame import END_BLOCK, START_BLOCK, InboundFrame, MLLPReceiver
@@ -46,6 +60,9 @@ from mllp.frame import END_BLOCK, START_BLOCK, InboundFrame, MLLPReceiver
 log = structlog.get_logger("pamgate.mllp")
 
 STORE_UNAVAILABLE = AckError("", 0, 0, None, 207, "E", "store unavailable, retry later")
+# A bug of ours met while reading one frame: final (AR), since the same bytes would meet it again.
+READ_FAILED = AckError("", 0, 0, None, 207, "E",
+                       "internal error while reading the message: nothing was applied")
 
 
 @dataclass(frozen=True)
@@ -70,11 +87,8 @@ class ListenerSettings:
                 raise ValueError(f"{key} must be positive or None, not {value!r}")
         for key in ("default_encoding", "force_encoding"):
             value = getattr(self, key)
-            if value is not None:
-                try:
-                    canonical_codec(value)
-                except LookupError:
-                    raise ValueError(f"{key}: unknown character set {value!r}") from None
+            if value is not None and not is_text_codec(value):
+                raise ValueError(f"{key}: unknown character set {value!r}")
 
 
 def _peer_name(addr) -> str:
@@ -87,12 +101,14 @@ def _peer_name(addr) -> str:
 class _Answer:
     """One frame's place in the connection's ACK queue."""
 
-    __slots__ = ("payload",)
+    __slots__ = ("payload", "text")
 
     def __init__(self) -> None:
         self.payload: bytes | None = None
+        self.text = ""
 
 
+@implementer(IHalfCloseableProtocol)
 class MLLPServerProtocol(MLLPReceiver):
     """One MLLP connection: frames in, ACKs out in the order the frames came. It decodes each frame (MSH-18,
     the listener's default and forced encodings), answers AR itself for a frame it cannot decode or that is
@@ -113,6 +129,7 @@ class MLLPServerProtocol(MLLPReceiver):
         self._lastActivity = 0.0
         self._readingStopped = False  # set by the factory when draining
         self._closed = False
+        self._readClosed = False  # the peer shut down its sending side (half-close)
         self.framesReceived = 0
         self.acksSent = 0
         self.garbageBytes = 0
@@ -137,8 +154,29 @@ class MLLPServerProtocol(MLLPReceiver):
                  connections=len(self.factory.connections))
         self._schedule()
 
+    def readConnectionLost(self) -> None:
+        """The peer will send nothing more: answer what it is owed, then close."""
+        if self._readClosed:
+            return
+        self._readClosed = True
+        log.info("mllp.peer_half_closed", listener=self.settings.name, peer=self.peer,
+                 owed=len(self._answers))
+        if self.inFrame:  # its end can never come
+            size = self.bufferedFrameSize()
+            self.incompleteFrameLost(size)
+        self._closeIfDone()
+
+    def writeConnectionLost(self) -> None:
+        """Nothing to do: we only close our side once every ACK is written."""
+
+    def _closeIfDone(self) -> None:
+        if self._readClosed and not self._answers and not self._closed:
+            self.transport.loseConnection()
+
     def connectionLost(self, reason=None) -> None:
         self._closed = True
+        if self._readClosed and self.inFrame:
+            self._inFrame = False  # already reported by readConnectionLost
         super().connectionLost(reason)
         self._cancelTimer()
         self.factory.connections.discard(self)
@@ -171,15 +209,26 @@ class MLLPServerProtocol(MLLPReceiver):
 
     def frameTooLong(self, head: bytes, size: int) -> None:
         self.framesReceived += 1
-        log.warning("mllp.frame_too_long", listener=self.settings.name, peer=self.peer, size=size,
-                    limit=self.MAX_LENGTH)
-        error = AckError("", 0, 0, None, 207, "E",
-                         f"message of {size} bytes exceeds the limit of {self.MAX_LENGTH} bytes")
-        self._reject(head, error)
+        answer = self._enqueue()
+        try:
+            log.warning("mllp.frame_too_long", listener=self.settings.name, peer=self.peer,
+                        size=size, limit=self.MAX_LENGTH)
+            error = AckError("", 0, 0, None, 102, "E",
+                             f"message of {size} bytes exceeds the limit of {self.MAX_LENGTH} bytes")
+            self._reject(head, error, answer)
+        except Exception:  # noqa: BLE001 — the boundary: one frame never ends the connection
+            self._readFailed(Failure(), head, answer)
 
     def frameReceived(self, raw: bytes) -> None:
         self.framesReceived += 1
         self._lastActivity = self.clock.seconds()
+        answer = self._enqueue()  # its place in the ACK order, whatever happens next
+        try:
+            self._handleFrame(raw, answer)
+        except Exception:  # noqa: BLE001 — the boundary: one frame never ends the connection
+            self._readFailed(Failure(), raw, answer)
+
+    def _handleFrame(self, raw: bytes, answer: _Answer) -> None:
         try:
             decoded = decode_frame(raw, default_encoding=self.settings.default_encoding,
                                    force_encoding=self.settings.force_encoding)
@@ -187,20 +236,34 @@ class MLLPServerProtocol(MLLPReceiver):
             log.warning("mllp.frame_rejected", listener=self.settings.name, peer=self.peer,
                         size=len(raw), reason=type(exc).__name__, detail=str(exc))
             segment, sequence, field = exc.location
-            self._reject(raw, AckError(segment, sequence, field, None, exc.code, "E", str(exc)))
+            self._reject(raw, AckError(segment, sequence, field, None, exc.code, "E", str(exc)),
+                         answer)
             return
         if decoded.fallback:
             log.info("mllp.charset_fallback", listener=self.settings.name, peer=self.peer,
                      declared=decoded.declared, used=decoded.encoding)
         inbound = InboundFrame(raw=raw, text=decoded.text, encoding=decoded.encoding,
                                peer=self.peer, listener=self.settings.name)
-        answer = self._enqueue()
+        answer.text = inbound.text
         self.factory.inFlight += 1
         d = defer.maybeDeferred(self.factory.handler, inbound)
         d.addCallbacks(self._handlerAnswered, self._handlerFailed,
                        callbackArgs=(answer, inbound), errbackArgs=(answer, inbound))
         d.addErrback(self._answerFailed, answer)
         d.addBoth(self.factory._frameDone)
+
+    def _readFailed(self, failure: Failure, raw: bytes, answer: _Answer) -> None:
+        """A bug of ours while reading one frame: log it once, answer that frame AR, go on."""
+        log.error("mllp.frame_failed", listener=self.settings.name, peer=self.peer, size=len(raw),
+                  error=failure.type.__name__)
+        log.debug("mllp.frame_failure_detail", failure=failure.getTraceback())
+        if answer.payload is not None:
+            return  # answered already; the failure came after
+        try:
+            ack = build_ack(decode_leniently(raw), "AR", [READ_FAILED])
+        except Exception:  # noqa: BLE001 — still answer, with what needs no reading
+            ack = build_ack(None, "AR", [READ_FAILED])
+        self._answer(ack, answer, "ascii")
 
     # -- answers -------------------------------------------------------------------------------
 
@@ -223,16 +286,19 @@ class MLLPServerProtocol(MLLPReceiver):
                      error=failure.type.__name__)
         log.debug("mllp.answer_failure_detail", failure=failure.getTraceback())
         if answer.payload is None:
-            self._answer(build_ack(None, "AE", [STORE_UNAVAILABLE]), answer, "ascii")
+            try:
+                ack = build_ack(answer.text, "AE", [STORE_UNAVAILABLE])
+            except Exception:  # noqa: BLE001
+                ack = build_ack(None, "AE", [STORE_UNAVAILABLE])
+            self._answer(ack, answer, "ascii")
 
-    def _reject(self, raw: bytes, error: AckError) -> None:
+    def _reject(self, raw: bytes, error: AckError, answer: _Answer) -> None:
         """Answer AR by ourselves, from whatever MSH can be read in ``raw``."""
         text = decode_leniently(raw)
         try:
             codec = codec_for_charset(read_charset(raw)) or self.settings.default_encoding
         except UndecodableFrame:
             codec = self.settings.default_encoding
-        answer = self._enqueue()
         self._answer(build_ack(text, "AR", [error]), answer, codec)
 
     def _enqueue(self) -> _Answer:
@@ -245,17 +311,26 @@ class MLLPServerProtocol(MLLPReceiver):
     def _answer(self, ack_text: str, answer: _Answer, encoding: str) -> None:
         if not ack_text.endswith("\r"):
             ack_text += "\r"
-        answer.payload = START_BLOCK + ack_text.encode(encoding, "replace") + END_BLOCK
+        try:
+            body = ack_text.encode(encoding, "replace")
+        except (UnicodeError, LookupError):
+            body = ack_text.encode("utf-8", "replace")
+        # build_ack escapes what it echoes; this is the last guard of the framing, whoever built it.
+        body = body.replace(START_BLOCK, b"?").replace(b"\x1c", b"?")
+        answer.text = ack_text
+        answer.payload = START_BLOCK + body + END_BLOCK
         self._flush()
 
     def _flush(self) -> None:
         # ACKs leave in the order their frames arrived, whatever order the handlers finish in.
         written = 0
         while self._answers and self._answers[0].payload is not None:
-            payload = self._answers.popleft().payload
-            if not self._closed:
-                self.transport.write(payload)
+            sent = self._answers.popleft()
+            delivered = not self._closed and getattr(self.transport, "connected", True)
+            if delivered:
+                self.transport.write(sent.payload)
                 written += 1
+            self.factory._acknowledged(sent.text, delivered)
         if written:
             self.acksSent += written
             self._lastActivity = self.clock.seconds()
@@ -263,6 +338,7 @@ class MLLPServerProtocol(MLLPReceiver):
             self.resumeProducing()
         self._schedule()
         if not self._answers:
+            self._closeIfDone()
             self.factory._checkDrained()
 
     @property
@@ -272,7 +348,7 @@ class MLLPServerProtocol(MLLPReceiver):
     # -- timeouts ------------------------------------------------------------------------------
 
     def _deadline(self) -> float | None:
-        if self._closed or self.paused:
+        if self._closed or self.paused or self._readClosed:
             return None  # we stopped reading: not the peer's fault
         if self.inFrame:
             if self.settings.frame_timeout is None:
@@ -320,7 +396,13 @@ class MLLPServerProtocol(MLLPReceiver):
     def resumeProducing(self) -> None:
         if self.inFrame:
             self._frameStartedAt = self.clock.seconds()  # the pause was ours
-        super().resumeProducing()
+        if self._readClosed:
+            # Nothing more to read from the socket (reading again would see its end again):
+            # only the frames already buffered are delivered.
+            self.paused = False
+            self.dataReceived(b"")
+        else:
+            super().resumeProducing()
         self._schedule()
 
     def stopReading(self) -> None:
@@ -347,10 +429,12 @@ class MLLPServerFactory(Factory):
 
     protocol = MLLPServerProtocol
 
-    def __init__(self, handler, *, settings: ListenerSettings | None = None, clock=None) -> None:
+    def __init__(self, handler, *, settings: ListenerSettings | None = None, clock=None,
+                 on_ack=None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.handler = handler
+        self.on_ack = on_ack
         self.settings = settings or ListenerSettings()
         self.clock = clock
         self.connections: set[MLLPServerProtocol] = set()
@@ -370,6 +454,14 @@ class MLLPServerFactory(Factory):
                         reason="max_connections", limit=self.settings.max_connections)
             return _Refused()
         return self.protocol(self, peer)
+
+    def _acknowledged(self, ack_text: str, written: bool) -> None:
+        if self.on_ack is None:
+            return
+        try:
+            self.on_ack(ack_text, written)
+        except Exception:  # noqa: BLE001 — counting must never cost an ACK
+            log.exception("mllp.on_ack_failed", listener=self.settings.name)
 
     def _frameDone(self, _=None) -> None:
         self.inFlight -= 1

@@ -106,7 +106,8 @@ def test_instants():
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     assert X.resolve_moment(None, msg, now, tz) == msg
     assert X.resolve_moment("now", msg, now, tz) == now
-    assert X.resolve_moment("message + P7M", msg, now, tz) == datetime(2025, 8, 6, 8, 0, tzinfo=timezone.utc)
+    # months on the site's clock, as the rules count them: 09:00 in Paris in winter, 09:00 in Paris in summer
+    assert X.resolve_moment("message + P7M", msg, now, tz) == datetime(2025, 8, 6, 7, 0, tzinfo=timezone.utc)
     assert X.resolve_moment("message - PT1H", msg, now, tz) == datetime(2025, 1, 6, 7, 0, tzinfo=timezone.utc)
     # a naive date-time is the site's local time
     assert X.resolve_moment("2025-01-06T10:00:00", msg, now, tz) == datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)

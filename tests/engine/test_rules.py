@@ -4,7 +4,9 @@ from datetime import datetime, timedelta, timezone
 from hypothesis import given, settings, strategies as st
 
 from engine import rules
-from engine.domain import (DecisionRequest, EpisodePolicy, Period, PatientState, Policy)
+from engine.config import period
+from engine.domain import (END_OF_TIME, START_OF_TIME, DecisionRequest, EpisodePolicy, Period, PatientState, Policy,
+                           add_period)
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
 SRC = {"msh10": "t", "sender": "GAM|CHU"}
@@ -216,3 +218,77 @@ def test_an_update_that_arrives_before_its_insert_still_corrects_it():
     for state in (in_order, odd):
         v = state.visit("V1")
         assert (v.uf, v.admitted_at) == ("NEW", T0 + timedelta(hours=1))
+
+
+# --- durations: months and days on the clock of the configured zone (Policy.zone), time exact ---------
+
+PARIS = "Europe/Paris"
+MARCH_3 = datetime(2025, 3, 3, 8, 10, tzinfo=timezone.utc)        # 09:10 in Paris (UTC+1)
+SEPT_3 = datetime(2025, 9, 3, 7, 10, tzinfo=timezone.utc)          # 09:10 in Paris (UTC+2)
+
+
+def _consented_at(when, **facts):
+    state, _ = fold(PatientState(), {**msg(0, consult="consent", **facts), "consult.collected_at": when})
+    return state
+
+
+def test_six_months_end_at_the_same_paris_hour_across_the_summer_change():
+    state = _consented_at(MARCH_3)
+    assert rules.gate(state, POLICY, MARCH_3)["valid_until"] == SEPT_3
+    req = DecisionRequest("consult", "u1", "10", at=SEPT_3 + timedelta(minutes=20))
+    assert rules.decide(state, req, POLICY, T0).reasons == ("consent.expired",)
+    req = DecisionRequest("consult", "u1", "10", at=SEPT_3 - timedelta(minutes=20))
+    assert rules.decide(state, req, POLICY, T0).decision == "permit"
+    # the zone is data: counted in UTC, the same six months end an hour later
+    assert rules.gate(state, Policy(habilitation=MATRIX, zone="UTC"), MARCH_3)["valid_until"] == \
+        SEPT_3 + timedelta(hours=1)
+    # and back in winter: 3 September 09:10 Paris + 6 months = 3 March 09:10 Paris
+    assert add_period(SEPT_3, Period(months=6), PARIS) == MARCH_3.replace(year=2026)
+
+
+def test_a_day_is_a_calendar_day_and_24_hours_are_24_hours():
+    saturday = datetime(2025, 3, 29, 12, 0, tzinfo=timezone.utc)    # 13:00 in Paris; the clocks go forward that night
+    assert add_period(saturday, period("P1D"), PARIS) == datetime(2025, 3, 30, 11, 0, tzinfo=timezone.utc)
+    assert add_period(saturday, period("PT24H"), PARIS) == datetime(2025, 3, 30, 12, 0, tzinfo=timezone.utc)
+    assert add_period(saturday, period("P1DT2H"), PARIS) == datetime(2025, 3, 30, 13, 0, tzinfo=timezone.utc)
+    # by patient class and by UF too: a one-day validity ends at the same Paris hour the next day
+    pol = Policy(habilitation=MATRIX, episode=EpisodePolicy(validity_by_patient_class={"O": period("P1D")},
+                                                              validity_by_uf={"URG": period("P2D")}))
+    state = _consented_at(saturday, **{"visit.patient_class": "O"})
+    assert rules.gate(state, pol, saturday)["valid_until"] == datetime(2025, 3, 30, 11, 0, tzinfo=timezone.utc)
+    state = _consented_at(saturday, **{"movement.id": "m1", "movement.action": "INSERT", "movement.start": saturday,
+                                       "movement.uf_medical": "URG"})
+    assert rules.gate(state, pol, saturday)["valid_until"] == datetime(2025, 3, 31, 11, 0, tzinfo=timezone.utc)
+
+
+def test_month_ends_and_the_local_date_decide_the_day():
+    # 31 August 23:30 in Paris is 21:30 UTC: six months on the Paris calendar end on 28 February 23:30 Paris
+    aug31 = datetime(2025, 8, 31, 21, 30, tzinfo=timezone.utc)
+    assert add_period(aug31, Period(months=6), PARIS) == datetime(2026, 2, 28, 22, 30, tzinfo=timezone.utc)
+    # 1 March 00:30 in Paris is still 28 February in UTC: the Paris date counts
+    mar1 = datetime(2025, 2, 28, 23, 30, tzinfo=timezone.utc)
+    assert add_period(mar1, Period(months=1), PARIS) == datetime(2025, 3, 31, 22, 30, tzinfo=timezone.utc)
+
+
+def test_reminder_and_dmp_verification_age_count_in_the_zone():
+    assert not rules.reminder_due(MARCH_3, SEPT_3 - timedelta(minutes=1), POLICY)
+    assert rules.reminder_due(MARCH_3, SEPT_3, POLICY)
+    one_day = Policy(habilitation=MATRIX, verify_max_age=period("P1D"))
+    saturday = datetime(2025, 3, 29, 12, 0, tzinfo=timezone.utc)
+    state = _consented_at(saturday)
+    state, _ = rules.record_dmp_result(state, "u1", "TD0.2", "VALIDE", saturday)
+
+    def triggers(at):
+        d = rules.decide(state, DecisionRequest("consult", "u1", "10", at=at), one_day, T0)
+        return [t["type"] for t in d.triggers]
+    assert triggers(datetime(2025, 3, 30, 10, 59, tzinfo=timezone.utc)) == []
+    assert triggers(datetime(2025, 3, 30, 11, 0, tzinfo=timezone.utc)) == ["dmp.access.verify"]
+
+
+def test_retention_runs_back_in_the_zone_and_the_calendar_edge_is_no_error():
+    assert Period(months=6).before(SEPT_3, PARIS) == MARCH_3
+    assert period("P90D").before(SEPT_3, PARIS) == datetime(2025, 6, 5, 7, 10, tzinfo=timezone.utc)
+    edge = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    assert add_period(edge, Period(months=6), PARIS) == END_OF_TIME
+    assert not rules.reminder_due(edge, edge, POLICY)
+    assert Period(months=1).before(datetime(1, 1, 1, tzinfo=timezone.utc), PARIS) == START_OF_TIME

@@ -151,3 +151,29 @@ def test_a_site_override_is_a_few_lines(tmp_path):
     assert sel.mapping.chain == ("odd-gam", "pamfr-2.10", "pamfr-base")
     assert ex.ok and ex.facts["block.break_glass"] is True and "block.centre_15" not in ex.facts
     assert ex.facts["facility_authorization"] is False          # inherited unchanged
+
+
+def test_prefer_names_a_filtered_repetition_that_a_fact_reads(tmp_path):
+    f = write(tmp_path, "site.yaml", """
+        mapping: site
+        extends: pamfr-2.11
+        prefer:
+          "PID-3[5=INS]": {4-2: "@ins_oids"}
+    """)
+    line, key, problem = one(check_files([f]), f)
+    assert (line, key) == (4, "prefer.PID-3[5=INS]") and "no fact of this mapping reads" in problem
+    f = write(tmp_path, "site2.yaml", """
+        mapping: site2
+        extends: pamfr-2.11
+        prefer:
+          "PID-3[5=INS,4-2=@ins_oids]-1": {4-2: "@nope"}
+    """)
+    line, key, problem = one(check_files([f]), f)
+    assert (line, key) == (4, "prefer.PID-3[5=INS,4-2=@ins_oids]-1") and "no component" in problem
+    f = write(tmp_path, "site3.yaml", """
+        mapping: site3
+        extends: pamfr-2.11
+        prefer:
+          "PID-3[5=INS,4-2=@ins_oids]": {4-2: "@nope"}
+    """)
+    assert one(check_files([f]), f)[1:] == ("prefer.PID-3[5=INS,4-2=@ins_oids].4-2", "unknown list '@nope'")

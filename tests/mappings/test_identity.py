@@ -65,3 +65,20 @@ def test_move_account_gives_prior_patient_and_account(shipped):
     assert ex.ok, ex.problems
     assert ex.facts["prior.ipp"] == "000041" and ex.facts["prior.nda"] == "NDA77"
     assert ex.facts["patient.nda"] == "NDA77"
+
+
+@pytest.mark.parametrize("nir_oid", ["1.2.250.1.213.1.4.8", "1.2.250.1.213.1.4.10", "1.2.250.1.213.1.4.11"])
+def test_the_ins_is_the_nir_when_the_nia_comes_first(shipped, nir_oid):
+    # PAM FR 2.11.1 §4.4.1, said in pamfr-base.yaml's `prefer:`; the OID follows the same repetition
+    nia = ins("780019912345678", "1.2.250.1.213.1.4.9")
+    _, ex = run(shipped, adt(pid3=f"{IPP}~{nia}~{ins('279035121518989', nir_oid)}"))
+    assert (ex.facts["patient.ins"], ex.facts["patient.ins_oid"]) == ("279035121518989", nir_oid)
+    # the NIA alone is still the INS
+    _, ex = run(shipped, adt(pid3=f"{IPP}~{nia}"))
+    assert (ex.facts["patient.ins"], ex.facts["patient.ins_oid"]) == ("780019912345678", "1.2.250.1.213.1.4.9")
+
+
+def test_mrg1_nir_is_chosen_over_the_nia(shipped):
+    mrg = f"{ins('780019912345678', '1.2.250.1.213.1.4.9')}~{ins('111111111111111')}"
+    _, ex = run(shipped, adt("A47", structure="ADT_A30", pv1=False, mrg=mrg))
+    assert (ex.facts["prior.ins"], ex.facts["prior.ins_oid"]) == ("111111111111111", "1.2.250.1.213.1.4.8")

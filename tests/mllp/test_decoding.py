@@ -7,6 +7,7 @@ import pytest
 from mllp.decoding import (
     MissingHeader,
     UndecodableFrame,
+    UnsupportedCharset,
     codec_for_charset,
     decode_frame,
     decode_leniently,
@@ -47,9 +48,22 @@ def test_empty_msh18_is_ascii_and_falls_back_to_the_listener_default():
     assert "GRÉGOIRE" in decoded.text
 
 
-def test_unknown_charset_uses_the_default():
-    decoded = decode_frame(adt(charset="EBCDIC-ISH").encode(), default_encoding="utf-8")
-    assert (decoded.encoding, decoded.declared, decoded.fallback) == ("utf-8", "EBCDIC-ISH", True)
+@pytest.mark.parametrize("charset", ["EBCDIC-ISH", "IDNA", "rot13", "punycode", "base64", "UTF-16",
+                                     "UNICODE UTF-16", "cp1252", "UNI\x00CODE", "\x00\x00", "8859/1\x1c"])
+def test_a_charset_hl7_does_not_name_is_refused_203(charset):
+    # IDNA and friends are codecs to Python, not character sets to HL7: guessing stored mangled text
+    # or raised from the codec; now a final AR 203 on MSH-18, never the listener's default.
+    with pytest.raises(UnsupportedCharset) as refused:
+        decode_frame(adt(charset=charset).encode("latin-1") + "É".encode(), default_encoding="utf-8")
+    assert (refused.value.code, refused.value.location) == (203, ("MSH", 1, 18))
+    assert codec_for_charset(charset) is None
+
+
+@pytest.mark.parametrize("charset, codec", [("UTF-8", "utf-8"), ("ISO-8859-1", "iso8859-1"),
+                                            ("latin1", "iso8859-1"), ("us-ascii", "ascii")])
+def test_other_spellings_of_hl7_charsets_are_accepted(charset, codec):
+    assert codec_for_charset(charset) == codec
+    assert decode_frame(adt(charset=charset).encode()).encoding == codec
 
 
 def test_force_overrides_a_wrong_header():
@@ -110,3 +124,16 @@ def test_normalise_segments():
 )
 def test_lenient_decoding_never_fails(raw, expected):
     assert expected in decode_leniently(raw)
+
+
+@pytest.mark.parametrize("codec, usable", [("latin-1", True), ("cp1252", True), ("utf-8", True),
+                                           ("idna", False), ("rot13", False), ("base64", False),
+                                           ("utf-16", False), ("punycode", False), ("nope", False)])
+def test_a_listener_default_or_force_must_be_a_text_codec(codec, usable):
+    from mllp.decoding import is_text_codec
+    from mllp.listener import ListenerSettings
+
+    assert is_text_codec(codec) is usable
+    if not usable:
+        with pytest.raises(ValueError, match="force_encoding"):
+            ListenerSettings(force_encoding=codec)

@@ -234,3 +234,46 @@ def test_random_streams_get_one_ack_per_complete_frame(pieces, points):
         assert code in ("AA", "AR")
         if code == "AA":
             assert frame.startswith(b"MSH") and len(frame) <= 300
+
+
+def test_a_bug_met_on_one_frame_answers_that_frame_and_serving_goes_on():
+    # The listener's boundary: whatever goes wrong while one frame is read is that frame's AR alone.
+    class Buggy(MLLPServerProtocol):
+        def _handleFrame(self, raw, answer):
+            if b"|BUG1|" in raw:
+                raise KeyError("a defect of ours")
+            super()._handleFrame(raw, answer)
+
+    handler = Handler()
+    factory = MLLPServerFactory(handler, settings=ListenerSettings(), clock=task.Clock())
+    factory.protocol = Buggy
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(framed(adt("OK0").encode()) + framed(adt("BUG1").encode())
+                       + framed(adt("OK2").encode()))
+    answers = acks(transport)
+    assert [msa(a) for a in answers] == [("AA", "OK0"), ("AR", "BUG1"), ("AA", "OK2")]
+    assert fields(answers[1], "ERR")[3].startswith("207^")
+    assert not transport.disconnecting
+
+
+def test_half_close_with_reading_paused_answers_every_buffered_frame_then_closes():
+    handler = Handler(auto=False)
+    written = []
+    factory = MLLPServerFactory(handler, settings=ListenerSettings(max_pending=2), clock=task.Clock(),
+                                on_ack=lambda text, ok: written.append(ok))
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40002))
+    transport = StringTransport()
+    proto.makeConnection(transport)
+    proto.dataReceived(b"".join(framed(adt(f"P{i}").encode()) for i in range(4)))
+    assert len(handler.frames) == 2 and proto.paused
+    proto.readConnectionLost()
+    assert not transport.disconnecting  # two ACKs owed, two frames still buffered
+    handler.ack(0)
+    handler.ack(1)
+    handler.ack(2)
+    assert not transport.disconnecting
+    handler.ack(3)
+    assert [msa(a)[1] for a in acks(transport)] == ["P0", "P1", "P2", "P3"]
+    assert transport.disconnecting and written == [True] * 4

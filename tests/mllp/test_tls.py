@@ -86,3 +86,74 @@ def test_endpoint_strings_are_split_like_twisted():
 def test_unknown_option_with_mutual_tls_is_named():
     with pytest.raises(ValueError, match="dhParameters"):
         server_endpoint(reactor, "ssl:0:privateKey=k:caCertsDir=d:dhParameters=x")
+
+
+def _tls_send_then_half_close(pki, port: int, payload: bytes, close_notify: bool) -> bytes:
+    """A TLS sender (memory BIOs over a plain socket, so both ways of ending can be made): writes,
+    then sends close_notify and/or shuts its TCP sending side, then reads every answer to the end."""
+    import socket
+
+    context = ssl.create_default_context(cafile=f"{pki}/ca.crt")
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="localhost")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        def pump():
+            if outgoing.pending:
+                sock.sendall(outgoing.read())
+
+        def feed() -> bool:
+            data = sock.recv(65536)
+            if data:
+                incoming.write(data)
+            else:
+                incoming.write_eof()
+            return bool(data)
+
+        while True:
+            try:
+                tls.do_handshake()
+                break
+            except ssl.SSLWantReadError:
+                pump()
+                feed()
+        pump()
+        tls.write(payload)
+        pump()
+        if close_notify:
+            try:
+                tls.unwrap()
+            except ssl.SSLWantReadError:
+                pass
+            pump()
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        open_ = True
+        while True:
+            try:
+                chunk = tls.read(65536)
+                if not chunk:  # the server's close_notify, or its FIN
+                    break
+                received += chunk
+            except ssl.SSLWantReadError:
+                if not open_:
+                    break
+                open_ = feed()
+            except (ssl.SSLZeroReturnError, ssl.SSLEOFError, ssl.SSLError):
+                break
+        return received
+
+
+@pytest.mark.parametrize("close_notify", [True, False], ids=["close_notify", "tcp_fin"])
+@pytest_twisted.ensureDeferred
+async def test_a_half_closed_tls_sender_still_gets_its_acks(loopback, pki, close_notify):
+    # Old code: Twisted's TLS closed the whole connection on the sender's close; the ACKs were lost.
+    from twisted.internet import task
+
+    from tests.mllp.support import framed, split_frames
+
+    slow = MLLPServerFactory(lambda frame: task.deferLater(reactor, 0.2, build_ack, frame.text, "AA"),
+                             settings=ListenerSettings(name="tls"))
+    port = await loopback.listen(slow, server_string(pki, mutual=False))
+    payload = framed(adt("TH1").encode()) + framed(adt("TH2").encode())
+    received = await threads.deferToThread(_tls_send_then_half_close, pki, port, payload, close_notify)
+    assert [msa(a.decode())[1] for a in split_frames(received)] == ["TH1", "TH2"]
