@@ -170,5 +170,12 @@ users = Table(
     Column("last_reminded_at", DateTime(timezone=True)),
 )
 
-__all__ = ["metadata", "journal", "applied", "sender_sequence", "patients", "identifiers", "audit", "audit_head", "outbox",
+
+def max_chars(column: Column) -> int | None:
+    """The most characters `column` keeps (its String length), or None when unbounded. The one source of the
+    limits that input is checked against where it comes in: a longer value is refused, never cut."""
+    return getattr(column.type, "length", None)
+
+
+__all__ = ["max_chars", "metadata", "journal", "applied", "sender_sequence", "patients", "identifiers", "audit", "audit_head", "outbox",
            "delivery", "users", "episode", "movement", "consent_fact", "UniqueConstraint"]

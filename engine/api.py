@@ -1,26 +1,48 @@
 """The HTTP API (twisted.web): decisions, consent changes, DMP results, state and audit reads.
 
 Bodies are validated with pydantic; a bad body gets 400 {"error": CODE, "detail": "..."} naming the field.
-Every store operation goes through the group commit, so a 200 means the change is committed.
+Every store operation goes through the group commit, so a 200 means the change is committed. No client input
+gets a 5xx: what the store could not keep as sent (a lone surrogate, a value longer than its column, a date
+at the calendar's edge) is refused here, before anything is written, and any failure of ours still answers
+JSON.
 """
 from __future__ import annotations
 
+import hmac
 import json
+import math
 import re
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote_to_bytes
 
 import structlog
 from prometheus_client import generate_latest
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
+                      model_validator)
+from pydantic_core import PydanticCustomError
+from twisted.python.failure import Failure
 from twisted.web import resource, server
 
+from consent_store.tables import episode, identifiers, max_chars, outbox, users
 from engine import metrics
-from engine.domain import DecisionRequest
-from engine.pipeline import now_utc, patient_key
+from engine.commit import StoreUnavailable
+from engine.domain import DMP_RESULTS, YEARS, DecisionRequest
+from engine.pipeline import PatientUnknown, now_utc, patient_key
 from mappings.codes import meanings
 
 log = structlog.get_logger("pamgate.api")
+
+# How far ahead of our clock a client's "now" may be: a collection date or a decision instant later than
+# this is in the future, and refused.
+CLOCK_SKEW = timedelta(minutes=5)
+# JSON nested deeper than this is refused: no body of the API needs more than a few levels.
+MAX_DEPTH = 32
+INT64 = 2 ** 63
+# a lone surrogate cannot be written as UTF-8; PostgreSQL's text cannot hold NUL
+_UNSTORABLE = re.compile("[\ud800-\udfff\x00]")
+UNKNOWN_PATIENT = {"error": "patient.unknown", "detail": "no patient with that identifier"}
 
 
 class Body(BaseModel):
@@ -28,10 +50,10 @@ class Body(BaseModel):
 
 
 class PatientRef(Body):
-    id: str | None = Field(None, min_length=1)
-    authority: str | None = None
-    ins: str | None = Field(None, min_length=1)
-    oid: str | None = None
+    id: str | None = Field(None, min_length=1, max_length=max_chars(identifiers.c.value))
+    authority: str | None = Field(None, max_length=max_chars(identifiers.c.authority))
+    ins: str | None = Field(None, min_length=1, max_length=max_chars(identifiers.c.value))
+    oid: str | None = Field(None, max_length=max_chars(identifiers.c.authority))
 
     @model_validator(mode="after")
     def _one(self):
@@ -39,14 +61,40 @@ class PatientRef(Body):
             raise ValueError("give either id (with authority) or ins (with oid)")
         if self.ins and not self.oid:
             raise ValueError("an ins needs its oid")
+        # the patient's events are queued under "PI|authority|id", a column of its own
+        key = patient_key(self.authority, self.id or self.ins)
+        if len(key) > max_chars(outbox.c.patient_key):
+            raise PydanticCustomError(
+                "field.too_long", "authority and id together are longer than the store keeps ({n} characters "
+                "with their separators)", {"n": max_chars(outbox.c.patient_key)})
         return self
 
 
 class User(Body):
     model_config = ConfigDict(extra="allow")
-    id: str = Field(min_length=1)
+    id: str = Field(min_length=1, max_length=max_chars(users.c.id))
     profession: str | None = None
     specialty: str | None = None
+
+
+class DecidingUser(User):
+    """The user of a decision: the habilitation matrix is read by profession (G15), so it is required."""
+    profession: str | None = Field(None, validate_default=True)
+
+    @field_validator("profession")
+    @classmethod
+    def _profession(cls, v):
+        if not v:
+            raise PydanticCustomError("user.profession_missing",
+                                      "required: the user's profession code (G15, e.g. 10 for a physician)")
+        return v
+
+
+class Collector(Body):
+    """Who collected a consent: DMP/CONF.16 checks that professional's DMP access right."""
+    model_config = ConfigDict(extra="allow")
+    id: str | None = None
+    authority: str | None = None
 
 
 def _aware(v: datetime | None) -> datetime | None:
@@ -55,26 +103,59 @@ def _aware(v: datetime | None) -> datetime | None:
     return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
 
 
+def _in_range(v: datetime | None) -> datetime | None:
+    """A date the product can compute with; a date without an offset is UTC."""
+    if v is None:
+        return None
+    if v.year not in YEARS:
+        raise PydanticCustomError("date.out_of_range", "{value} is outside the years {first} to {last}",
+                                  {"value": v.isoformat(), "first": YEARS[0], "last": YEARS[-1]})
+    return _aware(v)
+
+
+def _past(v: datetime | None, info: ValidationInfo) -> datetime | None:
+    """An instant that has happened: later than our clock (give or take CLOCK_SKEW), it is refused."""
+    v = _in_range(v)
+    now = (info.context or {}).get("now") or now_utc()
+    if v is not None and v - now > CLOCK_SKEW:
+        raise PydanticCustomError("date.in_future", "{value} is in the future (our clock says {now})",
+                                  {"value": v.isoformat(), "now": now.isoformat(timespec="seconds")})
+    return v
+
+
+def _visit():
+    return Field(None, min_length=1, max_length=max_chars(episode.c.visit))
+
+
 class DecisionBody(Body):
     patient: PatientRef
-    visit: str | None = None
+    visit: str | None = _visit()
     action: Literal["consult", "feed"]
-    user: User
+    user: DecidingUser
     mode: Literal["normal", "bris_de_glace", "centre_15"] = "normal"
     reason: str | None = None
     at: datetime | None = None
     category: str | None = None
-    _at = field_validator("at")(classmethod(lambda cls, v: _aware(v)))
+    _at = field_validator("at")(classmethod(lambda cls, v, info: _past(v, info)))
 
 
 class ConsentBody(Body):
     patient: PatientRef
-    visit: str | None = None
+    visit: str | None = _visit()
     consult: Literal["IC", "INC", "NA"] | None = None
     feed: Literal["INO", "IO", "NA"] | None = None
     collected_at: datetime
-    collected_by: dict = Field(default_factory=dict)
-    _at = field_validator("collected_at")(classmethod(lambda cls, v: _aware(v)))
+    collected_by: Collector | None = Field(None, validate_default=True)
+    _at = field_validator("collected_at")(classmethod(lambda cls, v, info: _past(v, info)))
+
+    @field_validator("collected_by")
+    @classmethod
+    def _collector(cls, v):
+        if v is None or not v.id:
+            raise PydanticCustomError("consent.collector_missing",
+                                      "required: who collected the consent, with their id (DMP/CONF.16 checks "
+                                      "their DMP access)")
+        return v
 
 
 class DmpResultBody(Body):
@@ -82,6 +163,14 @@ class DmpResultBody(Body):
     user: User
     transaction: Literal["TD0.2", "TD0.3"]
     result: Literal["VALIDE", "EXPIRE", "INTERDIT", "NON_EXISTE", "OK", "FAILED"]
+
+    @model_validator(mode="after")
+    def _of_transaction(self):
+        if self.result not in DMP_RESULTS[self.transaction]:
+            raise PydanticCustomError("result.not_of_transaction", "result: {result} is not an answer of {t} "
+                                      "(it answers {answers})", {"result": self.result, "t": self.transaction,
+                                                                 "answers": ", ".join(DMP_RESULTS[self.transaction])})
+        return self
 
 
 def to_json(value) -> bytes:
@@ -91,7 +180,12 @@ def to_json(value) -> bytes:
         if isinstance(o, (set, frozenset, tuple)):
             return list(o)
         return str(o)
-    return json.dumps(value, default=default, ensure_ascii=False).encode()
+    text = json.dumps(value, default=default, ensure_ascii=False)
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        # a lone surrogate (in a value stored before it was refused, or in an error's detail): escaped, still JSON
+        return json.dumps(value, default=default).encode()
 
 
 class ApiError(Exception):
@@ -100,15 +194,97 @@ class ApiError(Exception):
         self.status, self.code, self.detail = status, code, detail
 
 
+INTERNAL = (500, {"error": "internal", "detail": "internal error; see the server log"})
+PYDANTIC_CODES = {"missing": "field.missing", "extra_forbidden": "field.unknown", "string_too_long": "field.too_long"}
+
+
 def _validation_detail(e: ValidationError) -> tuple[str, str]:
     err = e.errors()[0]
-    loc = ".".join(str(x) for x in err["loc"]) or "body"
-    code = {"missing": "field.missing", "extra_forbidden": "field.unknown"}.get(err["type"], "field.invalid")
+    loc = ".".join(str(x) for x in err["loc"])
+    # our own validators raise their code as the error's type (consent.collector_missing, date.in_future, ...)
+    code = err["type"] if "." in err["type"] else PYDANTIC_CODES.get(err["type"], "field.invalid")
     msg = err["msg"].removeprefix("Value error, ")
-    return code, f"{loc}: {msg}"
+    if err["type"] == "string_too_long":
+        msg = f"longer than the {err['ctx']['max_length']} characters the store keeps (refused, never cut)"
+    return code, f"{loc}: {msg}" if loc else msg
 
 
-PATIENT_PATH = re.compile(r"^/v1/patients/([^/]+)/([^/]+)/consent$")
+def _not_json(constant: str):
+    raise ValueError(f"{constant} is not a JSON number")
+
+
+def _storable(value, where: tuple = (), depth: int = 0) -> None:
+    """Refuses what JSON can carry but the store cannot keep as sent: deep nesting, lone surrogates, NUL
+    characters, numbers beyond 64 bits or not finite. Checked on the whole body, before the model."""
+    if depth > MAX_DEPTH:
+        raise ApiError(400, "body.too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
+    name = ".".join(str(w)[:40] for w in where) or "body"
+    if isinstance(value, str):
+        if _UNSTORABLE.search(value):
+            raise ApiError(400, "field.invalid", f"{name}: holds a lone surrogate or a NUL character, which "
+                                                 f"cannot be stored")
+    elif isinstance(value, bool) or value is None:
+        pass
+    elif isinstance(value, int):
+        if not -INT64 <= value < INT64:
+            raise ApiError(400, "field.invalid", f"{name}: a number beyond 64 bits")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise ApiError(400, "field.invalid", f"{name}: a number out of range")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            _storable(k, where + ("(a key)",), depth)
+            _storable(v, where + (k,), depth + 1)
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _storable(v, where + (i,), depth + 1)
+
+
+def _decoded(raw: bytes, where: str, code: str) -> str:
+    """A part of the URL, percent-decoded as UTF-8. A `+` stays a `+`: it stands for a space only in HTML
+    forms, and the API's dates carry it (`?at=2025-01-06T10:00:00+01:00`)."""
+    try:
+        text = unquote_to_bytes(raw).decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, code, f"{where}: not UTF-8 once percent-decoded") from None
+    if "\x00" in text:
+        raise ApiError(400, code, f"{where}: holds a NUL character")
+    return text
+
+
+def _query(request) -> dict[str, str]:
+    """The query string's parameters (the first value of each), decoded by _decoded."""
+    out = {}
+    for part in request.uri.partition(b"?")[2].split(b"&"):
+        if part:
+            raw_key, _, raw_value = part.partition(b"=")
+            key = _decoded(raw_key, "query", "query.invalid")
+            out.setdefault(key, _decoded(raw_value, key[:40], "query.invalid"))
+    return out
+
+
+def _escaped(text: str) -> str:
+    """One line of text, control characters and surrogates escaped: what reaches a log line."""
+    return repr((text.splitlines() or [""])[0])[1:-1]
+
+
+def _log_failure(failure: Failure, method: str) -> None:
+    """A failure of ours, logged once, at ERROR: its type and where it happened, never the request's input.
+    Its message may quote that input, or a patient's identity: escaped, at DEBUG only."""
+    log.error("api.failed", method=_escaped(method)[:20], error=failure.type.__name__,
+              where=[f"{Path(f[1]).name}:{f[2]} {f[0]}" for f in failure.frames[-6:]])
+    log.debug("api.failed.detail", detail=_escaped(failure.getErrorMessage())[:200])
+
+
+def _store_failed(failure: Failure):
+    """A store operation that failed: the store thread logged it, with its traceback; here it only becomes
+    the answer."""
+    if failure.check(StoreUnavailable):
+        raise ApiError(503, "store.unavailable", "the store cannot commit; retry")
+    raise ApiError(INTERNAL[0], INTERNAL[1]["error"], INTERNAL[1]["detail"])
+
+
+PATIENT_PATH = re.compile(rb"^/v1/patients/([^/]+)/([^/]+)/consent$")
 
 
 class Api(resource.Resource):
@@ -122,35 +298,46 @@ class Api(resource.Resource):
                  on_events=None):
         super().__init__()
         self.pipeline, self.committer, self.token, self.max_body = pipeline, committer, token, max_body
+        self.bearer = f"Bearer {token}".encode() if token else None
         # the dispatcher's wake-up, once a call's events are committed to the outbox
         self.on_events = on_events or (lambda: None)
         # serve's apply process: while it restarts, inbound messages get AE, and /healthz says so
         self.inbound_ready = inbound_ready or (lambda: True)
 
     def render(self, request):
-        path = request.path.decode("utf-8", "replace")
-        method = request.method.decode()
+        method = request.method.decode("ascii", "replace")
         try:
-            if path == "/healthz" and method == "GET":
-                if not self.inbound_ready():
-                    raise ApiError(503, "apply.not_ready",
-                                   "the apply process is not ready: starting, or starting again after it ended")
-                d = self.committer.submit(lambda uow: uow.conn.exec_driver_sql("SELECT 1").scalar())
-                d.addCallback(lambda _: (200, {"status": "ok"}))
-            elif path == "/metrics" and method == "GET":
-                self._authorize(request)
-                request.setHeader(b"content-type", b"text/plain; version=0.0.4")
-                return generate_latest(metrics.registry)
-            else:
-                self._authorize(request)
-                d = self._route(method, path, request)
+            answer = self._answer(method, request)
         except ApiError as e:
             return self._finish_now(request, e.status, {"error": e.code, "detail": e.detail})
-        d.addCallbacks(lambda r: self._finish(request, *r), lambda f: self._fail(request, f))
+        except Exception:  # noqa: BLE001 — a failure of ours still answers JSON (never Twisted's HTML page)
+            _log_failure(Failure(), method)
+            return self._finish_now(request, *INTERNAL)
+        if isinstance(answer, bytes):
+            return answer
+        answer.addCallback(lambda r: self._finish(request, *r))
+        answer.addErrback(lambda f: self._fail(request, f, method))
         return server.NOT_DONE_YET
 
+    def _answer(self, method, request):
+        """bytes answered at once, or a Deferred of (status, body)."""
+        path = request.path
+        if path == b"/healthz" and method == "GET":
+            if not self.inbound_ready():
+                raise ApiError(503, "apply.not_ready",
+                               "the apply process is not ready: starting, or starting again after it ended")
+            return self._submit(lambda uow: uow.conn.exec_driver_sql("SELECT 1").scalar()).addCallback(
+                lambda _: (200, {"status": "ok"}))
+        if path == b"/metrics" and method == "GET":
+            self._authorize(request)
+            request.setHeader(b"content-type", b"text/plain; version=0.0.4")
+            return generate_latest(metrics.registry)
+        self._authorize(request)
+        return self._route(method, path, request)
+
     def _authorize(self, request):
-        if self.token and request.getHeader("authorization") != f"Bearer {self.token}":
+        # bytes, compared in constant time: whatever the header holds, UTF-8 or not
+        if self.bearer and not hmac.compare_digest(request.getHeader(b"authorization") or b"", self.bearer):
             raise ApiError(401, "auth.required", "Authorization: Bearer <token> is required")
 
     def _body(self, request, model):
@@ -158,28 +345,36 @@ class Api(resource.Resource):
         if len(raw) > self.max_body:
             raise ApiError(413, "body.too_large", f"the body is over {self.max_body} bytes")
         try:
-            data = json.loads(raw or b"null")
+            data = json.loads(raw or b"null", parse_constant=_not_json)
+        except RecursionError:
+            raise ApiError(400, "body.too_deep", f"JSON nested deeper than {MAX_DEPTH} levels") from None
         except ValueError as e:
             raise ApiError(400, "body.invalid_json", f"not valid JSON: {e}") from None
         if not isinstance(data, dict):
             raise ApiError(400, "body.invalid_json", "the body must be a JSON object")
+        _storable(data)
         try:
-            return model.model_validate(data)
+            return model.model_validate(data, context={"now": now_utc()})
         except ValidationError as e:
             raise ApiError(400, *_validation_detail(e)) from None
 
-    def _at(self, request, name=b"at"):
-        values = request.args.get(name)
-        if not values:
+    def _at(self, query: dict) -> datetime | None:
+        value = query.get("at")
+        if not value:
             return None
         try:
-            return _aware(datetime.fromisoformat(values[0].decode()))
+            return _in_range(datetime.fromisoformat(value))
+        except PydanticCustomError as e:
+            raise ApiError(400, e.type, f"at: {e.message()}") from None
         except ValueError:
-            raise ApiError(400, "query.invalid", f"{name.decode()}: not an ISO 8601 date-time") from None
+            raise ApiError(400, "query.invalid", "at: not an ISO 8601 date-time") from None
 
-    def _route(self, method, path, request):
+    def _submit(self, work, keys=()):
+        return self.committer.submit(work, keys).addErrback(_store_failed)
+
+    def _route(self, method, path: bytes, request):
         p = self.pipeline
-        if method == "POST" and path == "/v1/decisions":
+        if method == "POST" and path == b"/v1/decisions":
             b = self._body(request, DecisionBody)
             req = DecisionRequest(action=b.action, user=b.user.id, profession=b.user.profession,
                                   specialty=b.user.specialty, mode=b.mode, reason=b.reason, visit=b.visit,
@@ -190,9 +385,9 @@ class Api(resource.Resource):
                 metrics.decisions.labels(b.action, result["decision"]).inc()
                 self.on_events()    # decision.made, and the triggers
                 return 200, result
-            return self.committer.submit(lambda uow: p.decide(uow, patient, req, now_utc()),
-                                         [_lock_key(patient)]).addCallback(done)
-        if method == "POST" and path == "/v1/consents":
+            return self._submit(lambda uow: p.decide(uow, patient, req, now_utc()),
+                                [_lock_key(patient)]).addCallback(done)
+        if method == "POST" and path == b"/v1/consents":
             b = self._body(request, ConsentBody)
             if b.consult is None and b.feed is None:
                 raise ApiError(400, "field.missing", "consult or feed: give at least one")
@@ -200,30 +395,34 @@ class Api(resource.Resource):
             values = {"consult": meanings("consult").get(b.consult), "feed": meanings("feed").get(b.feed)}
             values.update({f"{k}.code": code for k, code in (("consult", b.consult), ("feed", b.feed)) if code})
             patient = b.patient.model_dump(exclude_none=True)
-            d = self.committer.submit(lambda uow: p.record_consent(
-                uow, patient, values, b.visit, b.collected_at, b.collected_by, now_utc()), [_lock_key(patient)])
-            return d.addCallback(self._woken).addCallback(lambda view: (200, view))
-        if method == "POST" and path == "/v1/dmp/results":
+            collector = b.collected_by.model_dump(exclude_unset=True)
+
+            def record(uow):
+                try:
+                    return 200, p.record_consent(uow, patient, values, b.visit, b.collected_at, collector,
+                                                 now_utc())
+                except PatientUnknown:   # raised before anything was written
+                    return 404, {"error": "patient.unknown", "detail": "no patient with that national identifier"}
+            return self._submit(record, [_lock_key(patient)]).addCallback(self._woken)
+        if method == "POST" and path == b"/v1/dmp/results":
             b = self._body(request, DmpResultBody)
             patient = b.patient.model_dump(exclude_none=True)
-            d = self.committer.submit(lambda uow: p.record_dmp_result(
+            d = self._submit(lambda uow: p.record_dmp_result(
                 uow, patient, b.user.model_dump(exclude_none=True), b.transaction, b.result, now_utc()),
                 [_lock_key(patient)])
-            return d.addCallback(self._woken).addCallback(lambda found: (204, None) if found else (404, {
-                "error": "patient.unknown", "detail": "no patient with that identifier"}))
+            return d.addCallback(self._woken).addCallback(lambda found: (204, None) if found else (404, UNKNOWN_PATIENT))
         m = PATIENT_PATH.match(path)
         if method == "GET" and m:
-            from urllib.parse import unquote
-            patient = {"authority": unquote(m.group(1)), "id": unquote(m.group(2))}
-            at = self._at(request) or now_utc()
+            patient = {"authority": _decoded(m.group(1), "authority", "path.invalid"),
+                       "id": _decoded(m.group(2), "id", "path.invalid")}
+            at = self._at(_query(request)) or now_utc()
 
             def read(uow):
                 pid = p.find(uow, patient)
-                return (404, {"error": "patient.unknown", "detail": "no patient with that identifier"}) \
-                    if pid is None else (200, p.view(uow, pid, at))
-            return self.committer.submit(read)
-        if method == "GET" and path == "/v1/audit":
-            args = {k.decode(): v[0].decode() for k, v in request.args.items()}
+                return (404, UNKNOWN_PATIENT) if pid is None else (200, p.view(uow, pid, at))
+            return self._submit(read)
+        if method == "GET" and path == b"/v1/audit":
+            args = _query(request)
             if "id" not in args:
                 raise ApiError(400, "query.missing", "id: required (with authority)")
             patient = {"authority": args.get("authority"), "id": args["id"]}
@@ -231,11 +430,12 @@ class Api(resource.Resource):
             def entries(uow):
                 pid = p.find(uow, patient)
                 if pid is None:
-                    return 404, {"error": "patient.unknown", "detail": "no patient with that identifier"}
+                    return 404, UNKNOWN_PATIENT
                 ids = [pid] + uow.patient_ids_merged_into(pid)
                 return 200, {"entries": uow.audit_entries(ids)}
-            return self.committer.submit(entries)
-        raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {path}")
+            return self._submit(entries)
+        shown = path.decode("utf-8", "replace")[:200]
+        raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {shown}")
 
     def _woken(self, result):
         self.on_events()
@@ -247,24 +447,30 @@ class Api(resource.Resource):
         return to_json(body)
 
     def _finish(self, request, status, body):
-        if request._disconnected:
+        if request._disconnected or request.finished:
             return
+        data = None if body is None else to_json(body)
         request.setResponseCode(status)
-        if body is not None:
+        if data is not None:
             request.setHeader(b"content-type", b"application/json")
-            request.write(to_json(body))
+            request.write(data)
         request.finish()
 
-    def _fail(self, request, failure):
-        from engine.commit import StoreUnavailable
-        if failure.check(LookupError):
-            status, body = 404, {"error": "patient.unknown", "detail": "no patient with that national identifier"}
-        elif failure.check(StoreUnavailable):
-            status, body = 503, {"error": "store.unavailable", "detail": "the store cannot commit; retry"}
+    def _fail(self, request, failure, method):
+        if failure.check(ApiError):
+            e = failure.value
+            status, body = e.status, {"error": e.code, "detail": e.detail}
         else:
-            log.error("api.failed", error=failure.getErrorMessage()[:200])
-            status, body = 500, {"error": "internal", "detail": "internal error; see the server log"}
-        self._finish(request, status, body)
+            _log_failure(failure, method)
+            status, body = INTERNAL
+        try:
+            self._finish(request, status, body)
+        except Exception:  # noqa: BLE001 — the answer had begun: closing is all that is left
+            _log_failure(Failure(), method)
+            try:
+                request.loseConnection()
+            except Exception:  # noqa: BLE001 — already gone
+                pass
 
 
 def _lock_key(patient: dict) -> str:

@@ -50,6 +50,13 @@ I_LEGACY = "consent.legacy_non_opposition"
 
 DELETE = '""'  # HL7's explicit null: delete the value
 
+# The years a date given to the product may fall in. Periods are added to dates and the calendar ends in
+# 9999, so a date near either edge is refused where it comes in, never stored.
+YEARS = range(1900, 2200)
+
+# What each DMP web-service transaction may answer (domain.md): TD0.2 tests the access, TD0.3 sets it.
+DMP_RESULTS = {"TD0.2": ("VALIDE", "EXPIRE", "INTERDIT", "NON_EXISTE"), "TD0.3": ("OK", "FAILED")}
+
 
 def utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)

@@ -50,6 +50,11 @@ class Answered(NamedTuple):
     events: int = 0       # events it put in the outbox: the server wakes the dispatcher for them
 
 
+class PatientUnknown(Exception):
+    """An API operation names a patient the store does not know and cannot create (by INS). Raised before
+    anything is written: the client's error, answered 404, not a failure of ours."""
+
+
 def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
@@ -342,7 +347,7 @@ class Pipeline:
         created = pid is None
         if created:
             if patient.get("ins"):
-                raise LookupError("patient.unknown")
+                raise PatientUnknown()
             pid = uow.create_patient(state_to_dict(PatientState()), now)
         state = state_from_dict(uow.load_patient(pid))
         if created:

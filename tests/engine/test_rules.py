@@ -131,6 +131,16 @@ def test_reminder_every_six_months():
     assert rules.reminder_due(T0, T0 + timedelta(days=190), POLICY)
 
 
+def test_a_period_past_the_calendar_edge_is_the_edge_of_time():
+    # a date stored at the calendar's edge (a reminder in 9999) must not break every later read
+    last = datetime(9999, 12, 31, 23, 59, 59, tzinfo=timezone.utc)
+    assert Period(months=6).after(last, "Europe/Paris") == datetime.max.replace(tzinfo=timezone.utc)
+    assert Period(delta=timedelta(days=1)).after(last, "Europe/Paris") == datetime.max.replace(tzinfo=timezone.utc)
+    assert Period(months=-1).after(datetime(1, 1, 1, tzinfo=timezone.utc), "Europe/Paris") == \
+        datetime.min.replace(tzinfo=timezone.utc)
+    assert not rules.reminder_due(last, T0, POLICY)
+
+
 def test_interdit_forbids_and_non_existe_asks_authorize():
     state, _ = fold(PatientState(), msg(0, consult="consent"))
     s2, ev = rules.record_dmp_result(state, "u1", "TD0.2", "NON_EXISTE", T0 + timedelta(minutes=1))
