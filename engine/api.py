@@ -326,7 +326,7 @@ class Api(resource.Resource):
             if not self.inbound_ready():
                 raise ApiError(503, "apply.not_ready",
                                "the apply process is not ready: starting, or starting again after it ended")
-            return self._submit(lambda uow: uow.conn.exec_driver_sql("SELECT 1").scalar()).addCallback(
+            return self._submit(lambda uow: uow.ping()).addCallback(
                 lambda _: (200, {"status": "ok"}))
         if path == b"/metrics" and method == "GET":
             self._authorize(request)
