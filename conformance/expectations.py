@@ -40,6 +40,7 @@ class UserRef(BaseModel):
     id: str = Field(min_length=1)
     profession: str | None = None
     specialty: str | None = None
+    role: str | None = None
 
 
 def _text(v):
@@ -97,7 +98,7 @@ class DecisionCheck(Strict):
     user: UserRef | None = None             # default: the file's `user`
     mode: Literal["normal", "bris_de_glace", "centre_15"] = "normal"
     reason: str | None = None
-    category: str | None = None
+    document: api_body.DocumentRef | None = None   # {type: …} or {category: …}, as the API takes it
     at: str | None = None                   # default: the file's `at`, itself `message` by default
     # expected
     decision: Literal["permit", "deny"]

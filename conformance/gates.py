@@ -26,8 +26,9 @@ from twisted.python.failure import Failure
 
 from engine.api import to_json
 from engine.assembly import build_pipeline, listener_settings, open_store
+from engine.commit import run_batch
 from engine.errors import CommandError
-from engine.inbound import in_process, message_handler, prepared
+from engine.inbound import in_process, message_handler, prepared, rejections_journaled
 from engine.pipeline import now_utc, patient_key
 from mllp.client import BlockingMLLPClient, MLLPError, decode_ack
 from mllp.decoding import UndecodableFrame, codec_for_charset, decode_frame, decode_leniently
@@ -52,15 +53,12 @@ class InlineCommit:
     def __init__(self, store):
         self.store = store
 
-    def submit(self, work, keys=()):
+    def submit(self, work, keys=(), refused=None):
         try:
-            with self.store.transaction() as uow:
-                uow.lock_keys(keys)
-                with uow.savepoint():
-                    result = work(uow)
+            (ok, result), = run_batch(self.store, [(work, keys, refused)])[0]
         except Exception:  # noqa: BLE001 — handed on as the group commit does, as a failed Deferred
             return defer.fail(Failure())
-        return defer.succeed(result)
+        return defer.succeed(result) if ok else defer.fail(result)
 
 
 def _now(d):
@@ -104,7 +102,8 @@ class InProcessGate:
         # the listener of `pamgate serve`, on a transport in memory and a clock that never moves
         self.settings = (listener_settings(self.cfg, self.cfg.listeners.mllp[0]) if self.cfg.listeners.mllp else
                          ListenerSettings(name="in-process", default_encoding=codec_for_charset("8859/1")))
-        factory = MLLPServerFactory(handler, settings=self.settings, clock=Clock())
+        factory = MLLPServerFactory(handler, settings=self.settings, clock=Clock(),
+                                    on_rejected=rejections_journaled(self.pipeline, in_process(self.commit)))
         self.connection = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 0))
         self.transport = StringTransport()
         self.connection.makeConnection(self.transport)
@@ -242,11 +241,16 @@ class RemoteGate:
             user["profession"] = request.profession
         if request.specialty:
             user["specialty"] = request.specialty
+        if request.role:
+            user["role"] = request.role
         body = {"patient": patient, "action": request.action, "user": user, "mode": request.mode,
                 "at": request.at.isoformat()}
-        for k in ("visit", "reason", "category"):
+        for k in ("visit", "reason"):
             if getattr(request, k):
                 body[k] = getattr(request, k)
+        if request.document_type or request.category:
+            body["document"] = ({"type": request.document_type} if request.document_type
+                                else {"category": request.category})
         status, answer = self._http("POST", "/v1/decisions", body)
         if status != 200:
             raise CommandError(f"--api {self.api}: POST /v1/decisions answered {status}: {answer}")

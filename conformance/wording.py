@@ -21,6 +21,7 @@ REASONS = {
     "break_glass": "break-glass mode",
     "centre_15": "centre 15 mode",
     "consent.legacy_non_opposition": "a 2.11 non-opposition counted as consent",
+    "habilitation.unknown_cell": "the habilitation matrix does not give this cell: the configured policy decided",
 }
 
 ACTIONS = {"consult": "Consultation", "feed": "Feeding the DMP"}

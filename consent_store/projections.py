@@ -17,7 +17,7 @@ from functools import lru_cache
 from sqlalchemy import and_, bindparam, delete, insert, select
 
 from consent_store.sql import DriverCursor, Sql
-from consent_store.tables import consent_fact, episode, movement, patients
+from consent_store.tables import consent_fact, episode, movement, patients, storable
 
 # column order of each row tuple; the first `key` columns identify a row
 SHAPES = {
@@ -82,20 +82,21 @@ _parse_date = lru_cache(maxsize=4096)(datetime.fromisoformat)
 
 
 def _converter(name: str, names: tuple):
-    """row tuple -> column values: dates parsed, text cut to its column (a sender's odd field must not make
-    PostgreSQL refuse the whole message; the state document keeps it whole). Positions worked out once."""
+    """row tuple -> column values: dates parsed; text checked against its column (tables.storable): a value
+    that does not fit is refused (NotStorable), never cut, or two visits could become one row. Positions
+    worked out once."""
     dates = tuple(i for i, n in enumerate(names) if n in DATES)
-    cuts = tuple((i, LENGTHS[name][n]) for i, n in enumerate(names) if n in LENGTHS[name])
+    texts = tuple((i, f"{name}.{n}") for i, n in enumerate(names) if n in LENGTHS[name])
 
     def values(row) -> dict:
         row = list(row)
         for i in dates:
             if row[i]:
                 row[i] = _parse_date(row[i])
-        for i, length in cuts:
+        for i, column in texts:
             v = row[i]
-            if isinstance(v, str) and len(v) > length:
-                row[i] = v[:length]
+            if isinstance(v, str) and (len(v) > LENGTHS[name][names[i]] or "\x00" in v):
+                storable(column, v)
         return dict(zip(names, row))
     return values
 

@@ -21,7 +21,7 @@ from consent_store import projections
 from consent_store.sql import DriverCursor, Sql
 from consent_store.tables import applied as applied_message
 from consent_store.tables import (audit, audit_head, delivery, identifiers, journal, metadata, outbox,
-                                  patients, sender_sequence, users)
+                                  patients, sender_sequence, storable, unstorable, users)
 
 GENESIS = "0" * 64
 
@@ -30,13 +30,13 @@ GENESIS = "0" * 64
 # why and how).
 _am = applied_message.c
 _id = identifiers.c
-Q_APPLIED = Sql(select(_am.journal_id).where(_am.sender_application == bindparam("b_app"),
+Q_APPLIED = Sql(select(_am.content_hash).where(_am.sender_application == bindparam("b_app"),
                                              _am.sender_facility == bindparam("b_facility"),
                                              _am.control_id == bindparam("b_control_id")))
 I_JOURNAL = Sql(insert(journal), columns=["received_at", "sender_application", "sender_facility", "control_id",
                                           "event", "ack_code", "error", "raw", "patient_id"], returns=journal.c.id)
 I_APPLIED = Sql(insert(applied_message), columns=["sender_application", "sender_facility", "control_id",
-                                                  "journal_id"])
+                                                  "journal_id", "content_hash"])
 Q_FIND = Sql(select(_id.patient_id, patients.c.merged_into)
              .join_from(identifiers, patients, _id.patient_id == patients.c.id)
              .where(_id.kind == bindparam("b_kind"), _id.authority == bindparam("b_authority"),
@@ -218,7 +218,7 @@ class UnitOfWork:
         # the reactor thread and waits to get it back. Per table, in the order they were asked for.
         self._later: dict[str, list] = {}
         self._last_key: dict[str, int] = {}      # SQLite: the last key given per table (journal, outbox)
-        self._applied_later: set[tuple] = set()  # duplicate keys among the rows kept for later
+        self._applied_later: dict[tuple, str] = {}  # duplicate keys (and hashes) among the rows kept for later
         self._sequences: dict[tuple, int | None] = {}   # sender -> last accepted MSH-13, as this transaction has it
 
     @contextmanager
@@ -304,16 +304,34 @@ class UnitOfWork:
         return last + 1
 
     def already_applied(self, app: str, facility: str, control_id: str) -> bool:
-        if (app or "", facility or "", control_id) in self._applied_later:
-            return True
-        return self._run(Q_APPLIED, {"b_app": app or "", "b_facility": facility or "",
-                                     "b_control_id": control_id}).fetchone() is not None
+        return self.applied_hash(app, facility, control_id) is not None
+
+    def applied_hash(self, app: str, facility: str, control_id: str) -> str | None:
+        """None when no message was applied under this MSH-3/4/10; else the content hash it was applied with
+        ("" when unknown: applied before the hash was kept)."""
+        key = (app or "", facility or "", control_id)
+        if key in self._applied_later:
+            return self._applied_later[key]
+        if any(unstorable(f"applied_message.{c}", v) for c, v in zip(
+                ("sender_application", "sender_facility", "control_id"), key)):
+            return None   # a key that could never be stored was never applied
+        row = self._run(Q_APPLIED, {"b_app": key[0], "b_facility": key[1], "b_control_id": key[2]}).fetchone()
+        return None if row is None else (row[0] or "")
 
     def journal(self, *, received_at, app, facility, control_id, event, ack_code, error, raw: bytes,
-                patient_id=None, applied: bool = False) -> int:
-        row = {"received_at": received_at, "sender_application": app, "sender_facility": facility,
-               "control_id": control_id, "event": event, "ack_code": ack_code, "error": error, "raw": raw,
-               "patient_id": patient_id}
+                patient_id=None, applied: bool = False, content_hash: str | None = None) -> int:
+        """Journal one message, whatever it holds: the raw bytes keep it whole; a header value that its
+        column cannot hold as received (too long, a NUL byte) is left NULL there rather than cut. An applied
+        message's key must be storable (NotStorable): it detects its duplicates."""
+        if applied and control_id:
+            for column, value in (("sender_application", app or ""), ("sender_facility", facility or ""),
+                                  ("control_id", control_id)):
+                storable(f"applied_message.{column}", value)
+        header = {column: None if unstorable(f"journal.{column}", value) else value
+                  for column, value in (("sender_application", app), ("sender_facility", facility),
+                                        ("control_id", control_id), ("event", event))}
+        row = {"received_at": received_at, **header, "ack_code": ack_code,
+               "error": error.replace("\x00", "\\x00") if error else error, "raw": raw, "patient_id": patient_id}
         if self.is_postgres:
             jid = self._insert(I_JOURNAL, row)
         else:
@@ -321,12 +339,12 @@ class UnitOfWork:
             self._write_later(I_JOURNAL_KEYED, [row])
         if applied and control_id:
             applied_row = {"sender_application": app or "", "sender_facility": facility or "",
-                           "control_id": control_id, "journal_id": jid}
+                           "control_id": control_id, "journal_id": jid, "content_hash": content_hash}
             if self.is_postgres:
                 self._run(I_APPLIED, applied_row)
             else:
                 self._write_later(I_APPLIED, [applied_row])
-                self._applied_later.add((app or "", facility or "", control_id))
+                self._applied_later[(app or "", facility or "", control_id)] = content_hash or ""
         return jid
 
     def prune_journal(self, before: datetime, limit: int | None = None) -> int:
@@ -370,7 +388,8 @@ class UnitOfWork:
     def set_sequence(self, app: str, facility: str, last_accepted: int | None, now: datetime) -> None:
         """Store the sender's last accepted sequence number (None: the next one accepted sets it), in this
         transaction: it commits with the effects of the message it counts, or not at all."""
-        key = (app or "", facility or "")
+        key = (storable("sender_sequence.sender_application", app or ""),
+               storable("sender_sequence.sender_facility", facility or ""))
         self._run(U_SEQUENCE[self._conn.dialect.name], {"sender_application": key[0], "sender_facility": key[1],
                                                          "last_accepted": last_accepted, "updated_at": now})
         self._sequences[key] = last_accepted
@@ -418,7 +437,8 @@ class UnitOfWork:
 
     def set_identifiers(self, patient_id: int, ids) -> None:
         """Point each (kind, authority, value) at this patient; ids no longer held are deactivated."""
-        want = {(k, a or "", v) for k, a, v in ids}
+        want = {(storable("identifier.kind", k), storable("identifier.authority", a or ""),
+                 storable("identifier.value", v)) for k, a, v in ids}
         # a patient created in this transaction holds none yet: nothing to read, nothing to deactivate
         have = () if patient_id in self._bare else [
             (k, a, v) for k, a, v, active in self._run(Q_IDENTIFIERS_OF, {"b_pid": patient_id}).fetchall()
@@ -514,6 +534,7 @@ class UnitOfWork:
         """
         deliveries = []
         for env in envelopes:
+            storable("outbox.patient_key", env.get("patient_key"))
             row = {"event_id": env["id"], "type": env["type"], "patient_key": env.get("patient_key"),
                    "created_at": now, "envelope": _envelope_json(env)}
             if self.is_postgres:
@@ -658,6 +679,7 @@ class UnitOfWork:
         return _aware(self.conn.execute(select(users.c.last_reminded_at).where(users.c.id == user_id)).scalar())
 
     def set_reminded(self, user_id: str, at: datetime) -> None:
+        storable("professional.id", user_id)
         if self.conn.execute(update(users).where(users.c.id == user_id).values(last_reminded_at=at)).rowcount == 0:
             self.conn.execute(insert(users).values(id=user_id, last_reminded_at=at))
 

@@ -29,6 +29,8 @@ applied = Table(
     Column("sender_facility", String(200), primary_key=True),
     Column("control_id", String(200), primary_key=True),
     Column("journal_id", ID, nullable=False),
+    # SHA-256 of the message's text: a resend with other content is told from a true duplicate (NULL: unknown)
+    Column("content_hash", String(64)),
 )
 
 # The HL7 sequence number protocol (MSH-13), per sender that uses it: the number of the last message accepted,
@@ -177,5 +179,46 @@ def max_chars(column: Column) -> int | None:
     return getattr(column.type, "length", None)
 
 
-__all__ = ["max_chars", "metadata", "journal", "applied", "sender_sequence", "patients", "identifiers", "audit", "audit_head", "outbox",
+# --- what a column can hold: derived from the tables above, the one place that says it ---------------------
+# "table.column" -> its length in characters, for every column of limited length
+LIMITS = {f"{t.name}.{c.name}": max_chars(c) for t in metadata.sorted_tables for c in t.columns if max_chars(c)}
+
+
+def too_long(column_key: str, value) -> int | None:
+    """The limit of the column "table.column" when the text `value` is longer than it (None: it fits, or the
+    column has no limit). Values are refused, never cut: a cut one could stand for another."""
+    limit = LIMITS.get(column_key)
+    return limit if limit is not None and isinstance(value, str) and len(value) > limit else None
+
+
+def unstorable(column_key: str, value) -> str | None:
+    """Why the text `value` cannot be stored as received in the column "table.column", or None when it can:
+    longer than the column, or holding a NUL byte (PostgreSQL's text cannot; SQLite is held to the same)."""
+    if not isinstance(value, str):
+        return None
+    limit = too_long(column_key, value)
+    if limit is not None:
+        return f"{len(value)} characters long; at most {limit} can be stored"
+    if "\x00" in value:
+        return "it holds a NUL byte, which cannot be stored"
+    return None
+
+
+class NotStorable(ValueError):
+    """A value that cannot be stored as received (`unstorable`); the operation that wrote it fails alone."""
+
+    def __init__(self, column: str, value: str, why: str):
+        super().__init__(f"{column}: {why}")
+        self.column, self.value, self.why = column, value, why
+
+
+def storable(column_key: str, value):
+    """`value`, or NotStorable when it cannot be stored as received in the column "table.column"."""
+    why = unstorable(column_key, value)
+    if why is not None:
+        raise NotStorable(column_key, value, why)
+    return value
+
+
+__all__ = ["max_chars", "LIMITS", "too_long", "unstorable", "storable", "NotStorable", "metadata", "journal", "applied", "sender_sequence", "patients", "identifiers", "audit", "audit_head", "outbox",
            "delivery", "users", "episode", "movement", "consent_fact", "UniqueConstraint"]

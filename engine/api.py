@@ -26,7 +26,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from consent_store.tables import episode, identifiers, max_chars, outbox, users
-from engine import metrics
+from engine import habilitation, metrics
 from engine.commit import StoreUnavailable
 from engine.domain import DMP_RESULTS, YEARS, DecisionRequest
 from engine.pipeline import PatientUnknown, now_utc, patient_key
@@ -75,6 +75,19 @@ class User(Body):
     id: str = Field(min_length=1, max_length=max_chars(users.c.id))
     profession: str | None = None
     specialty: str | None = None
+    role: str | None = None       # the second role value (R01 savoir-faire, G05 section, R85 role)
+
+
+class DocumentRef(Body):
+    """The document the DPI wants to show: its XDS typeCode, or only its category (TRE_A03 classCode)."""
+    type: str | None = Field(None, min_length=1)
+    category: str | None = Field(None, min_length=1)
+
+    @model_validator(mode="after")
+    def _one(self):
+        if self.type is None and self.category is None:
+            raise ValueError("give the document's type, or its category")
+        return self
 
 
 class DecidingUser(User):
@@ -135,7 +148,7 @@ class DecisionBody(Body):
     mode: Literal["normal", "bris_de_glace", "centre_15"] = "normal"
     reason: str | None = None
     at: datetime | None = None
-    category: str | None = None
+    document: DocumentRef | None = None     # left out: may this user consult the DMP at all?
     _at = field_validator("at")(classmethod(lambda cls, v, info: _past(v, info)))
 
 
@@ -376,9 +389,10 @@ class Api(resource.Resource):
         p = self.pipeline
         if method == "POST" and path == b"/v1/decisions":
             b = self._body(request, DecisionBody)
+            doc_type, category = self._document(b.document)
             req = DecisionRequest(action=b.action, user=b.user.id, profession=b.user.profession,
                                   specialty=b.user.specialty, mode=b.mode, reason=b.reason, visit=b.visit,
-                                  at=b.at, category=b.category)
+                                  at=b.at, category=category, role=b.user.role, document_type=doc_type)
             patient = b.patient.model_dump(exclude_none=True)
 
             def done(result):
@@ -436,6 +450,18 @@ class Api(resource.Resource):
             return self._submit(entries)
         shown = path.decode("utf-8", "replace")[:200]
         raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {shown}")
+
+    def _document(self, doc):
+        """(type, category) of the document asked about, its category derived from the type."""
+        matrix = self.pipeline.policy.habilitation
+        if doc is None:
+            return None, None
+        if matrix is None:
+            return doc.type, doc.category
+        try:
+            return habilitation.document(matrix.reference, doc.type, doc.category)
+        except habilitation.UnknownDocument as e:
+            raise ApiError(400, e.code, e.detail) from None
 
     def _woken(self, result):
         self.on_events()

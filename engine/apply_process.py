@@ -256,7 +256,7 @@ def _serve(answers, store, pipeline, max_batch: int) -> None:
             continue
         started = time.perf_counter()
         works = [MessageWork(pipeline, *fields) for _, *fields in requests]
-        results, committed = run_batch(store, [(w.run, w.keys()) for w in works])
+        results, committed = run_batch(store, [(w.run, w.keys(), w.refused) for w in works])
         seconds = time.perf_counter() - started
         out = []
         for (ident, *_), work, (ok, value) in zip(requests, works, results):
@@ -265,6 +265,7 @@ def _serve(answers, store, pipeline, max_batch: int) -> None:
             elif isinstance(value, StoreUnavailable):
                 out.append((ident, "unavailable", str(value)))
             else:
+                # its refusal could not be written either (run_batch logged why): an error of ours
                 log.error("message.internal_error", error=type(value).__name__)
                 out.append((ident, "failed", type(value).__name__))
         answers.write(_record(("batch", seconds, committed, out)))

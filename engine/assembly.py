@@ -51,6 +51,12 @@ def build_pipeline(cfg) -> Pipeline:
                     sequenced=cfg.sequence_number_protocol.keys())
 
 
+def document_reference():
+    """The DMP's document types and categories, as the habilitation matrix reads them (shipped with the
+    mappings): what `document.type` and `document.category` may name."""
+    return habilitation.reference()
+
+
 def listener_settings(cfg, listener) -> ListenerSettings:
     """The settings of one configured MLLP listener (`listeners.mllp[i]`), the limits included."""
     return ListenerSettings(

@@ -23,12 +23,16 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import structlog
-from sqlalchemy.exc import DBAPIError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, InvalidRequestError, OperationalError, ResourceClosedError
 from twisted.internet.defer import Deferred
 
 log = structlog.get_logger("pamgate.commit")
 _STOP = object()
 CONFLICT_RETRIES = 5
+# errors of SQLAlchemy's own that say the connection or the transaction is unusable: the store's, not an
+# operation's (a DBAPIError is sorted by _lost; any other error, SQLAlchemy's StatementError included, is
+# the operation's own)
+_STORE_ERRORS = (InvalidRequestError, ResourceClosedError)
 
 
 class StoreUnavailable(Exception):
@@ -45,9 +49,11 @@ class GroupCommit:
         self._thread = threading.Thread(target=self._loop, name="pamgate-store", daemon=True)
         self._thread.start()
 
-    def submit(self, work: Callable, keys=()) -> Deferred:
+    def submit(self, work: Callable, keys=(), refused: Callable | None = None) -> Deferred:
+        """Run `work(uow)` in the next batch; `refused(uow, error)` answers it should it fail by its own
+        fault (run_batch)."""
         d = Deferred()
-        self._q.put((work, tuple(keys), d))
+        self._q.put((work, tuple(keys), refused, d))
         return d
 
     def stop(self, timeout: float = 30.0) -> None:
@@ -85,23 +91,27 @@ class GroupCommit:
 
     def _run(self, batch) -> None:
         started = time.perf_counter()
-        results, committed = run_batch(self.store, [(work, keys) for work, keys, _ in batch])
+        results, committed = run_batch(self.store, [(work, keys, refused) for work, keys, refused, _ in batch])
         if committed and self.on_commit:
             try:
                 self.on_commit(len(batch), time.perf_counter() - started)
             except Exception:  # noqa: BLE001 — metrics must not hold back the ACKs of a committed batch
                 log.exception("commit.metrics_failed")
         # one wake-up of the reactor for the whole batch: each one is a write to its pipe, and a GIL hand-over
-        self.reactor.callFromThread(_fire, [(d, ok, value) for (_, _, d), (ok, value) in zip(batch, results)])
+        self.reactor.callFromThread(_fire, [(d, ok, value) for (*_, d), (ok, value) in zip(batch, results)])
 
     def _fail(self, batch, failure: Exception) -> None:
-        self.reactor.callFromThread(_fire, [(d, False, failure) for _, _, d in batch])
+        self.reactor.callFromThread(_fire, [(d, False, failure) for *_, d in batch])
 
 
 def run_batch(store, batch) -> tuple[list, bool]:
-    """One group commit of `batch`, a list of (operation, patient keys): each operation's (ok, value) in
-    order, and whether the transaction committed. When it could not, every operation is (False,
-    StoreUnavailable) and nothing of the batch holds. Used by the store thread and the apply process."""
+    """One group commit of `batch`, a list of (operation, patient keys) or (operation, patient keys, refused):
+    each operation's (ok, value) in order, one per operation, and whether the transaction committed. When it
+    could not, every operation is (False, StoreUnavailable) and nothing of the batch holds.
+
+    `refused(uow, error)`, when given, answers an operation that failed by its own fault (its savepoint
+    rolled back): it runs in a savepoint of its own, and what it returns is the operation's value (a
+    message's AE, journaled). Used by the store thread and the apply process."""
     careful = False
     attempt = 1
     while True:
@@ -125,13 +135,15 @@ def _transaction(store, batch, careful: bool) -> list:
     """One transaction: locks, then the operations, then the commit.
 
     Operations rarely fail, and a savepoint each costs two statements. So a batch first runs without
-    them; should an operation fail, the transaction is rolled back (_OneFailed) and the batch runs
-    again `careful`ly, each operation in its own savepoint: a failing one gets its own error, the others
-    commit."""
+    them; should an operation fail (or a row it kept for later be refused at flush), the transaction is
+    rolled back (_OneFailed) and the batch runs again `careful`ly, each operation in its own savepoint,
+    its rows written inside it: a failing one gets its own error (or its `refused` answer), the others
+    commit. Exactly one result per operation, in the order of the batch."""
     results = []
     with store.transaction() as uow:
-        uow.lock_keys(k for _, keys in batch for k in keys)
-        for work, _ in batch:
+        uow.lock_keys(k for item in batch for k in item[1])
+        for item in batch:
+            work = item[0]
             if not careful:
                 try:
                     results.append((True, work(uow)))
@@ -139,24 +151,26 @@ def _transaction(store, batch, careful: bool) -> list:
                     if _lost(e):
                         raise
                     raise _OneFailed() from e
-                except SQLAlchemyError:
+                except _STORE_ERRORS:
                     raise
                 except Exception as e:  # noqa: BLE001 — sorted out by the careful run
                     raise _OneFailed() from e
                 continue
             try:
                 with uow.savepoint():
-                    results.append((True, work(uow)))
+                    value = work(uow)
+                # only now: the savepoint writes the operation's rows as it ends, and may refuse one
+                results.append((True, value))
+                continue
             except DBAPIError as e:
                 if _lost(e):
                     raise   # the connection or the whole transaction is lost, not just this operation
-                log.error("store.operation_failed", error=type(e).__name__)
-                results.append((False, e))
-            except SQLAlchemyError:
+                error: Exception = e
+            except _STORE_ERRORS:
                 raise
             except Exception as e:  # noqa: BLE001 — one bad operation must not sink the batch
-                log.exception("operation.failed")
-                results.append((False, e))
+                error = e
+            results.append(_refused(uow, item, error))
         if not careful:
             try:
                 uow.flush()   # the rows written at flush: one refused is an operation's failure
@@ -164,7 +178,41 @@ def _transaction(store, batch, careful: bool) -> list:
                 if _lost(e):
                     raise
                 raise _OneFailed() from e
+            except _STORE_ERRORS:
+                raise
+            except Exception as e:  # noqa: BLE001 — a row kept for later that cannot be written
+                raise _OneFailed() from e
     return results
+
+
+def _refused(uow, item, error: Exception) -> tuple:
+    """An operation failed by its own fault, its savepoint rolled back: its `refused` answer, written in a
+    savepoint of its own, or the error itself."""
+    refused = item[2] if len(item) > 2 else None
+    if refused is None:
+        _log_failure(error)
+        return False, error
+    try:
+        with uow.savepoint():
+            value = refused(uow, error)
+        return True, value
+    except DBAPIError as e:
+        if _lost(e):
+            raise
+        _log_failure(e)
+        return False, e
+    except _STORE_ERRORS:
+        raise
+    except Exception as e:  # noqa: BLE001 — the answer of last resort: the error itself
+        _log_failure(e)
+        return False, e
+
+
+def _log_failure(e: Exception) -> None:
+    if isinstance(e, DBAPIError):
+        log.error("store.operation_failed", error=type(e).__name__, detail=(str(e.orig).splitlines() or [""])[0][:200])
+    else:
+        log.error("operation.failed", error=type(e).__name__, exc_info=e)
 
 
 def _unavailable(batch, e: BaseException) -> list:

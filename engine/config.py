@@ -212,6 +212,17 @@ class Destination(Strict):
         return {"adt.forward"} if self.type == "mllp" else set(self.events)
 
 
+class HabilitationConfig(Strict):
+    file: str | None = None           # None: the shipped matrix (the known statements only)
+    unknown: Literal["deny", "permit"] = "deny"   # what a cell the matrix does not give decides
+
+    @model_validator(mode="before")
+    @classmethod
+    def _path(cls, v):
+        # `habilitation: FILE`, the form of earlier versions, is the file
+        return {"file": v} if isinstance(v, str) or v is None else v
+
+
 class ApiConfig(Strict):
     token: str | None = None
 
@@ -234,10 +245,10 @@ class Config(Strict):
     sequence_number_protocol: SequenceNumberProtocol = Field(default_factory=SequenceNumberProtocol)
     episode: EpisodeConfig = Field(default_factory=EpisodeConfig)
     reminder_period: str = "P6M"
-    habilitation: str | None = None   # None: the shipped matrix
+    habilitation: HabilitationConfig = Field(default_factory=HabilitationConfig)
 
     def habilitation_file(self) -> str:
-        return self.habilitation or str(SHIPPED_MAPPINGS / "habilitation.yaml")
+        return self.habilitation.file or str(SHIPPED_MAPPINGS / "habilitation.yaml")
     dmp: DmpConfig = Field(default_factory=DmpConfig)
     timezone: str = "Europe/Paris"
     destinations: list[Destination] = Field(default_factory=list)
@@ -263,7 +274,7 @@ class Config(Strict):
             raise ValueError(f"unknown time zone {v!r}") from None
         return v
 
-    def policy(self, habilitation: dict | None) -> Policy:
+    def policy(self, habilitation=None) -> Policy:
         ep = self.episode
         return Policy(
             episode=EpisodePolicy(
@@ -272,6 +283,7 @@ class Config(Strict):
                 validity_by_patient_class={k: period(v) for k, v in ep.validity_by_patient_class.items()},
                 feed_opposition_ends_with_episode=ep.feed_opposition_ends_with_episode),
             habilitation=habilitation,
+            habilitation_unknown=self.habilitation.unknown,
             reminder_period=period(self.reminder_period),
             verify_max_age=period(self.dmp.verify_max_age),
             zone=self.timezone,
@@ -338,8 +350,8 @@ def check_files(cfg: Config) -> tuple[list[str], list[str]]:
         can_create("store.url", db.parent)
     for i, path in enumerate(cfg.mappings.paths):
         need(f"mappings.paths.{i}", path, folder=Path(path).is_dir())
-    if cfg.habilitation:
-        need("habilitation", cfg.habilitation)
+    if cfg.habilitation.file:
+        need("habilitation.file", cfg.habilitation.file)
     for i, d in enumerate(cfg.destinations):
         if d.type == "file":
             can_create(f"destinations.{i}.path", Path(d.path).parent)

@@ -47,6 +47,7 @@ R_EPISODE_CANCELLED = "episode.cancelled"
 I_BREAK_GLASS = "break_glass"
 I_CENTRE_15 = "centre_15"
 I_LEGACY = "consent.legacy_non_opposition"
+I_UNKNOWN_CELL = "habilitation.unknown_cell"   # the answer rests on a cell the matrix does not give
 
 DELETE = '""'  # HL7's explicit null: delete the value
 
@@ -107,6 +108,16 @@ def add_period(start: datetime, period: Period, zone: str) -> datetime:
     except (OverflowError, ValueError):
         return END_OF_TIME if period._forward() else START_OF_TIME
 
+# The instants the rules can compute with: a period added to one (a validity, a reminder) or taken from it
+# stays a date. A message's date outside them (year 0001, 9999) is the message's fault, answered AE 102.
+EARLIEST = datetime(1900, 1, 1, tzinfo=timezone.utc)
+LATEST = datetime(9000, 1, 1, tzinfo=timezone.utc)
+
+
+def usable_instant(at: datetime) -> bool:
+    """An aware instant the rules can compute with (between EARLIEST and LATEST)."""
+    return EARLIEST <= at < LATEST
+
 
 @dataclass(frozen=True)
 class EpisodePolicy:
@@ -120,8 +131,9 @@ class EpisodePolicy:
 @dataclass(frozen=True)
 class Policy:
     episode: EpisodePolicy = EpisodePolicy()
-    # G15 profession code -> document categories it may consult (None: any profession may)
-    habilitation: dict | None = None
+    # the habilitation matrix (mappings.habilitation.Matrix; None: any profession may consult anything)
+    habilitation: object | None = None
+    habilitation_unknown: str = DENY      # what a cell the matrix does not give decides: deny or permit
     reminder_period: Period = SIX_MONTHS
     # a VALIDE TD0.2 younger than this spares a new dmp.access.verify
     verify_max_age: Period = Period(delta=timedelta(hours=24))
@@ -209,7 +221,9 @@ class DecisionRequest:
     reason: str | None = None
     visit: str | None = None
     at: datetime | None = None
-    category: str | None = None
+    category: str | None = None        # the document's category (TRE_A03), derived from its type if given
+    role: str | None = None            # the second role value: R01 savoir-faire, G05 section, R85 role
+    document_type: str | None = None   # the document's XDS typeCode
 
 
 @dataclass(frozen=True)
@@ -219,6 +233,7 @@ class Decision:
     reasons: tuple
     episode: dict
     triggers: tuple = ()           # event dicts, type + data
+    habilitation: dict | None = None   # what the matrix said: the deciding row, the types allowed
 
 
 # --- plain-data codec, so the store keeps JSON and knows nothing of these types ---

@@ -3,6 +3,8 @@ import re
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mllp.ack import ack_summary
+
 registry = CollectorRegistry()
 messages = Counter("pamgate_messages_total", "Messages answered (ACK written), by event and ACK code",
                    ["event", "ack"], registry=registry)
@@ -20,6 +22,10 @@ deliveries = Counter("pamgate_deliveries_total", "Outbound deliveries, by destin
                      ["destination", "result"], registry=registry)
 
 
+duplicates_conflicting = Counter(
+    "pamgate_duplicates_conflicting_total",
+    "Messages under an MSH-3/4/10 already applied but with other content: answered AA, journaled, not applied",
+    registry=registry)
 apply_restarts = Counter("pamgate_apply_process_restarts_total",
                          "Times the apply process ended unasked (its messages were answered AE 207)", registry=registry)
 apply_in_flight = Gauge("pamgate_apply_process_in_flight", "Messages handed to the apply process, not answered yet",
@@ -28,7 +34,6 @@ apply_in_flight = Gauge("pamgate_apply_process_in_flight", "Messages handed to t
 
 def on_ack(ack_text: str, written: bool) -> None:
     """The MLLP listener's report of one ACK (see mllp.listener): count those written."""
-    from mllp.ack import ack_summary
     if not written:
         acks_undelivered.inc()
         return

@@ -5,6 +5,8 @@ the unit of work that the group commit hands it. Nothing here touches sockets or
 """
 from __future__ import annotations
 
+import hashlib
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -12,10 +14,13 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import structlog
+from sqlalchemy.exc import DBAPIError
+
+from consent_store.tables import NotStorable
 
 from engine import rules
-from engine.domain import (CONSULT, DMP_STATUS, FEED, PERMIT, DecisionRequest, PatientState, Policy,
-                           R_PATIENT_UNKNOWN, state_from_dict, state_to_dict)
+from engine.domain import (CONSULT, DMP_STATUS, EARLIEST, FEED, LATEST, PERMIT, DecisionRequest, PatientState,
+                           Policy, R_PATIENT_UNKNOWN, state_from_dict, state_to_dict, usable_instant)
 from engine.forward import forwarded_message
 from mappings.message import Message
 
@@ -24,6 +29,13 @@ log = structlog.get_logger("pamgate.pipeline")
 ITI30_MERGE, ITI30_CHANGE_ID = "A40", "A47"
 # HL7 table 0357 codes of the sequence number protocol's refusals (ERR-2 = MSH^1^13)
 SEQ_MISSING, SEQ_MALFORMED, SEQ_GAP, SEQ_REUSED = 101, 102, 204, 205
+# a value the message carries that cannot be stored or computed with: HL7 table 0357 "data type error"
+DATA_TYPE_ERROR = 102
+# a fault of pamgate's own while applying the message (a bug, not the store): final, never 207, which says
+# "store unavailable, retry later" (README); the message is kept in the journal to be replayed once fixed
+INTERNAL_ERROR = 206
+INTERNAL_TEXT = ("internal error of pamgate while applying the message: nothing was applied; the message is "
+                 "kept in the journal")
 
 
 @dataclass
@@ -32,6 +44,7 @@ class Outcome:
     code: str
     errors: list = field(default_factory=list)   # (segment, sequence, field, component, 0357 code, text)
     duplicate: bool = False
+    conflicting: bool = False   # a duplicate MSH-3/4/10 whose content differs from the message applied
     patient_id: int | None = None
     events: list = field(default_factory=list)
     expected_sequence: int | None = None   # MSA-4, for a sender that uses the sequence number protocol
@@ -48,6 +61,7 @@ class Answered(NamedTuple):
     patient: str | None   # the IPP, logged at DEBUG only
     expected_sequence: int | None = None   # MSA-4 (sequence number protocol senders only)
     events: int = 0       # events it put in the outbox: the server wakes the dispatcher for them
+    conflicting: bool = False   # a resend under an MSH-3/4/10 already applied, with other content
 
 
 class PatientUnknown(Exception):
@@ -59,12 +73,26 @@ def now_utc() -> datetime:
     return datetime.now(timezone.utc)
 
 
+class UnusableDate(ValueError):
+    """A date of the message that cannot be converted to UTC, or that the rules cannot compute with."""
+
+    def __init__(self, fact: str, why: str):
+        super().__init__(f"{fact}: {why}")
+        self.fact, self.why = fact, why
+
+
 def localise(facts: dict, tz: ZoneInfo) -> dict:
-    """HL7 timestamps without an offset are the sender's local time; the rules compare in UTC."""
+    """HL7 timestamps without an offset are the sender's local time; the rules compare in UTC. A date that
+    cannot be converted, or lies outside the instants the rules compute with, raises UnusableDate."""
     out = {}
     for k, v in facts.items():
         if isinstance(v, datetime):
-            v = (v.replace(tzinfo=tz) if v.tzinfo is None else v).astimezone(timezone.utc)
+            try:
+                v = (v.replace(tzinfo=tz) if v.tzinfo is None else v).astimezone(timezone.utc)
+            except (OverflowError, ValueError):
+                raise UnusableDate(k, "the date cannot be converted to UTC") from None
+            if not usable_instant(v):
+                raise UnusableDate(k, f"the date is outside the years {EARLIEST.year} to {LATEST.year - 1}")
         out[k] = v
     return out
 
@@ -95,10 +123,25 @@ class Pipeline:
     def prepare(self, text: str, raw: bytes, received_at: datetime) -> "MessageWork":
         work = MessageWork(self, text, raw, received_at)
         try:
-            msg = Message.parse(text)
+            self._prepare(work)
+        except Exception as e:  # noqa: BLE001 — a bug of ours: a final AE, journaled, never "store unavailable"
+            log.error("message.prepare_failed", error=type(e).__name__, exc_info=e)
+            work.facts = None
+            work.outcome = Outcome("AE", [("", 1, 0, None, INTERNAL_ERROR, INTERNAL_TEXT)])
+        return work
+
+    def rejected(self, raw: bytes, text: str, received_at: datetime, code: str, error: str) -> "MessageWork":
+        """A frame the listener answered by itself (no MSH, undecodable, too large): journaled as answered."""
+        work = MessageWork(self, text, raw, received_at)
+        work.outcome = Outcome(code, [("", 1, 0, None, 0, error)])
+        return work
+
+    def _prepare(self, work: "MessageWork") -> None:
+        try:
+            msg = Message.parse(work.text)
         except Exception as e:   # noqa: BLE001 — any parse failure is the sender's, answered AR
             work.outcome = Outcome("AR", [("MSH", 1, 1, None, 102, f"unparseable message: {e}")])
-            return work
+            return
         work.header = {k: (msg.get(p) or "") for k, p in
                        (("app", "MSH-3-1"), ("facility", "MSH-4-1"), ("control_id", "MSH-10"),
                         ("event", "MSH-9-2"))}
@@ -107,24 +150,35 @@ class Pipeline:
             if sequence_number(number) in (0, -1):
                 # the link (re)starts (0) or is resynchronised (-1): no functional content, nothing to map
                 # (HL7 v2.5 2.10.1 b, e, f); apply_message answers it from the store
-                return work
+                return
         try:
             selection, extraction = self.read(msg)
-        except Exception as e:   # noqa: BLE001 — a mapping that cannot read this message
-            log.warning("mapping.failed", error=str(e))
-            work.outcome = Outcome("AR", [("MSH", 1, 9, None, 207, f"cannot map message: {e}")])
-            return work
+        except Exception as e:   # noqa: BLE001 — a mapping that cannot read this message: a bug of ours
+            log.error("mapping.failed", error=type(e).__name__, exc_info=e)
+            work.outcome = Outcome("AE", [("MSH", 1, 9, None, INTERNAL_ERROR, f"cannot map message: {type(e).__name__}; "
+                                                                             f"nothing was applied")])
+            return
         work.mapping = selection.mapping.name
         work.why = selection.why
         if extraction.rejection is not None:
             work.outcome = Outcome("AR", [_err(extraction.rejection)])
-        elif extraction.problems:
+            return
+        if extraction.problems:
             work.outcome = Outcome("AE", [_err(p) for p in extraction.problems])
-        else:
-            work.facts = localise(extraction.facts, self.tz)
-            if not work.facts.get("patient.ipp"):
-                work.outcome = Outcome("AE", [("PID", 1, 3, 1, 101, "no patient identifier of type PI in PID-3")])
-        return work
+            return
+        work.fields = _locations(extraction.trace)
+        facts = extraction.facts
+        for name, value in facts.items():
+            if isinstance(value, str) and "\x00" in value:
+                work.outcome = work.data_type_error(name, "it holds a NUL byte, which cannot be stored")
+                return
+        try:
+            work.facts = localise(facts, self.tz)
+        except UnusableDate as e:
+            work.outcome = work.data_type_error(e.fact, e.why)
+            return
+        if not work.facts.get("patient.ipp"):
+            work.outcome = Outcome("AE", [("PID", 1, 3, 1, 101, "no patient identifier of type PI in PID-3")])
 
     def read(self, msg) -> tuple:
         """(selection, extraction): the mapping chosen for `msg`, and what it reads. `prepare` and
@@ -139,14 +193,16 @@ class Pipeline:
 
     def _apply(self, uow, work: "MessageWork") -> Outcome:
         h = work.header
-        if work.outcome is None and h.get("control_id") and uow.already_applied(h["app"], h["facility"],
-                                                                               h["control_id"]):
-            return self._duplicate(uow, work)
+        if work.outcome is None and h.get("control_id"):
+            applied = uow.applied_hash(h["app"], h["facility"], h["control_id"])
+            if applied is not None:
+                return self._duplicate(uow, work, applied)
         outcome = work.outcome or self._apply_facts(uow, work)
         uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
                     control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code,
                     error="; ".join(e[5] for e in outcome.errors) or None, raw=work.raw,
-                    patient_id=outcome.patient_id, applied=outcome.code == "AA")
+                    patient_id=outcome.patient_id, applied=outcome.code == "AA",
+                    content_hash=work.content_hash if outcome.code == "AA" else None)
         return outcome
 
     def _apply_sequenced(self, uow, work: "MessageWork") -> Outcome:
@@ -186,9 +242,10 @@ class Pipeline:
                 f"MSH-13 is {number}, {expected} was expected: the messages before it have not arrived; "
                 f"nothing was applied")], expected_sequence=expected))
         if last is not None and number < expected:
-            if h.get("control_id") and uow.already_applied(app, facility, h["control_id"]):
+            applied = uow.applied_hash(app, facility, h["control_id"]) if h.get("control_id") else None
+            if applied is not None:
                 # a resend of a message applied before: answered AA, applied once (as any duplicate)
-                outcome = self._duplicate(uow, work)
+                outcome = self._duplicate(uow, work, applied)
                 outcome.expected_sequence = expected
                 return outcome
             return self._answered_alone(uow, work, Outcome("AR", [(
@@ -203,12 +260,32 @@ class Pipeline:
         outcome.expected_sequence = expected
         return outcome
 
-    def _duplicate(self, uow, work: "MessageWork") -> Outcome:
+    def _duplicate(self, uow, work: "MessageWork", applied_hash: str) -> Outcome:
+        """A message already applied under this MSH-3/4/10: AA, not applied again (interface.md). When its
+        content differs from the one applied (a sender reusing control ids), it is still journaled, marked,
+        for the engineer to see (the server logs it and counts it)."""
         h = work.header
+        conflicting = bool(applied_hash) and applied_hash != work.content_hash
         uow.journal(received_at=work.received_at, app=h["app"], facility=h["facility"],
                     control_id=h["control_id"], event=h.get("event"), ack_code="AA",
-                    error="duplicate: already applied", raw=work.raw, applied=False)
-        return Outcome("AA", duplicate=True)
+                    error=("duplicate with different content: this MSH-3/4/10 was already applied to another "
+                           "message; this one was not applied") if conflicting else "duplicate: already applied",
+                    raw=work.raw, applied=False)
+        return Outcome("AA", duplicate=True, conflicting=conflicting)
+
+    def refusal(self, work: "MessageWork", error: Exception) -> Outcome:
+        """The answer to a message whose operation failed by its own fault (its savepoint rolled back)."""
+        if isinstance(error, NotStorable):
+            return work.data_type_error(work.fact_holding(error.value), f"{error.why} ({error.column})",
+                                        column=error.column)
+        if isinstance(error, DBAPIError) and str(getattr(error.orig, "sqlstate", "") or "").startswith("22"):
+            # PostgreSQL's "data exception" class: a value the store cannot take as it is
+            log.warning("message.value_refused_by_store", error=type(error.orig).__name__,
+                        sqlstate=error.orig.sqlstate)
+            return Outcome("AE", [("", 1, 0, None, DATA_TYPE_ERROR,
+                                   "a value of the message cannot be stored as received: nothing was applied")])
+        log.error("message.apply_failed", error=type(error).__name__, exc_info=error)
+        return Outcome("AE", [("", 1, 0, None, INTERNAL_ERROR, INTERNAL_TEXT)])
 
     def _answered_alone(self, uow, work: "MessageWork", outcome: Outcome, note: str | None = None) -> Outcome:
         """A message answered without being applied: journaled with the ACK code it got, and why."""
@@ -326,6 +403,8 @@ class Pipeline:
                 uow.save_patient(pid, state_to_dict(state), now)
             result = {"decision": d.decision, "mode": d.mode, "reasons": list(d.reasons), "episode": d.episode,
                       "triggers": [], "reminder_due": reminder}
+            if d.habilitation is not None:
+                result["habilitation"] = d.habilitation
         key = _key_of(patient, state)
         source = {"msh10": None, "sender": "api"}
         triggers = self.envelopes([{"type": t["type"], "time": at, "episode": result["episode"],
@@ -333,6 +412,9 @@ class Pipeline:
                                   key, source)
         request_view = {"action": request.action, "user": request.user, "profession": request.profession,
                         "mode": request.mode, "reason": request.reason, "visit": request.visit, "at": at}
+        if request.role or request.document_type or request.category:
+            request_view.update(role=request.role, document={"type": request.document_type,
+                                                             "category": request.category})
         made = self.envelopes([{"type": "decision.made", "time": at, "episode": result["episode"],
                                 "data": {**{k: result[k] for k in ("decision", "mode", "reasons")},
                                          "request": request_view}}], key, source)
@@ -429,10 +511,16 @@ class MessageWork:
     outcome: Outcome | None = None
     mapping: str | None = None
     why: str | None = None
+    fields: dict = field(default_factory=dict)   # fact name -> (segment, field, component) it was read from
 
     @property
     def sender(self) -> str:
         return f"{self.header.get('app', '')}|{self.header.get('facility', '')}"
+
+    @property
+    def content_hash(self) -> str:
+        """SHA-256 of the message's text (segment ends made one): what tells a resend from a reused MSH-10."""
+        return hashlib.sha256(self.text.encode("utf-8", "surrogatepass")).hexdigest()
 
     def keys(self) -> list[str]:
         """The patients this message touches, locked before it runs (PostgreSQL, several instances); and the
@@ -448,10 +536,37 @@ class MessageWork:
     def run(self, uow) -> Outcome:
         return self.pipeline.apply_message(uow, self)
 
+    def refused(self, uow, error: Exception) -> Outcome:
+        """run() failed by the message's own fault and was rolled back: its own AE, journaled (the journal
+        keeps every message). Given to the group commit with run()."""
+        outcome = self.pipeline.refusal(self, error)
+        if "sequence" in self.header:
+            last = uow.last_sequence(self.header["app"], self.header["facility"])
+            outcome.expected_sequence = -1 if last is None else last + 1
+        return self.pipeline._answered_alone(uow, self, outcome)
+
+    def fact_holding(self, value) -> str | None:
+        """The fact that holds `value`, or a part of it (a key made of several): where a refusal points."""
+        facts = self.facts or {}
+        best = None
+        for name, v in facts.items():
+            if isinstance(v, str) and v and name in self.fields:
+                if v == value:
+                    return name
+                if isinstance(value, str) and v in value and (best is None or len(v) > len(facts[best])):
+                    best = name
+        return best
+
+    def data_type_error(self, fact: str | None, why: str, column: str | None = None) -> Outcome:
+        """AE 102 naming the field a fact was read from."""
+        seg, fld, comp = self.fields.get(fact) or ("", 0, None)
+        where = f"{seg}-{fld}{f'-{comp}' if comp else ''} ({fact})" if seg else (fact or column or "a value")
+        return Outcome("AE", [(seg, 1, fld, comp, DATA_TYPE_ERROR, f"{where}: {why}; nothing was applied")])
+
     def answered(self, outcome: Outcome) -> Answered:
         return Answered(outcome.code, list(outcome.errors), self.header.get("event"), self.sender,
                         self.header.get("control_id"), (self.facts or {}).get("patient.ipp"),
-                        outcome.expected_sequence, len(outcome.events))
+                        outcome.expected_sequence, len(outcome.events), outcome.conflicting)
 
 
 def sequence_number(text: str) -> int | None:
@@ -471,6 +586,21 @@ def _begun_by(visit, at: datetime) -> bool:
 def _audited(envelopes) -> list[dict]:
     """What the audit entry keeps of the events a change caused: enough to find them in the outbox."""
     return [{"id": e["id"], "type": e["type"], "data": e["data"]} for e in envelopes]
+
+
+_LOCATION = re.compile(r"^([A-Z][A-Z0-9]{2})(?:\([^)]*\))?(?:\[[^\]]*\])?-(\d+)(?:\([^)]*\))?(?:\[[^\]]*\])?"
+                       r"(?:-(\d+))?")
+
+
+def _locations(trace) -> dict:
+    """fact name -> (segment, field, component) of the path it was read from (single paths only)."""
+    out = {}
+    for fact in trace:
+        path = fact.path if isinstance(fact.path, str) else None
+        m = _LOCATION.match(path or "")
+        if m:
+            out[fact.name] = (m[1], int(m[2]), int(m[3]) if m[3] else None)
+    return out
 
 
 def _err(p) -> tuple:

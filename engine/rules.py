@@ -9,11 +9,13 @@ from __future__ import annotations
 from engine.domain import replace  # a cheaper dataclasses.replace for the domain types
 from datetime import datetime
 
+from engine import habilitation
+
 from engine.domain import (
     BLOCK_BREAK_GLASS, BLOCK_CENTRE_15, BREAK_GLASS, CENTRE_15, CONSENT, CONSULT, DELETE, DENY, DMP_STATUS,
     FACILITY_AUTHORIZATION, FEED, I_BREAK_GLASS, I_CENTRE_15, I_LEGACY, LEGACY_CONSENT, OPPOSED, PERMIT,
     R_BG_BLOCKED, R_BG_REASON_MISSING, R_C15_BLOCKED, R_DMP_ABSENT, R_DMP_CLOSED, R_DMP_FORBIDDEN,
-    R_EPISODE_CANCELLED, R_EXPIRED, R_FEED_OPPOSED, R_NOT_COLLECTED, R_PROFESSION, R_REFUSED,
+    R_EPISODE_CANCELLED, R_EXPIRED, R_FEED_OPPOSED, R_NOT_COLLECTED, R_REFUSED,
     BreakGlassRequest, Decision, DecisionRequest, DmpResult, Fact, Movement, PatientState, Policy, Visit,
 )
 
@@ -352,12 +354,9 @@ def decide(state: PatientState, request: DecisionRequest, policy: Policy, now: d
 
     consent_reasons, info, fact, end = consult_status(state, policy, at, visit)
     episode = episode_of(state, policy, at, visit, fact, end)
-    reasons = list(dmp)
-    matrix = policy.habilitation
-    if matrix is not None:
-        allowed = matrix.get(request.profession or "")
-        if not allowed or (request.category and request.category not in allowed):
-            reasons.append(R_PROFESSION)
+    hab = habilitation.judge(policy.habilitation, policy.habilitation_unknown, request.profession,
+                             request.role or request.specialty, request.document_type, request.category)
+    reasons = list(dmp) + list(hab.reasons)
     forbidden = _last_result(state, request.user, "TD0.2", at)
     if forbidden is not None and forbidden.result == "INTERDIT":
         reasons.append(R_DMP_FORBIDDEN)
@@ -375,7 +374,7 @@ def decide(state: PatientState, request: DecisionRequest, policy: Policy, now: d
     else:
         reasons = consent_reasons + reasons
     if reasons:
-        return Decision(DENY, request.mode, tuple(reasons), episode)
+        return Decision(DENY, request.mode, tuple(reasons), episode, habilitation=hab.answer)
     if request.mode == BREAK_GLASS:
         triggers.append({"type": "break_glass.used",
                          "data": {"user": request.user, "reason": request.reason, "visit": visit}})
@@ -384,7 +383,7 @@ def decide(state: PatientState, request: DecisionRequest, policy: Policy, now: d
                          "data": {"transaction": "TD0.2", "user": {"id": request.user,
                                                                    "profession": request.profession},
                                   "cause": "consult.permitted"}})
-    return Decision(PERMIT, request.mode, tuple(info), episode, tuple(triggers))
+    return Decision(PERMIT, request.mode, tuple(info) + hab.info, episode, tuple(triggers), hab.answer)
 
 
 def _authorized(state: PatientState, user: str, at: datetime, policy: Policy) -> bool:

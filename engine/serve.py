@@ -15,7 +15,7 @@ from engine.api import Api, site
 from engine.apply_process import ApplyProcess
 from engine.assembly import StartError, build_pipeline, in_memory, listener_settings, open_store
 from engine.commit import GroupCommit, JournalPruner
-from engine.inbound import message_handler, prepared
+from engine.inbound import message_handler, prepared, rejections_journaled
 from mllp.endpoints import server_endpoint
 from mllp.listener import MLLPServerFactory
 from outbound.dispatcher import Dispatcher
@@ -55,6 +55,7 @@ def serve(config_path: str | None) -> int:
         dispatcher = Dispatcher(store, cfg, reactor, metrics)
     wake = dispatcher.wake if dispatcher else None
     handler = message_handler(prepared(pipeline, applier.submit), on_events=wake)
+    journal_rejected = rejections_journaled(pipeline, applier.submit)
     pruner = None
     if cfg.store.journal_retention:
         pruner = JournalPruner(committer, configuration.period(cfg.store.journal_retention), reactor,
@@ -76,7 +77,8 @@ def serve(config_path: str | None) -> int:
 
     try:
         for i, listener in enumerate(cfg.listeners.mllp):
-            factory = MLLPServerFactory(handler, settings=listener_settings(cfg, listener), on_ack=metrics.on_ack)
+            factory = MLLPServerFactory(handler, settings=listener_settings(cfg, listener), on_ack=metrics.on_ack,
+                                        on_rejected=journal_rejected)
             factories.append(factory)
             endpoints[f"listeners.mllp.{i}.endpoint"].listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))

@@ -23,6 +23,9 @@ def check_files(paths=None) -> list[str]:
         if not Path(p).exists():
             errors.items.append(_missing(p))
     files = [f for f in yaml_files(p for p in paths if Path(p).exists())]
+    # a CSV named here is a habilitation table (rows profession, [role,] type_code, access)
+    tables = [str(f) for f in files if f.suffix.lower() == ".csv"]
+    files = [f for f in files if f.suffix.lower() != ".csv"]
     sources, senders_docs, habilitation_files = read_sources(files, errors)
     # the shipped mappings resolve `extends` and `mapping:` names that the files checked do not define
     named = {f.resolve() for f in files}
@@ -31,7 +34,7 @@ def check_files(paths=None) -> list[str]:
     for name, src in shipped.items():
         sources.setdefault(name, src)
     build_set(sources, senders_docs, errors)
-    for f in habilitation_files:
+    for f in habilitation_files + tables:
         errors.items.extend(habilitation.validate(f))
     lines = {str(e): (e.file, e.line, str(e)) for e in errors.items}
     return [line for _, _, line in sorted(lines.values())]

@@ -298,6 +298,11 @@ class Mapping:
                                             f"{_what(path, rule)} is {rule.required.describe(event)}; "
                                             "an explicit null \"\" cannot delete it"))
                 return
+            if rule.type == "ts":
+                # The rules keep dated values, never a date alone: "" on a date deletes nothing, it reads as empty
+                # (else a str would stand where a date is compared, and the message would fail as an internal error).
+                ex.ignored.append(Fact(rule.name, path.text, raw, "explicit null on a date: read as empty"))
+                return
             if rule.when and not rule.delete_ignores_when and not all(w.holds(msg) for w in rule.when):
                 ex.ignored.append(Fact(rule.name, path.text, raw, "condition not met: " + _whens(rule)))
                 return

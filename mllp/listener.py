@@ -61,7 +61,7 @@ log = structlog.get_logger("pamgate.mllp")
 
 STORE_UNAVAILABLE = AckError("", 0, 0, None, 207, "E", "store unavailable, retry later")
 # A bug of ours met while reading one frame: final (AR), since the same bytes would meet it again.
-READ_FAILED = AckError("", 0, 0, None, 207, "E",
+READ_FAILED = AckError("", 0, 0, None, 206, "E",
                        "internal error while reading the message: nothing was applied")
 
 
@@ -264,6 +264,7 @@ class MLLPServerProtocol(MLLPReceiver):
         except Exception:  # noqa: BLE001 — still answer, with what needs no reading
             ack = build_ack(None, "AR", [READ_FAILED])
         self._answer(ack, answer, "ascii")
+        self.factory.rejected(raw, READ_FAILED.text)
 
     # -- answers -------------------------------------------------------------------------------
 
@@ -300,6 +301,7 @@ class MLLPServerProtocol(MLLPReceiver):
         except UndecodableFrame:
             codec = self.settings.default_encoding
         self._answer(build_ack(text, "AR", [error]), answer, codec)
+        self.factory.rejected(raw, error.text)
 
     def _enqueue(self) -> _Answer:
         answer = _Answer()
@@ -430,11 +432,13 @@ class MLLPServerFactory(Factory):
     protocol = MLLPServerProtocol
 
     def __init__(self, handler, *, settings: ListenerSettings | None = None, clock=None,
-                 on_ack=None) -> None:
+                 on_ack=None, on_rejected=None) -> None:
         if clock is None:
             from twisted.internet import reactor as clock
         self.handler = handler
         self.on_ack = on_ack
+        # on_rejected(raw, error): a frame answered AR here, without the handler, is journaled through it
+        self.on_rejected = on_rejected
         self.settings = settings or ListenerSettings()
         self.clock = clock
         self.connections: set[MLLPServerProtocol] = set()
@@ -462,6 +466,14 @@ class MLLPServerFactory(Factory):
             self.on_ack(ack_text, written)
         except Exception:  # noqa: BLE001 — counting must never cost an ACK
             log.exception("mllp.on_ack_failed", listener=self.settings.name)
+
+    def rejected(self, raw: bytes, error: str) -> None:
+        if self.on_rejected is None:
+            return
+        try:
+            self.on_rejected(raw, error)
+        except Exception as e:  # noqa: BLE001 — the AR is already on its way; the journal's failure is logged
+            log.error("mllp.journal_rejected_failed", listener=self.settings.name, error=type(e).__name__)
 
     def _frameDone(self, _=None) -> None:
         self.inFlight -= 1

@@ -40,6 +40,10 @@ def parser() -> argparse.ArgumentParser:
     me = msub.add_parser("explain")
     me.add_argument("message_file")
     me.add_argument("--config")
+    me.add_argument("--profession", default="10", help="the consulting user's G15 code (default 10)")
+    me.add_argument("--role", help="the user's second role value (R01, G05 or R85 code)")
+    me.add_argument("--type", help="a document type code (XDS typeCode)")
+    me.add_argument("--category", help="a document category (TRE_A03 class code)")
 
     d = sub.add_parser("db", help="the store's schema")
     dsub = d.add_subparsers(dest="db_command", required=True, parser_class=OneLineParser)

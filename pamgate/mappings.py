@@ -6,8 +6,9 @@ from datetime import datetime, timezone
 
 from conformance.messages import read_message_file
 from engine import config as configuration
-from engine import rules
+from engine import habilitation, rules
 from engine.domain import DecisionRequest, PatientState
+from engine.errors import CommandError
 from engine.assembly import build_pipeline
 from mappings.check import check_files
 from mappings.explain import describe
@@ -33,6 +34,13 @@ def explain(args) -> int:
     own `read`), then the verdict of the pipeline's own `prepare`, and the decision in an empty store."""
     cfg = configuration.load(args.config)
     pipeline = build_pipeline(cfg)
+    doc_type, category = args.type, args.category
+    if pipeline.policy.habilitation is not None and (doc_type or category):
+        try:
+            doc_type, category = habilitation.document(pipeline.policy.habilitation.reference, doc_type, category)
+        except habilitation.UnknownDocument as e:
+            raise CommandError(e.detail.replace("document.type", "--type").replace("document.category",
+                                                                                   "--category")) from None
     for text in read_message_file(args.message_file):
         now = datetime.now(timezone.utc)
         print(describe(*pipeline.read(Message.parse(text))))
@@ -46,9 +54,12 @@ def explain(args) -> int:
         at = rules.message_time(facts, now)
         print(f"decision, in an empty store, at the message's time {at.isoformat()}:")
         for action in ("consult", "feed"):
-            d = rules.decide(state, DecisionRequest(action=action, user="explain", profession="10", at=at,
-                                                    visit=facts.get("visit.number")), pipeline.policy, now)
+            d = rules.decide(state, DecisionRequest(
+                action=action, user="explain", profession=args.profession, role=args.role, at=at,
+                visit=facts.get("visit.number"), document_type=doc_type, category=category), pipeline.policy, now)
             print(f"  {action}: {d.decision} {list(d.reasons)}")
+            if d.habilitation is not None:
+                print(f"    habilitation {habilitation.describe(d.habilitation)}")
         for e in events:
             print(f"  event: {e['type']} {e.get('data', {})}")
     return 0

@@ -22,8 +22,8 @@ ALLOWED = {
     "bench": {"engine", "mllp", "mappings", "consent_store", "outbound", "conformance"},   # tools, beside
 }
 ALLOWED["pamgate"] = set(ALLOWED) - {"bench"}
-# inside engine, the rules and the domain types: the standard library, and each other
-PURE = {"engine.rules", "engine.domain"}
+# inside engine, the rules (consent, habilitation) and the domain types: the standard library, and each other
+PURE = {"engine.rules", "engine.habilitation", "engine.domain"}
 
 
 def modules() -> dict[str, Path]:
@@ -54,10 +54,10 @@ def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
                 target = ".".join(base + ([node.module] if node.module else []))
             else:
                 target = node.module
-            out.add(target)
-            for alias in node.names:
-                if f"{target}.{alias.name}" in known:
-                    out.add(f"{target}.{alias.name}")
+            named = [f"{target}.{alias.name}" for alias in node.names]
+            out.update(m for m in named if m in known)
+            if not all(m in known for m in named):
+                out.add(target)     # a name from the module itself, not only modules of the package
     return out
 
 

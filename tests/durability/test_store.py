@@ -124,6 +124,7 @@ def test_migration_backfills_a_store_written_before_it(store_url):
             for t in ("consent_fact", "movement", "episode", "sender_sequence"):   # the tables after 0002
                 c.execute(text(f"DROP TABLE {t}"))
             c.execute(text("DELETE FROM audit_head"))
+            c.execute(text("ALTER TABLE applied_message DROP COLUMN content_hash"))   # 0005
             c.execute(text("UPDATE alembic_version SET version_num = '0002'"))
         doc = {"identifiers": [["PI", H, "5"]], "next_seq": 2, "break_glass": [], "dmp_results": [],
                "facts": [{"item": "consult", "value": "consent", "collected_at": NOW.isoformat(), "seq": 1,

@@ -7,10 +7,11 @@ from engine import rules
 from engine.config import period
 from engine.domain import (END_OF_TIME, START_OF_TIME, DecisionRequest, EpisodePolicy, Period, PatientState, Policy,
                            add_period)
+from mappings import habilitation
 
 T0 = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
 SRC = {"msh10": "t", "sender": "GAM|CHU"}
-MATRIX = {"10": frozenset({"all"}), "21": frozenset({"all"}), "60": frozenset({"all"})}
+MATRIX = habilitation.load()      # the shipped known statements: physicians may consult
 POLICY = Policy(habilitation=MATRIX)
 
 
@@ -99,7 +100,10 @@ def test_visit_scope_needs_new_consent_per_visit():
 
 def test_profession_matrix_and_blocks_and_dmp_status():
     state, _ = fold(PatientState(), msg(0, consult="consent"))
-    assert ask(state, "consult", 1, profession="31").reasons == ("profession.not_authorized",)
+    # a dental assistant's cells are all unknown in the shipped matrix: denied, and the answer says why
+    assert ask(state, "consult", 1, profession="31").reasons == ("profession.not_authorized",
+                                                                 "habilitation.unknown_cell")
+    assert ask(state, "consult", 1, profession="41").reasons == ("profession.not_authorized",)   # not in G15
     blocked, _ = fold(state, msg(2, **{"block.break_glass": True, "block.centre_15": True}))
     assert ask(blocked, "consult", 3, mode="bris_de_glace", reason="x").reasons == ("break_glass.blocked",)
     assert ask(blocked, "consult", 3, mode="centre_15").reasons == ("centre_15.blocked",)
