@@ -5,7 +5,8 @@
   transaction can no longer be used. Nothing of the transaction holds.
 - conflict (a lost transaction): PostgreSQL gave up a lock wait (deadlock, 40P01) or a serialisation
   (40001); the same transaction may simply run again.
-- refused: the store refused one statement (a constraint, a value too long): the operation's own fault.
+- refused: the store refused one statement (a constraint, a value too long): the operation's own fault;
+  a refused value (PostgreSQL's "data exception" class, SQLSTATE 22…) is the data's fault.
 Anything else is not the store's error but the operation's own.
 """
 from __future__ import annotations
@@ -38,3 +39,8 @@ def refused(e: BaseException) -> str | None:
     if isinstance(e, DBAPIError) and not lost(e):
         return (str(e.orig).splitlines() or [""])[0][:200]
     return None
+
+
+def value_refused(e: BaseException) -> bool:
+    """PostgreSQL's "data exception" class (SQLSTATE 22…): a value the store cannot take as it is."""
+    return isinstance(e, DBAPIError) and str(sqlstate(e) or "").startswith("22")

@@ -14,10 +14,9 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy.exc import DBAPIError
 
+from consent_store import errors as store_errors
 from consent_store.tables import NotStorable
-
 from engine import rules
 from engine.domain import (CONSULT, DMP_STATUS, EARLIEST, FEED, LATEST, PERMIT, DecisionRequest, PatientState,
                            Policy, R_PATIENT_UNKNOWN, state_from_dict, state_to_dict, usable_instant)
@@ -278,10 +277,9 @@ class Pipeline:
         if isinstance(error, NotStorable):
             return work.data_type_error(work.fact_holding(error.value), f"{error.why} ({error.column})",
                                         column=error.column)
-        if isinstance(error, DBAPIError) and str(getattr(error.orig, "sqlstate", "") or "").startswith("22"):
-            # PostgreSQL's "data exception" class: a value the store cannot take as it is
+        if store_errors.value_refused(error):
             log.warning("message.value_refused_by_store", error=type(error.orig).__name__,
-                        sqlstate=error.orig.sqlstate)
+                        sqlstate=store_errors.sqlstate(error))
             return Outcome("AE", [("", 1, 0, None, DATA_TYPE_ERROR,
                                    "a value of the message cannot be stored as received: nothing was applied")])
         log.error("message.apply_failed", error=type(error).__name__, exc_info=error)

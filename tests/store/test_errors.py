@@ -5,6 +5,7 @@ from sqlalchemy.exc import ResourceClosedError
 
 from consent_store import errors
 from consent_store.store import Store
+from tests.stores import pg_database
 
 
 @pytest.fixture
@@ -40,3 +41,14 @@ def test_sqlalchemys_unusable_connection_is_lost_and_other_errors_are_not_the_st
     assert errors.lost(ResourceClosedError("closed"))
     assert not errors.lost(ValueError("x")) and errors.refused(ValueError("x")) is None
     assert errors.sqlstate(ValueError("x")) is None
+
+
+def test_a_value_postgresql_cannot_take_is_refused_not_lost():
+    with pg_database() as url:
+        s = Store(url)
+        try:
+            e = failure(s, "SELECT 'x'::integer")
+            assert errors.value_refused(e) and errors.sqlstate(e) == "22P02"
+            assert not errors.lost(e) and errors.refused(e)
+        finally:
+            s.dispose()
