@@ -122,7 +122,7 @@ def main() -> None:
 listeners: {{mllp: [{{endpoint: "tcp:0:interface=127.0.0.1"}}], http: "tcp:0:interface=127.0.0.1"}}
 log: {{level: warning}}
 """)
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(cfg)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "pamgate.cli", "serve", "--config", str(cfg)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             port = None

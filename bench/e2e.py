@@ -86,7 +86,7 @@ def pamgate(args):
 listeners: {{mllp: [{{endpoint: "tcp:0:interface=127.0.0.1"}}], http: "tcp:0:interface=127.0.0.1"}}
 log: {{level: warning}}
 """)
-        proc = subprocess.Popen([sys.executable, "-m", "engine.cli", "serve", "--config", str(cfg)], cwd=ROOT,
+        proc = subprocess.Popen([sys.executable, "-m", "pamgate.cli", "serve", "--config", str(cfg)], cwd=ROOT,
                                 stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         try:
             port = int(wait_line(proc, r"mllp listening on .*:(\d+)\)").group(1))

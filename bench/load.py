@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from twisted.internet import defer, endpoints, task  # noqa: E402
 
 from bench.messages import adt_a01  # noqa: E402
+from mllp.ack import read_ack  # noqa: E402
 from mllp.client import MLLPClientProtocol  # noqa: E402
 
 
@@ -29,14 +30,6 @@ def percentile(sorted_values: list[float], fraction: float) -> float:
         return float("nan")
     index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
     return sorted_values[index]
-
-
-def ack_fields(ack: str) -> tuple[str, str]:
-    for segment in ack.split("\r"):
-        if segment.startswith("MSA|"):
-            parts = segment.split("|")
-            return parts[1], parts[2] if len(parts) > 2 else ""
-    return "", ""
 
 
 async def run_connection(reactor, host, port, batch, latencies, problems, timeout):
@@ -49,9 +42,9 @@ async def run_connection(reactor, host, port, batch, latencies, problems, timeou
             started = time.perf_counter()
             ack = await client.send(payload)
             latencies.append(time.perf_counter() - started)
-            code, echoed = ack_fields(ack)
-            if code not in ("AA", "CA") or echoed != control_id:
-                problems[code or "?"] = problems.get(code or "?", 0) + 1
+            read = read_ack(ack)
+            if read.problem(control_id):
+                problems[read.code or "?"] = problems.get(read.code or "?", 0) + 1
     finally:
         client.transport.loseConnection()
 

@@ -23,7 +23,7 @@ from bench.messages import adt_a01  # noqa: E402
 from consent_store.store import Store  # noqa: E402
 from engine import config  # noqa: E402
 from engine.pipeline import now_utc  # noqa: E402
-from engine.serve import build_pipeline  # noqa: E402
+from engine.assembly import build_pipeline  # noqa: E402
 
 
 def main() -> None:

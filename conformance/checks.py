@@ -3,9 +3,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import hl7
-
 from conformance import wording
+from mllp.ack import read_ack as mllp_read_ack
 
 HELD, FAILED, SKIPPED = "held", "failed", "skipped"
 ENHANCED = {"CA": "AA", "CE": "AE", "CR": "AR"}
@@ -40,38 +39,17 @@ class Ack:
 
 
 def read_ack(text: str) -> Ack:
-    segments = [s for s in text.replace("\n", "\r").split("\r") if s]
-    try:
-        msg = hl7.parse("\r".join(segments))
-    except Exception:  # noqa: BLE001 — the ACK itself is broken: that is the finding
+    """The gate's ACK, read by mllp's ACK reader (the one beside the builder), in the report's words."""
+    read = mllp_read_ack(text)
+    if not read.has_header:
         return Ack(text, "?", "?", ("the ACK cannot be read as HL7",))
-    try:
-        sent = str(msg.extract_field("MSA", 1, 1))
-    except (KeyError, IndexError):
+    if not read.has_msa:
         return Ack(text, "?", "?", ("the ACK has no MSA segment",))
-    errors = []
-    for seg in (s for s in msg if str(s[0]) == "ERR"):
-        def part(n, c=1):
-            try:
-                return str(seg(n)(1)(c)) if len(seg) > n else ""
-            except (IndexError, TypeError):
-                return ""
-        where = part(2, 1)
-        if part(2, 3):
-            where += f"-{part(2, 3)}"
-            if part(2, 5):
-                where += f"-{part(2, 5)}"
-        code = part(3, 1)
-        words = msg.unescape(str(seg[8])) if len(seg) > 8 and str(seg[8]) else part(3, 2)
-        errors.append(f"{where + ': ' if where else ''}{words}{f' (code {code})' if code else ''}")
-    if not errors:
-        try:
-            text3 = str(msg.extract_field("MSA", 1, 3))
-        except (KeyError, IndexError):
-            text3 = ""
-        if text3:
-            errors.append(msg.unescape(text3))
-    return Ack(text, ENHANCED.get(sent, sent), sent, tuple(errors))
+    errors = [f"{e.location + ': ' if e.location else ''}{e.text}{f' (code {e.code})' if e.code else ''}"
+              for e in read.errors]
+    if not errors and read.text:
+        errors.append(read.text)
+    return Ack(text, ENHANCED.get(read.code, read.code), read.code, tuple(errors))
 
 
 def check_ack(expected: str, ack: Ack, name: str) -> Check:

@@ -17,9 +17,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from engine import api as api_body
-from engine.commands import CommandError
 from engine.config import period
 from engine.domain import add_period
+from engine.errors import CommandError
 
 ACK_CODES = ("AA", "AE", "AR")
 

@@ -2,9 +2,9 @@
 
 Both answer the same four questions — the ACK of a message, a decision, the patient's state at an instant,
 the events in the outbox — and return plain JSON values, so the checks and reports never know which one
-answered. In-process runs the code path of `serve` (decode, `message_handler`, the pipeline and the unit
-of work, the ACK builder) on a temporary SQLite file, with no socket; only the group commit's batching is
-replaced by one transaction per operation, on this thread.
+answered. In-process runs the code path of `serve` (the MLLP listener's protocol, `message_handler`, the
+pipeline and the unit of work, the ACK builder) on a temporary SQLite file, with no socket (an in-memory
+transport); only the group commit's batching is replaced by one transaction per operation, on this thread.
 """
 from __future__ import annotations
 
@@ -18,15 +18,26 @@ import urllib.parse
 import urllib.request
 from datetime import datetime
 
+from twisted.internet import defer
+from twisted.internet.address import IPv4Address
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 
-from engine.commands import CommandError
+from engine.api import to_json
+from engine.assembly import build_pipeline, listener_settings, open_store
+from engine.commit import run_batch
+from engine.errors import CommandError
+from engine.inbound import in_process, message_handler, prepared, rejections_journaled
 from engine.pipeline import now_utc, patient_key
+from mllp.client import BlockingMLLPClient, MLLPError, decode_ack
+from mllp.decoding import UndecodableFrame, codec_for_charset, decode_frame, decode_leniently
+from mllp.frame import END_BLOCK, START_BLOCK, frame
+from mllp.listener import ListenerSettings, MLLPServerFactory
 
 
 def plain(value):
     """The JSON form of a value, as the HTTP API sends it (datetimes as ISO 8601 text)."""
-    from engine.api import to_json
     return json.loads(to_json(value))
 
 
@@ -43,9 +54,6 @@ class InlineCommit:
         self.store = store
 
     def submit(self, work, keys=(), refused=None):
-        from twisted.internet import defer
-
-        from engine.commit import run_batch
         try:
             (ok, result), = run_batch(self.store, [(work, keys, refused)])[0]
         except Exception:  # noqa: BLE001 — handed on as the group commit does, as a failed Deferred
@@ -74,7 +82,6 @@ class InProcessGate:
         self._dir = tempfile.mkdtemp(prefix="pamgate-replay-")
         self._stores = 0
         self.store = None
-        from engine.serve import build_pipeline
         try:
             self.pipeline = build_pipeline(cfg)
         except Exception as e:  # noqa: BLE001 — a mapping or matrix that cannot load: one line
@@ -83,7 +90,6 @@ class InProcessGate:
 
     def fresh(self) -> None:
         """A new, empty store (a replay's start, or each file of an isolated replay)."""
-        from engine.serve import in_process, message_handler, open_store, prepared
         if self.store is not None:
             self.store.dispose()
         self._stores += 1
@@ -92,31 +98,32 @@ class InProcessGate:
         cfg.store.auto_upgrade = True
         self.store = open_store(cfg)
         self.commit = InlineCommit(self.store)
-        self.handler = message_handler(prepared(self.pipeline, in_process(self.commit)))
+        handler = message_handler(prepared(self.pipeline, in_process(self.commit)))
+        # the listener of `pamgate serve`, on a transport in memory and a clock that never moves
+        self.settings = (listener_settings(self.cfg, self.cfg.listeners.mllp[0]) if self.cfg.listeners.mllp else
+                         ListenerSettings(name="in-process", default_encoding=codec_for_charset("8859/1")))
+        factory = MLLPServerFactory(handler, settings=self.settings, clock=Clock(),
+                                    on_rejected=rejections_journaled(self.pipeline, in_process(self.commit)))
+        self.connection = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 0))
+        self.transport = StringTransport()
+        self.connection.makeConnection(self.transport)
 
     def send(self, message) -> str:
-        from mllp.ack import AckError, build_ack
-        from mllp.decoding import UndecodableFrame, codec_for_charset, decode_frame, decode_leniently
-        from mllp.frame import InboundFrame
-        from mllp.listener import STORE_UNAVAILABLE
+        """The ACK that `pamgate serve` would give: the frame goes through the listener's own protocol
+        (framing, decoding, the AR it answers by itself, the AE of a store that fails) on an in-memory
+        transport, and the ACK is read back as the listener encoded it."""
         raw, _ = message.wire_bytes()
-        raw = raw.rstrip(b"\r")
-        listener = self.cfg.listeners.mllp[0] if self.cfg.listeners.mllp else None
-        default = listener.default_encoding if listener else "8859/1"
-        force = listener.force_encoding if listener else None
-        try:   # the configuration names HL7 character sets (8859/1) or Python codecs
-            decoded = decode_frame(raw, default_encoding=codec_for_charset(default) or default,
-                                   force_encoding=force and (codec_for_charset(force) or force))
-        except UndecodableFrame as e:      # the listener answers these itself
-            segment, sequence, field = e.location
-            return build_ack(decode_leniently(raw), "AR", [AckError(segment, sequence, field, None, e.code, "E",
-                                                                    str(e))])
-        frame = InboundFrame(raw=raw, text=decoded.text, encoding=decoded.encoding, peer="replay",
-                             listener="in-process")
+        self.transport.clear()
+        self.connection.dataReceived(frame(raw.rstrip(b"\r")))
+        out = self.transport.value()
+        if not (out.startswith(START_BLOCK) and out.endswith(END_BLOCK)):
+            raise RuntimeError("the listener did not answer the frame at once")
+        payload = out[len(START_BLOCK):-len(END_BLOCK)]
         try:
-            return _now(self.handler(frame))
-        except Exception:  # noqa: BLE001 — as the listener does: the store failed, answer AE
-            return build_ack(frame.text, "AE", [STORE_UNAVAILABLE])
+            return decode_frame(payload, default_encoding=self.settings.default_encoding,
+                                force_encoding=self.settings.force_encoding).text
+        except UndecodableFrame:
+            return decode_leniently(payload)
 
     def decide(self, patient: dict, request) -> dict:
         result = _now(self.commit.submit(lambda uow: self.pipeline.decide(uow, patient, request, now_utc()),
@@ -157,7 +164,6 @@ class RemoteGate:
     mode = "mllp"
 
     def __init__(self, to: str, api: str | None, cfg, store_readable: bool):
-        from mllp.client import BlockingMLLPClient
         m = TO.match(to)
         if not m:
             raise CommandError(f"--to {to}: expected mllp://HOST:PORT")
@@ -178,7 +184,6 @@ class RemoteGate:
         # The outbox is read from the server's own store, where --config names it (read only).
         self.store = None
         if store_readable:
-            from engine.serve import open_store
             c = cfg.model_copy(deep=True)
             c.store.auto_upgrade = False
             try:
@@ -194,7 +199,6 @@ class RemoteGate:
                            "replay can do: leave out --to")
 
     def send(self, message) -> str:
-        from mllp.client import MLLPError, decode_ack
         raw, codec = message.wire_bytes()
         try:
             try:

@@ -1,8 +1,8 @@
 """The messages of a replay: files and folders in name order, split into messages, and read once.
 
-Splitting a file (any line ending, a BOM, batch envelopes) is `engine.commands.read_message_file`, the one
-way the product reads message files; here we only choose the files and read the few header fields that the
-replay and its reports need, with python-hl7.
+Splitting a file (any line ending, a BOM, batch envelopes) is `read_message_file`, the one way the product
+reads message files (`pamgate mappings explain` uses it too); the rest chooses the files and reads the few
+header fields that the replay and its reports need, with python-hl7.
 """
 from __future__ import annotations
 
@@ -14,11 +14,37 @@ from zoneinfo import ZoneInfo
 
 import hl7
 
-from engine.commands import CommandError, read_message_file
+from engine.errors import CommandError
 from mllp.client import encode_message
-from mllp.decoding import codec_for_charset
+from mllp.decoding import codec_for_charset, decode_leniently
 
 EXTENSIONS = (".hl7", ".er7", ".txt")
+
+
+def read_message_file(path: str) -> list[str]:
+    """The messages of one file: any line ending, with or without a BOM, batch envelopes skipped."""
+    try:
+        raw = open(path, "rb").read()
+    except OSError as e:
+        raise CommandError(f"{path}: {e.strerror}") from None
+    text = decode_leniently(raw)
+    messages, current = [], []
+    for seg in text.split("\r"):
+        if not seg.strip():
+            continue
+        if seg.startswith("MSH"):
+            if current:
+                messages.append("\r".join(current))
+            current = [seg]
+        elif seg[:3] in ("FHS", "BHS", "BTS", "FTS"):
+            continue
+        elif current:
+            current.append(seg)
+    if current:
+        messages.append("\r".join(current))
+    if not messages:
+        raise CommandError(f"{path}: no HL7 message (no MSH segment) in this file")
+    return messages
 
 
 @dataclass(frozen=True)

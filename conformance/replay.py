@@ -13,10 +13,16 @@ from zoneinfo import ZoneInfo
 
 from conformance import checks as C
 from conformance import expectations as X
+from conformance.gates import InProcessGate, RemoteGate, key_of
+from conformance.junit import write as write_junit
 from conformance.messages import ReplayMessage, collect
-from engine.commands import CommandError
-from engine import habilitation
-from mappings.habilitation import reference
+from conformance.report import write as write_report
+from conformance.strict import validate
+from engine import config as configuration
+from engine import habilitation, logs
+from engine.assembly import document_reference
+from engine.domain import DecisionRequest
+from engine.errors import CommandError
 
 
 @dataclass
@@ -77,8 +83,6 @@ def main(args) -> int:
 
 
 def execute(args) -> Run:
-    from engine import config as configuration
-    from engine import logs
     cfg = configuration.load(args.config)
     # the replay reports every ACK itself; the engine's info lines would only interleave with it
     logs.configure("warning" if cfg.log.level in ("debug", "info") else cfg.log.level, cfg.log.format)
@@ -121,10 +125,8 @@ def execute(args) -> Run:
         gate.close()
     out.summary(run)
     if args.junit:
-        from conformance.junit import write as write_junit
         _write(args.junit, "--junit", lambda p: write_junit(run, p))
     if args.report:
-        from conformance.report import write as write_report
         _write(args.report, "--report", lambda p: write_report(run, p))
     return run
 
@@ -137,7 +139,6 @@ def _write(path, option, writer):
 
 
 def _open_gate(cfg, to, api, has_config):
-    from conformance.gates import InProcessGate, RemoteGate
     if to:
         return RemoteGate(to, api, cfg, store_readable=has_config)
     return InProcessGate(cfg)
@@ -146,14 +147,11 @@ def _open_gate(cfg, to, api, has_config):
 def replay_one(gate, message: ReplayMessage, plan: X.Planned, expectations: X.Expectations, tz: ZoneInfo,
                strict: bool, want_state: bool) -> MessageRun:
     """Send one message, then ask and check what its steps say, in this order: ACK, decisions, events."""
-    from conformance.gates import key_of
-    from engine.domain import DecisionRequest
     where = f"message {message.position} ({message.label})"
     patient = message.patient()
     mtime = message.time(tz)
     validation = None
     if strict:
-        from conformance.strict import validate
         validation = validate(message.text)
 
     # the outbox as it stands before the message, for the patients whose new events are checked
@@ -195,7 +193,7 @@ def replay_one(gate, message: ReplayMessage, plan: X.Planned, expectations: X.Ex
                 continue
             try:
                 doc_type, category = habilitation.document(
-                    reference(), d.document.type, d.document.category) if d.document else (None, None)
+                    document_reference(), d.document.type, d.document.category) if d.document else (None, None)
             except habilitation.UnknownDocument as e:
                 run.checks.append(C.Check("decision", name, C.FAILED, "a decision", e.detail, d.step, d.title))
                 continue

@@ -311,6 +311,11 @@ def advisory_key(key: str) -> int:
 
 
 class UnitOfWork:
+    """One transaction on the store, opened by `Store.transaction()`: everything a message or an API call
+    reads and writes (dedup of MSH-10, the journal, patients and their identifiers, the audit chain, the
+    outbox and its deliveries, the senders' sequence numbers) goes through its methods, and commits or rolls
+    back as one. It takes and returns plain values (dicts, ids, datetimes); it knows no HL7 and no domain
+    types. It owns its connection and nothing else; outside consent_store, nothing reaches the connection."""
     def __init__(self, conn: Connection, is_postgres: bool):
         self._conn = conn
         self.is_postgres = is_postgres
@@ -355,6 +360,10 @@ class UnitOfWork:
         if self._later:
             self.write_later_rows()
         return self._conn
+
+    def ping(self) -> None:
+        """Raises when the store does not answer (`Store.ping`, inside this transaction: `/healthz`)."""
+        self._conn.exec_driver_sql("SELECT 1").scalar()
 
     def _write_later(self, q: Sql, rows: list[dict]) -> None:
         ops = self._later.setdefault(q.stmt.table.name, [])

@@ -30,6 +30,7 @@ from engine import habilitation, metrics
 from engine.commit import StoreUnavailable
 from engine.domain import DMP_RESULTS, YEARS, DecisionRequest
 from engine.pipeline import PatientUnknown, now_utc, patient_key
+from mappings.codes import meanings
 
 log = structlog.get_logger("pamgate.api")
 
@@ -185,10 +186,6 @@ class DmpResultBody(Body):
         return self
 
 
-CONSULT_CODES = {"IC": "consent", "INC": "refused", "NA": None}
-FEED_CODES = {"INO": "no_opposition", "IO": "opposed", "NA": None}
-
-
 def to_json(value) -> bytes:
     def default(o):
         if isinstance(o, datetime):
@@ -304,6 +301,10 @@ PATIENT_PATH = re.compile(rb"^/v1/patients/([^/]+)/([^/]+)/consent$")
 
 
 class Api(resource.Resource):
+    """The HTTP API (`/v1/...`, `/healthz`, `/metrics`) as one Twisted resource: it checks the token and the
+    body (HTTP 400 with a code on bad input), then runs the pipeline's operation through the group commit
+    (`committer`) off the reactor thread, and wakes the dispatcher (`on_events`) once a call's events are
+    committed. It owns no state of its own; the store is reached only through the pipeline and the commit."""
     isLeaf = True
 
     def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536, inbound_ready=None,
@@ -338,7 +339,7 @@ class Api(resource.Resource):
             if not self.inbound_ready():
                 raise ApiError(503, "apply.not_ready",
                                "the apply process is not ready: starting, or starting again after it ended")
-            return self._submit(lambda uow: uow.conn.exec_driver_sql("SELECT 1").scalar()).addCallback(
+            return self._submit(lambda uow: uow.ping()).addCallback(
                 lambda _: (200, {"status": "ok"}))
         if path == b"/metrics" and method == "GET":
             self._authorize(request)
@@ -404,7 +405,8 @@ class Api(resource.Resource):
             b = self._body(request, ConsentBody)
             if b.consult is None and b.feed is None:
                 raise ApiError(400, "field.missing", "consult or feed: give at least one")
-            values = {"consult": CONSULT_CODES.get(b.consult), "feed": FEED_CODES.get(b.feed)}
+            # the 2.11.1 codes mean what its mapping file says (mappings/codes.py); NA: nothing collected
+            values = {"consult": meanings("consult").get(b.consult), "feed": meanings("feed").get(b.feed)}
             values.update({f"{k}.code": code for k, code in (("consult", b.consult), ("feed", b.feed)) if code})
             patient = b.patient.model_dump(exclude_none=True)
             collector = b.collected_by.model_dump(exclude_unset=True)

@@ -22,6 +22,7 @@ child starts. On shutdown the server closes the child's stdin: the child finishe
 """
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import os
 import pickle
@@ -34,7 +35,9 @@ import structlog
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import ProcessProtocol
 
-from engine import metrics
+from engine import config as configuration
+from engine import logs, metrics
+from engine.assembly import build_pipeline, open_store
 from engine.commit import StoreUnavailable, run_batch
 from engine.pipeline import MessageWork
 
@@ -210,13 +213,6 @@ class _ChildProtocol(ProcessProtocol):
 # --- the child's side -----------------------------------------------------------------------------
 
 def main(argv=None) -> int:
-    import argparse
-
-    from consent_store.store import Store
-    from engine import config as configuration
-    from engine import logs
-    from engine.serve import build_pipeline
-
     ap = argparse.ArgumentParser(prog="pamgate-apply")
     ap.add_argument("--config")
     args = ap.parse_args(argv)
@@ -230,7 +226,8 @@ def main(argv=None) -> int:
     try:
         cfg = configuration.load(args.config)
         logs.configure(cfg.log.level, cfg.log.format)
-        store = Store(cfg.store.url)
+        cfg.store.auto_upgrade = False      # the server has migrated it
+        store = open_store(cfg)
         pipeline = build_pipeline(cfg)
     except Exception as e:  # noqa: BLE001 — one line; the server logs apply.process_ended and starts another
         print(f"pamgate: apply process: cannot start: {(str(e).splitlines() or [type(e).__name__])[0]}",

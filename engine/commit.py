@@ -23,16 +23,14 @@ from datetime import datetime, timezone
 from typing import Callable
 
 import structlog
-from sqlalchemy.exc import DBAPIError, InvalidRequestError, OperationalError, ResourceClosedError
 from twisted.internet.defer import Deferred
+from twisted.internet.task import LoopingCall
+
+from consent_store import errors as store_errors
 
 log = structlog.get_logger("pamgate.commit")
 _STOP = object()
 CONFLICT_RETRIES = 5
-# errors of SQLAlchemy's own that say the connection or the transaction is unusable: the store's, not an
-# operation's (a DBAPIError is sorted by _lost; any other error, SQLAlchemy's StatementError included, is
-# the operation's own)
-_STORE_ERRORS = (InvalidRequestError, ResourceClosedError)
 
 
 class StoreUnavailable(Exception):
@@ -120,15 +118,13 @@ def run_batch(store, batch) -> tuple[list, bool]:
         except _OneFailed:
             # an operation failed: nothing of the batch holds; run it again, each operation alone
             careful = True
-        except DBAPIError as e:
-            if not _conflict(e) or attempt == CONFLICT_RETRIES:
+        except Exception as e:  # noqa: BLE001 — the commit failed: nothing of the batch holds
+            if not store_errors.conflict(e) or attempt == CONFLICT_RETRIES:
                 return _unavailable(batch, e), False
             # another instance won a lock: nothing of this batch holds, so run all of it again
-            log.warning("store.conflict_retry", attempt=attempt, sqlstate=_sqlstate(e))
+            log.warning("store.conflict_retry", attempt=attempt, sqlstate=store_errors.sqlstate(e))
             time.sleep(random.uniform(0.005, 0.05) * attempt)
             attempt += 1
-        except Exception as e:  # noqa: BLE001 — the commit failed: nothing of the batch holds
-            return _unavailable(batch, e), False
 
 
 def _transaction(store, batch, careful: bool) -> list:
@@ -147,13 +143,9 @@ def _transaction(store, batch, careful: bool) -> list:
             if not careful:
                 try:
                     results.append((True, work(uow)))
-                except DBAPIError as e:
-                    if _lost(e):
-                        raise
-                    raise _OneFailed() from e
-                except _STORE_ERRORS:
-                    raise
                 except Exception as e:  # noqa: BLE001 — sorted out by the careful run
+                    if store_errors.lost(e):
+                        raise
                     raise _OneFailed() from e
                 continue
             try:
@@ -162,25 +154,17 @@ def _transaction(store, batch, careful: bool) -> list:
                 # only now: the savepoint writes the operation's rows as it ends, and may refuse one
                 results.append((True, value))
                 continue
-            except DBAPIError as e:
-                if _lost(e):
+            except Exception as e:  # noqa: BLE001 — one bad operation must not sink the batch
+                if store_errors.lost(e):
                     raise   # the connection or the whole transaction is lost, not just this operation
                 error: Exception = e
-            except _STORE_ERRORS:
-                raise
-            except Exception as e:  # noqa: BLE001 — one bad operation must not sink the batch
-                error = e
             results.append(_refused(uow, item, error))
         if not careful:
             try:
                 uow.flush()   # the rows written at flush: one refused is an operation's failure
-            except DBAPIError as e:
-                if _lost(e):
-                    raise
-                raise _OneFailed() from e
-            except _STORE_ERRORS:
-                raise
             except Exception as e:  # noqa: BLE001 — a row kept for later that cannot be written
+                if store_errors.lost(e):
+                    raise
                 raise _OneFailed() from e
     return results
 
@@ -196,21 +180,17 @@ def _refused(uow, item, error: Exception) -> tuple:
         with uow.savepoint():
             value = refused(uow, error)
         return True, value
-    except DBAPIError as e:
-        if _lost(e):
-            raise
-        _log_failure(e)
-        return False, e
-    except _STORE_ERRORS:
-        raise
     except Exception as e:  # noqa: BLE001 — the answer of last resort: the error itself
+        if store_errors.lost(e):
+            raise
         _log_failure(e)
         return False, e
 
 
 def _log_failure(e: Exception) -> None:
-    if isinstance(e, DBAPIError):
-        log.error("store.operation_failed", error=type(e).__name__, detail=(str(e.orig).splitlines() or [""])[0][:200])
+    refused = store_errors.refused(e)
+    if refused is not None:
+        log.error("store.operation_failed", error=type(e).__name__, detail=refused)
     else:
         log.error("operation.failed", error=type(e).__name__, exc_info=e)
 
@@ -234,20 +214,6 @@ class _OneFailed(Exception):
     """An operation of a batch run without savepoints failed: roll back, run it again with them."""
 
 
-def _lost(e: DBAPIError) -> bool:
-    """The connection or the whole transaction is lost, not just one operation."""
-    return e.connection_invalidated or _conflict(e) or isinstance(e, OperationalError)
-
-
-def _sqlstate(e: DBAPIError) -> str | None:
-    return getattr(e.orig, "sqlstate", None)
-
-
-def _conflict(e: DBAPIError) -> bool:
-    """PostgreSQL gave up a lock wait (deadlock) or a serialisation: the batch may simply run again."""
-    return _sqlstate(e) in ("40P01", "40001")
-
-
 class JournalPruner:
     """Journal retention: at start, then every `every` seconds, raw messages older than `retention` leave
     the journal, through the group commit (one writer), in chunks so that no message waits long behind
@@ -257,7 +223,6 @@ class JournalPruner:
 
     def __init__(self, committer: GroupCommit, retention, reactor, every: float = 3600.0, now=None,
                  zone: str = "UTC"):
-        from twisted.internet.task import LoopingCall
         self.committer, self.retention, self.every, self.zone = committer, retention, every, zone
         self.now = now or (lambda: datetime.now(timezone.utc))
         self.loop = LoopingCall(self.prune)

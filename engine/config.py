@@ -8,6 +8,7 @@ import os
 from datetime import timedelta
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo
 
 import isodate
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
@@ -16,6 +17,7 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
 from engine.domain import EpisodePolicy, Period, Policy
 from mappings.yamlio import Mark, MappingFileError, MarkedDict, MarkedList, load_yaml
+from mllp.endpoints import files_named
 
 SHIPPED_MAPPINGS = Path(__file__).resolve().parent.parent / "mappings"
 
@@ -266,7 +268,6 @@ class Config(Strict):
     @field_validator("timezone")
     @classmethod
     def _tz(cls, v):
-        from zoneinfo import ZoneInfo
         try:
             ZoneInfo(v)
         except Exception:  # noqa: BLE001
@@ -322,7 +323,6 @@ def _creatable(folder: Path) -> str | None:
 def check_files(cfg: Config) -> tuple[list[str], list[str]]:
     """The files and folders that `serve` will need, checked without starting anything:
     (what was checked, the problems found), each problem one line that names its key."""
-    from mllp.endpoints import files_named
     checked, problems = [], []
 
     def need(key: str, path: str | Path, folder: bool = False) -> None:

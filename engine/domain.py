@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-# Items recorded per patient and episode (domain.md, "The rules").
+# Items recorded per patient and episode, each dated and kept with its source (REM DPI, DMP/CONF.06).
 CONSULT = "consult"            # consent to consultation (consentement à la consultation)
 FEED = "feed"                  # feed opposition (opposition à l'alimentation)
 DMP_STATUS = "dmp_status"      # ACTIF / FERME / INEXISTANT

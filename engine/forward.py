@@ -15,15 +15,16 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
+import hl7
+
 from engine import rules
-from engine.domain import CONSENT, CONSULT, DMP_STATUS, FEED, NO_OPPOSITION, OPPOSED, REFUSED, PatientState, Policy
+from engine.domain import CONSULT, DMP_STATUS, FEED, PatientState, Policy
+from mappings.codes import codes
 
 VERSION = ("2.5", "FRA", "2.11")
 PROFILE = ("2.11", "IHE_FRANCE-2.11-PAM")
 # PAM FR allows ZFA on these events only; on the others a ZFA is rewritten if present, never added
 ZFA_EVENTS = frozenset({"A01", "A04", "A05", "A14", "A28", "A31", "Z99"})
-CONSULT_CODES = {CONSENT: "IC", REFUSED: "INC"}   # legacy_consent (a 2.11 INO) is not consent: NA
-FEED_CODES = {NO_OPPOSITION: "INO", OPPOSED: "IO"}
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,9 @@ def zfa_values(state: PatientState, policy: Policy, visit: str | None,
     dmp = latest(DMP_STATUS, False)
     feed = latest(FEED, by_visit and policy.episode.feed_opposition_ends_with_episode)
     consult = latest(CONSULT, by_visit)
-    feed_code = FEED_CODES.get(feed.value, "NA") if feed and not feed.cancelled else "NA"
-    consult_code = CONSULT_CODES.get(consult.value, "NA") if consult and not consult.cancelled else "NA"
+    # the 2.11.1 codes, from its mapping file; legacy_consent (a 2.11 INO) has none: it is not consent, NA
+    feed_code = codes("feed").get(feed.value, "NA") if feed and not feed.cancelled else "NA"
+    consult_code = codes("consult").get(consult.value, "NA") if consult and not consult.cancelled else "NA"
     return ZfaValues(
         dmp_status=str(dmp.value) if dmp else "",
         dmp_collected_at=dmp.collected_at if dmp else None,
@@ -88,7 +90,6 @@ def rewrite(text: str, values: ZfaValues, tz: ZoneInfo, event: str) -> str:
     An existing ZFA is replaced in place. Where there is none and the event allows one, it is added
     after ZBE (after PV2/PV1 when there is no ZBE, as on A28/A31), else at the end.
     """
-    import hl7
     msg = hl7.parse(text.replace("\r\n", "\r").replace("\n", "\r"))
     msh = msg.segment("MSH")
     while len(msh) <= 21:

@@ -3,6 +3,8 @@ import re
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from mllp.ack import ack_summary
+
 registry = CollectorRegistry()
 messages = Counter("pamgate_messages_total", "Messages answered (ACK written), by event and ACK code",
                    ["event", "ack"], registry=registry)
@@ -32,7 +34,6 @@ apply_in_flight = Gauge("pamgate_apply_process_in_flight", "Messages handed to t
 
 def on_ack(ack_text: str, written: bool) -> None:
     """The MLLP listener's report of one ACK (see mllp.listener): count those written."""
-    from mllp.ack import ack_summary
     if not written:
         acks_undelivered.inc()
         return

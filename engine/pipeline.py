@@ -14,16 +14,17 @@ from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
 
 import structlog
-from sqlalchemy.exc import DBAPIError
 
+from consent_store import errors as store_errors
 from consent_store.tables import NotStorable
-
 from engine import identity, patient_view, rules, sequence
 from engine.domain import (CONSULT, DMP_STATUS, EARLIEST, FEED, LATEST, PERMIT, Changes, DecisionRequest,
                            PatientState, Policy, R_PATIENT_UNKNOWN, break_glass_row, dmp_result_row, fact_row,
                            from_header, header, movement_row, usable_instant, visit_row, visit_start)
+from engine.forward import forwarded_message
 from engine.sequence import sequence_number
 from engine.unit_of_work import UnitOfWork
+from mappings.message import Message
 
 log = structlog.get_logger("pamgate.pipeline")
 
@@ -113,6 +114,11 @@ def patient_key(authority, ipp) -> str:
 
 
 class Pipeline:
+    """The edges tied together: a message's text → the mapping's facts → the rules → the store's unit of
+    work, and the API's operations (decide, record a consent or a DMP result) likewise. It owns the mapping
+    set, the policy, the time zone and the routes; it holds no connection and no state between calls: each
+    call is given the `UnitOfWork` to use. `prepare` touches no store (it runs in the server process);
+    `apply_message` runs in the apply process, inside the transaction that also answers the ACK."""
     def __init__(self, mapping_set, policy: Policy, tz: str = "Europe/Paris", routes: dict | None = None,
                  sequenced: frozenset = frozenset()):
         self.mappings = mapping_set
@@ -143,7 +149,6 @@ class Pipeline:
         return work
 
     def _prepare(self, work: "MessageWork") -> None:
-        from mappings.message import Message
         try:
             msg = Message.parse(work.text)
         except Exception as e:   # noqa: BLE001 — any parse failure is the sender's, answered AR
@@ -159,8 +164,7 @@ class Pipeline:
                 # (HL7 v2.5 2.10.1 b, e, f); apply_message answers it from the store
                 return
         try:
-            selection = self.mappings.select(msg)
-            extraction = selection.mapping.extract(msg)
+            selection, extraction = self.read(msg)
         except Exception as e:   # noqa: BLE001 — a mapping that cannot read this message: a bug of ours
             log.error("mapping.failed", error=type(e).__name__, exc_info=e)
             work.outcome = Outcome("AE", [MessageError("MSH", 1, 9, None, INTERNAL_ERROR,
@@ -188,6 +192,12 @@ class Pipeline:
         if not work.facts.get("patient.ipp"):
             work.outcome = Outcome("AE", [MessageError("PID", 1, 3, 1, 101,
                                                         "no patient identifier of type PI in PID-3")])
+
+    def read(self, msg) -> tuple:
+        """(selection, extraction): the mapping chosen for `msg`, and what it reads. `prepare` and
+        `pamgate mappings explain` both read a message this way."""
+        selection = self.mappings.select(msg)
+        return selection, selection.mapping.extract(msg)
 
     def apply_message(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         if "sequence" in work.header:
@@ -261,10 +271,9 @@ class Pipeline:
         if isinstance(error, NotStorable):
             return work.data_type_error(work.fact_holding(error.value), f"{error.why} ({error.column})",
                                         column=error.column)
-        if isinstance(error, DBAPIError) and str(getattr(error.orig, "sqlstate", "") or "").startswith("22"):
-            # PostgreSQL's "data exception" class: a value the store cannot take as it is
+        if store_errors.value_refused(error):
             log.warning("message.value_refused_by_store", error=type(error.orig).__name__,
-                        sqlstate=error.orig.sqlstate)
+                        sqlstate=store_errors.sqlstate(error))
             return Outcome("AE", [MessageError("", 1, 0, None, DATA_TYPE_ERROR,
                                    "a value of the message cannot be stored as received: nothing was applied")])
         log.error("message.apply_failed", error=type(error).__name__, exc_info=error)
@@ -328,7 +337,6 @@ class Pipeline:
 
     def _forward(self, work: "MessageWork", state) -> dict:
         """The inbound message with its ZFA in the 2.11.1 layout, from the state after it was applied."""
-        from engine.forward import forwarded_message
         try:
             text = forwarded_message(work.text, state, work.facts, self.policy, self.tz)
         except Exception as e:  # noqa: BLE001 — forward it as it came rather than lose it

@@ -1,4 +1,4 @@
-"""The consent rules of domain.md as pure functions over plain data.
+"""The consent rules (REM DPI, DMP/CONF.06 and CONF.16) as pure functions over plain data.
 
 `apply(view, facts, source, policy)` folds one message's facts into a view of the patient and says what
 changes; `decide(view, request, policy, now)` answers "may this user consult, or feed, now?". Nothing here
@@ -27,7 +27,7 @@ from engine.domain import (
 ADMISSIONS = frozenset({"A01", "A04", "A05", "A14"})
 # pending transfer and discharge: announced, not done, so they neither move nor end the visit
 PENDING = frozenset({"A15", "A16"})
-# cancellation event -> the insert events it cancels (domain.md, ITI-31 table)
+# cancellation event -> the insert events it cancels (IHE PAM FR ITI-31: each cancel undoes its insert)
 CANCELS = {"A11": {"A01", "A04"}, "A38": {"A05"}, "A27": {"A14"}, "A12": {"A02"}, "A13": {"A03"},
            "A52": {"A21"}, "A53": {"A22"}, "A55": {"A54"}, "A06": {"A07"}, "A07": {"A06"},
            "A26": {"A15"}, "A25": {"A16"}}
@@ -355,6 +355,11 @@ def record_dmp_result(state: PatientState, user: str, transaction: str, result: 
 # --- deciding ------------------------------------------------------------------------------------
 
 def decide(state: PatientState, request: DecisionRequest, policy: Policy, now: datetime) -> Decision:
+    """May this user consult (or feed) this patient's DMP now? Pure: the patient's state, the request (action,
+    mode, user, profession, episode, instant `at`, by default `now`) and the policy in; a `Decision` out:
+    permit or deny, the reason codes (the README's "Decisions and reason codes"), the episode and its
+    validity, and the events to trigger (a TD0.2 check, a break-glass use). Consultation needs the episode's
+    latest live consult fact to be a consent still valid (`consult_status`); feeding needs no opposition."""
     at = request.at or now
     visit = request.visit
     if visit is None:

@@ -123,6 +123,10 @@ _PLAIN, _TYPED, _SLOW, _LIST = "plain", "typed", "slow", "list"   # kinds of the
 
 @dataclass
 class Mapping:
+    """One mapping file, resolved (its `extends` chain merged, paths compiled, codes and policy applied): the
+    events it accepts, the segments it requires or forbids, and the fact rules. `extract(message)` reads a
+    message into an `Extraction` (plain facts, problems, a rejection); it is pure and reads only the fields
+    its rules name. It owns nothing else; choosing the mapping for a message is `MappingSet.select`."""
     name: str
     source: str                          # file of the mapping (the child, where extends is used)
     description: str

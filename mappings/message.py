@@ -1,6 +1,6 @@
 """A lazy, split-based view of one HL7 v2 message, addressed by Terser-style paths.
 
-The hot path never builds the whole tree (architecture.md, "Parsing"): `parse` only splits the text into
+The hot path never builds the whole tree (docs/architecture.md, "Parsing"): `parse` only splits the text into
 segments and indexes them by name; a segment is split into fields the first time a path reads it, a field
 into repetitions and components only when asked, and escape sequences are undone only on the values that
 are actually returned.

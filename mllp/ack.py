@@ -271,12 +271,112 @@ def build_ack(
 
 def ack_summary(ack_text: str) -> tuple[str, str]:
     """``(event, code)`` of an ACK built here: MSH-9.2 and MSA-1 in original mode (``CE`` → ``AE``)."""
-    header = _read_header(ack_text)
-    code = ""
-    for segment in ack_text.split("\r"):
-        if segment.startswith("MSA"):
-            fields = segment.split(header.separators[0])
-            code = fields[1] if len(fields) > 1 else ""
-            break
     original = {enhanced: original for original, enhanced in _ENHANCED.items()}
-    return header.component(9, 2), original.get(code, code)
+    code = read_ack(ack_text).code
+    return _read_header(ack_text).component(9, 2), original.get(code, code)
+
+
+# --- reading an ACK: the other side of build_ack --------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorRead:
+    """One ERR segment as read: ``location`` is ERR-2 as ``SEG-field-component`` (``PID-3-1``), ``code``
+    ERR-3.1, ``text`` ERR-8 (the user message) or else ERR-3.2 (the condition's name), unescaped."""
+
+    location: str
+    code: str
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class AckRead:
+    """An ACK as read. ``code`` is MSA-1 as sent (``AA``…``CR``, "" without MSA); ``control_id`` MSA-2, the
+    MSH-10 it answers; ``text`` MSA-3, unescaped; ``expected_sequence`` MSA-4, None when absent.
+    ``has_header``: the first segment is an MSH; ``has_msa``: an MSA segment was found."""
+
+    code: str
+    control_id: str
+    text: str
+    expected_sequence: str | None
+    errors: tuple[ErrorRead, ...]
+    has_header: bool
+    has_msa: bool
+
+    @property
+    def accepted(self) -> bool:
+        """AA (original mode) or CA (enhanced mode)."""
+        return self.code in ("AA", "CA")
+
+    def problem(self, control_id: str) -> str | None:
+        """None when this ACK accepts the message whose MSH-10 is ``control_id``; else why not, in one line."""
+        if not self.has_msa:
+            return "the answer has no MSA segment"
+        if self.control_id != control_id:
+            return f"MSA-2 {self.control_id!r} does not match the MSH-10 sent {control_id!r}"
+        if not self.accepted:
+            text = self.text or (self.errors[0].text[:200] if self.errors else "")
+            return f"ACK {self.code or '(empty)'}" + (f": {text}" if text else "")
+        return None
+
+
+def unescape(text: str, separators: str = DEFAULT_SEPARATORS) -> str:
+    """The inverse of ``escape``: ``\\F\\ \\S\\ \\R\\ \\E\\ \\T\\``, ``\\Xhh…\\`` and ``\\.br\\``; any other
+    escape sequence (highlighting, character sets) is dropped."""
+    field, component, repetition, esc, subcomponent = separators[:5]
+    if esc not in text:
+        return text
+    named = {"F": field, "S": component, "R": repetition, "E": esc, "T": subcomponent, ".br": "\r"}
+    out, pos = [], 0
+    while True:
+        start = text.find(esc, pos)
+        end = text.find(esc, start + 1) if start >= 0 else -1
+        if end < 0:
+            out.append(text[pos:])
+            return "".join(out)
+        out.append(text[pos:start])
+        value = text[start + 1:end]
+        if value in named:
+            out.append(named[value])
+        elif value[:1] == "X":
+            try:
+                out.append(bytes.fromhex(value[1:]).decode("latin-1"))
+            except ValueError:
+                pass
+        pos = end + 1
+
+
+def read_ack(text: str) -> AckRead:
+    """The MSA and ERR segments of an ACK (segments split on CR or LF), read with the separators its MSH
+    declares; an ACK without MSH is read with those of its MSA segment."""
+    segments = [s for s in text.replace("\n", "\r").split("\r") if s.strip()]
+    header = _header_from_segment(segments[0]) if segments else None
+    seps = header.separators if header is not None else DEFAULT_SEPARATORS
+    msa, errors = None, []
+    for seg in segments:
+        if seg.startswith("MSA") and msa is None:
+            f = seps[0] if header is not None else (seg[3] if len(seg) > 3 else "|")
+            msa = seg.split(f)
+        elif seg.startswith("ERR" + seps[0]):
+            errors.append(_read_error(seg.split(seps[0]), seps))
+    msa = msa or []
+
+    def part(n: int) -> str:
+        return msa[n] if len(msa) > n else ""
+    return AckRead(code=part(1).split(seps[1])[0], control_id=part(2), text=unescape(part(3), seps),
+                   expected_sequence=msa[4] if len(msa) > 4 else None, errors=tuple(errors),
+                   has_header=header is not None, has_msa=bool(msa))
+
+
+def _read_error(fields: list[str], seps: str) -> ErrorRead:
+    def component(n: int, c: int) -> str:
+        value = fields[n].split(seps[2])[0] if len(fields) > n else ""
+        parts = value.split(seps[1])
+        return parts[c - 1] if len(parts) >= c else ""
+    location = component(2, 1)
+    if component(2, 3):
+        location += f"-{component(2, 3)}"
+        if component(2, 5):
+            location += f"-{component(2, 5)}"
+    user = fields[8] if len(fields) > 8 else ""
+    return ErrorRead(location, component(3, 1), unescape(user or component(3, 2), seps))

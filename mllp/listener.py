@@ -110,6 +110,12 @@ class _Answer:
 
 @implementer(IHalfCloseableProtocol)
 class MLLPServerProtocol(MLLPReceiver):
+    """One MLLP connection: frames in, ACKs out in the order the frames came. It decodes each frame (MSH-18,
+    the listener's default and forced encodings), answers AR itself for a frame it cannot decode or that is
+    too long, and passes the rest to the factory's handler (an `InboundFrame` in, a Deferred of the ACK out).
+    It owns its connection's buffer, queue of answers, timers and counters; it knows nothing of consent or of
+    the store. The framing hooks of `MLLPReceiver` (`frameReceived`, `frameTooLong`, `garbageDiscarded`, …)
+    are the ones to override."""
     def __init__(self, factory: MLLPServerFactory, peer: str) -> None:
         super().__init__()
         self.factory = factory

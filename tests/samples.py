@@ -15,6 +15,6 @@ def sample_dir(name: str) -> Path:
 
 def read_sample(path: Path) -> str:
     """The file's message, segments joined by CR (the ANS files use LF), read as `pamgate replay` reads it."""
-    from engine.commands import read_message_file
+    from conformance.messages import read_message_file
     (message,) = read_message_file(str(path))
     return message

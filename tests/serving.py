@@ -13,6 +13,8 @@ from pathlib import Path
 
 import yaml
 
+from mllp.ack import read_ack
+
 ROOT = Path(__file__).resolve().parent.parent
 LINE = re.compile(r"pamgate: (\w+) listening on .* \(([\d.]+):(\d+)\)")
 
@@ -35,7 +37,7 @@ class Server:
     def start(self, timeout=60):
         self.stderr_path = self.tmp / f"stderr-{time.monotonic_ns()}.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "engine.cli", "serve", "--config", str(self.config_path)],
+            [sys.executable, "-m", "pamgate.cli", "serve", "--config", str(self.config_path)],
             cwd=self.tmp, env=self.env, stdout=subprocess.PIPE, stderr=open(self.stderr_path, "wb"), text=True)
         ports = {}
         deadline = time.monotonic() + timeout
@@ -96,7 +98,6 @@ class Server:
 
 
 def ack_code(ack: str) -> str:
-    for seg in ack.split("\r"):
-        if seg.startswith("MSA|"):
-            return seg.split("|")[1]
-    raise AssertionError(f"no MSA in {ack!r}")
+    read = read_ack(ack)
+    assert read.has_msa, f"no MSA in {ack!r}"
+    return read.code

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from engine.cli import parser
+from pamgate.cli import parser
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "conformance" / "scenarios"
@@ -27,7 +27,7 @@ def execute(argv):
 
 def command(argv, cwd=ROOT, timeout=120) -> subprocess.CompletedProcess:
     """`pamgate ...` in a child process: the real exit code, stdout and stderr."""
-    return subprocess.run([sys.executable, "-m", "engine.cli", *argv], cwd=cwd, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "pamgate.cli", *argv], cwd=cwd, capture_output=True, text=True,
                           timeout=timeout)
 
 

@@ -6,7 +6,7 @@ import pytest
 
 from conformance import expectations as X
 from conformance.messages import collect
-from engine.commands import CommandError
+from engine.errors import CommandError
 from tests.conformance.test_messages import MSG, write
 
 

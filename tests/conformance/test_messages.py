@@ -4,7 +4,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from conformance.messages import collect
-from engine.commands import CommandError
+from engine.errors import CommandError
 
 MSG = ("MSH|^~\\&|GAM|CH-T|PAMGATE|CH-T|20250106090000||ADT^A01^ADT_A01|{cid}|P|2.5^FRA^2.11|||||FRA|{cs}\r"
        "EVN||20250106090000||||20250106084500\r"

@@ -10,7 +10,7 @@ from tests.conformance.conftest import execute, scenario_args
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
-# what an auditor must see for each of the 15 steps of DMP/CONF.06 (domain.md)
+# what an auditor must see for each of the 15 steps of DMP/CONF.06 (the DMP conformance test)
 CONF06 = {
     1: "Consultation: DENIED — consent not collected",
     2: "Consultation: DENIED — consent not collected",

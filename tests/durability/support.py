@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import text
 
 from consent_store.store import Store
+from mllp.ack import read_ack
 from mllp.frame import MLLPReceiver, frame
 from tests.builders import adt, zfa_2111
 
@@ -74,11 +75,9 @@ class Connection:
 
 def msa(ack: str) -> tuple[str, str]:
     """(MSA-1, MSA-2) of an ACK."""
-    for seg in ack.replace("\n", "\r").split("\r"):
-        if seg.startswith("MSA|"):
-            f = seg.split("|")
-            return f[1], f[2] if len(f) > 2 else ""
-    raise AssertionError(f"no MSA in {ack!r}")
+    read = read_ack(ack)
+    assert read.has_msa, f"no MSA in {ack!r}"
+    return read.code, read.control_id
 
 
 def err3(ack: str) -> str | None:

@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from consent_store.store import Store
 from engine.config import Config
-from engine.serve import build_pipeline
+from engine.assembly import build_pipeline
 from tests.builders import adt, zfa_2111
 
 NOW = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
@@ -19,7 +19,7 @@ NOW = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)
 def verify(tmp_path, url):
     cfg = tmp_path / "verify.yaml"
     cfg.write_text(yaml.safe_dump({"store": {"url": url}}))
-    return subprocess.run([sys.executable, "-m", "engine.cli", "audit", "verify", "--config", str(cfg)],
+    return subprocess.run([sys.executable, "-m", "pamgate.cli", "audit", "verify", "--config", str(cfg)],
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
 

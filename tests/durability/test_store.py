@@ -12,7 +12,7 @@ from sqlalchemy import text
 from consent_store.migrate import upgrade
 from consent_store.store import Store
 from engine.config import Config
-from engine.serve import build_pipeline
+from engine.assembly import build_pipeline
 from tests.builders import adt, zfa_2111
 from tests.stores import pg_database
 

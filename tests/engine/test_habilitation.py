@@ -12,7 +12,7 @@ import yaml
 from engine import config as configuration
 from engine import habilitation, rules
 from engine.domain import DecisionRequest, PatientState, Policy
-from engine.serve import build_pipeline
+from engine.assembly import build_pipeline
 from mappings import habilitation as tables
 from tests.builders import adt, zfa_2111
 
@@ -87,7 +87,7 @@ def test_mappings_explain_names_the_row_that_decided(tmp_path):
     cfg.write_text("{}\n")
 
     def explain(*args):
-        return subprocess.run([sys.executable, "-m", "engine.cli", "mappings", "explain", str(msg), "--config",
+        return subprocess.run([sys.executable, "-m", "pamgate.cli", "mappings", "explain", str(msg), "--config",
                                str(cfg), *args], capture_output=True, text=True, cwd=tmp_path)
     out = explain("--profession", "40", "--type", "68599-0")
     assert out.returncode == 0, out.stderr

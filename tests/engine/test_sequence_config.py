@@ -5,7 +5,7 @@ import pytest
 import yaml
 
 from engine import config as configuration
-from engine.serve import build_pipeline
+from engine.assembly import build_pipeline
 
 
 def load(tmp_path, data):

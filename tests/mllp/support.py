@@ -6,6 +6,8 @@ import re
 
 from twisted.internet import defer, protocol
 
+from mllp.ack import read_ack
+
 VT, FS, CR = b"\x0b", b"\x1c", b"\r"
 ENVELOPE_END = FS + CR
 
@@ -41,8 +43,9 @@ def fields(ack: str, segment: str) -> list[str]:
 
 
 def msa(ack: str) -> tuple[str, str]:
-    parts = fields(ack, "MSA")
-    return parts[1], parts[2]
+    read = read_ack(ack)
+    assert read.has_msa, f"no MSA in {ack!r}"
+    return read.code, read.control_id
 
 
 class RawPeer(protocol.Protocol):

@@ -14,8 +14,9 @@ import structlog.testing
 from twisted.internet import defer, reactor, task
 
 from engine.config import Config
-from engine.dispatch import Dispatcher, ack_problem, backoff_delay
 from engine import metrics
+from mllp.ack import read_ack
+from outbound.dispatcher import Dispatcher, backoff_delay
 from tests.outbound.conftest import enqueue, envelope, statuses
 from tests.outbound.receivers import segment
 
@@ -61,7 +62,7 @@ async def test_http_receiver_down_then_back_nothing_lost_nothing_twice_order_kep
     patients = [f"P{i}" for i in range(6)]
     # a first wave while the receiver is down
     enqueue(store, [envelope(p, n) for n in range(5) for p in patients], routes)
-    d = Dispatcher(store, cfg, reactor)
+    d = Dispatcher(store, cfg, reactor, metrics)
     await d.start()
     try:
         await sleep(1.0)
@@ -104,7 +105,7 @@ async def test_a_failing_patient_holds_only_its_own_queue_then_goes_dead(sqlite_
     cfg = config({"name": "dpi", "type": "http", "url": http_receiver.url, "max_attempts": 3, **FAST})
     enqueue(store, [envelope(p, n) for n in range(4) for p in ("IPP-BAD", "G1", "G2")], cfg.routes())
     dead_before = metrics.deliveries.labels("dpi", "dead")._value.get()
-    d = Dispatcher(store, cfg, reactor)
+    d = Dispatcher(store, cfg, reactor, metrics)
     saved = structlog.get_config()
     structlog.reset_defaults()              # another test may have set a level that hides info lines
     try:
@@ -150,7 +151,7 @@ async def test_a_slow_patient_does_not_hold_the_others(sqlite_store, http_receiv
                   **{**FAST, "timeout": 3}})
     enqueue(store, [envelope("SLOW", n) for n in range(2)], cfg.routes())
     enqueue(store, [envelope(f"G{i}", n) for n in range(3) for i in range(4)], cfg.routes())
-    d = Dispatcher(store, cfg, reactor)
+    d = Dispatcher(store, cfg, reactor, metrics)
     await d.start()
     try:
         await until(lambda: sum(1 for e in http_receiver.accepted if e["patient"]["id"] != "SLOW") == 12,
@@ -192,7 +193,7 @@ async def test_mllp_receiver_down_then_back_with_acks_checked(store, mllp_receiv
     mllp_receiver.up()
     # a consent.changed routed by "*" elsewhere never reaches an mllp destination
     enqueue(store, [forward(p, n) for n in range(4) for p in patients] + [envelope("P1", 99)], routes)
-    d = Dispatcher(store, cfg, reactor)
+    d = Dispatcher(store, cfg, reactor, metrics)
     await d.start()
     try:
         await until(lambda: len(mllp_receiver.accepted) >= 4, what="first messages")
@@ -211,6 +212,10 @@ async def test_mllp_receiver_down_then_back_with_acks_checked(store, mllp_receiv
     attempts_p2 = [segment(t, "MSH")[9] for t in mllp_receiver.attempts if segment(t, "MSH")[9] == "C-P2-0"]
     assert len(attempts_p2) == 4
     assert "ÉLODIE" in mllp_receiver.accepted[0] or "ÉLODIE" in mllp_receiver.accepted[1]
+
+
+def ack_problem(ack: str, control_id: str) -> str | None:
+    return read_ack(ack).problem(control_id)
 
 
 def test_ack_problem_checks_code_and_msa2():
@@ -235,7 +240,7 @@ async def test_file_destination_appends_json_lines(sqlite_store, tmp_path):
     cfg = config({"name": "journal", "type": "file", "path": str(path), "events": ["consent.changed"], **FAST})
     enqueue(store, [envelope(p, n) for n in range(5) for p in ("A", "B")] +
             [envelope("A", 9, type_="decision.made")], cfg.routes())
-    d = Dispatcher(store, cfg, reactor)
+    d = Dispatcher(store, cfg, reactor, metrics)
     await d.start()
     try:
         await drained(store, 10)
@@ -254,7 +259,7 @@ async def test_unwritable_file_is_retried_with_a_clear_error(sqlite_store, tmp_p
     cfg = config({"name": "journal", "type": "file", "path": str(blocker / "events.jsonl"),
                   "max_attempts": 2, **FAST})
     enqueue(store, [envelope("A", 0)], cfg.routes())
-    d = Dispatcher(store, cfg, reactor)
+    d = Dispatcher(store, cfg, reactor, metrics)
     await d.start()
     try:
         await drained(store, 1)
@@ -277,7 +282,7 @@ async def test_two_instances_share_one_outbox(tmp_path, http_receiver):
         cfg = config({"name": "dpi", "type": "http", "url": http_receiver.url, "concurrency": 4, **FAST})
         patients = [f"P{i}" for i in range(8)]
         enqueue(store, [envelope(p, n) for n in range(12) for p in patients], cfg.routes())
-        a, b = Dispatcher(store, cfg, reactor), Dispatcher(store, cfg, reactor)
+        a, b = Dispatcher(store, cfg, reactor, metrics), Dispatcher(store, cfg, reactor, metrics)
         await defer.gatherResults([a.start(), b.start()])
         try:
             await drained(store, 96)
@@ -334,7 +339,7 @@ async def test_stop_waits_for_deliveries_in_flight_and_records_them(sqlite_store
     http_receiver.up()
     cfg = config({"name": "dpi", "type": "http", "url": http_receiver.url, "concurrency": 2, **FAST})
     enqueue(store, [envelope(p, n) for n in range(3) for p in ("A", "B")], cfg.routes())
-    d = Dispatcher(store, cfg, reactor)
+    d = Dispatcher(store, cfg, reactor, metrics)
     await d.start()
     await until(arrived.is_set, what="a delivery in flight")
     await d.stop()

@@ -11,7 +11,8 @@ import pytest_twisted
 import yaml
 from twisted.internet import reactor
 
-from engine.dispatch import Dispatcher
+from engine import metrics
+from outbound.dispatcher import Dispatcher
 from tests.outbound.conftest import enqueue, envelope, statuses
 from tests.outbound.receivers import HttpReceiver
 from tests.outbound.test_dispatcher import FAST, config, drained
@@ -20,14 +21,14 @@ from tests.serving import ROOT
 
 def pamgate_process(cfg_path, *args):
     """The real command, in a process of its own."""
-    p = subprocess.run([sys.executable, "-m", "engine.cli", "outbox", *args, "--config", str(cfg_path)],
+    p = subprocess.run([sys.executable, "-m", "pamgate.cli", "outbox", *args, "--config", str(cfg_path)],
                        cwd=ROOT, capture_output=True, text=True, timeout=120)
     return p.returncode, p.stdout, p.stderr
 
 
 def pamgate(cfg_path, *args):
-    """The same entry point, `engine.cli.main`, in this process: a second each saved."""
-    from engine.cli import main
+    """The same entry point, `pamgate.cli.main`, in this process: a second each saved."""
+    from pamgate.cli import main
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
@@ -47,7 +48,7 @@ async def test_dead_letters_listed_shown_and_replayed(tmp_path, sqlite_store):
     cfg_path.write_text(yaml.safe_dump({"store": {"url": store.url}, "destinations": [dest]}))
     events = [envelope("IPP9731", n) for n in range(3)] + [envelope("IPP5550", 0)]
     enqueue(store, events, cfg.routes())
-    d = Dispatcher(store, cfg, reactor)
+    d = Dispatcher(store, cfg, reactor, metrics)
     await d.start()
     try:
         await drained(store, 4)
@@ -94,7 +95,7 @@ async def test_dead_letters_listed_shown_and_replayed(tmp_path, sqlite_store):
 
     receiver.up()
     try:
-        d = Dispatcher(store, cfg, reactor)
+        d = Dispatcher(store, cfg, reactor, metrics)
         await d.start()
         try:
             await drained(store, 4)

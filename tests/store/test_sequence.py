@@ -11,7 +11,7 @@ from sqlalchemy import text
 from consent_store.store import Store
 from engine.commit import run_batch
 from engine.config import Config
-from engine.serve import build_pipeline
+from engine.assembly import build_pipeline
 from tests.builders import adt, zfa_2111
 
 NOW = datetime(2025, 1, 6, 9, 0, tzinfo=timezone.utc)

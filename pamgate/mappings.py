@@ -1,0 +1,66 @@
+"""`pamgate mappings check|explain`: the mapping files checked, or one message explained field by field."""
+from __future__ import annotations
+
+import sys
+from datetime import datetime, timezone
+
+from conformance.messages import read_message_file
+from engine import config as configuration
+from engine import habilitation, rules
+from engine.domain import DecisionRequest, PatientState
+from engine.errors import CommandError
+from engine.assembly import build_pipeline
+from mappings.check import check_files
+from mappings.explain import describe
+from mappings.message import Message
+
+
+def check(args) -> int:
+    files = args.files
+    if not files:
+        cfg = configuration.load(args.config)
+        files = [str(configuration.SHIPPED_MAPPINGS)] + cfg.mappings.paths + [cfg.habilitation_file()]
+    problems = check_files(files)
+    for line in problems:
+        print(line, file=sys.stderr)
+    if problems:
+        return 1
+    print(f"pamgate: mappings ok ({len(files)} path(s) checked)")
+    return 0
+
+
+def explain(args) -> int:
+    """What the server would make of each message of the file: the mapping and its reading (the pipeline's
+    own `read`), then the verdict of the pipeline's own `prepare`, and the decision in an empty store."""
+    cfg = configuration.load(args.config)
+    pipeline = build_pipeline(cfg)
+    doc_type, category = args.type, args.category
+    if pipeline.policy.habilitation is not None and (doc_type or category):
+        try:
+            doc_type, category = habilitation.document(pipeline.policy.habilitation.reference, doc_type, category)
+        except habilitation.UnknownDocument as e:
+            raise CommandError(e.detail.replace("document.type", "--type").replace("document.category",
+                                                                                   "--category")) from None
+    for text in read_message_file(args.message_file):
+        now = datetime.now(timezone.utc)
+        print(describe(*pipeline.read(Message.parse(text))))
+        work = pipeline.prepare(text, text.encode("utf-8"), now)
+        if work.outcome is not None or work.facts is None:
+            print("decision: none — the message would be refused (see problems above)")
+            continue
+        facts = work.facts
+        changes, events = rules.apply(PatientState(), facts, {"msh10": facts.get("message.control_id")},
+                                      pipeline.policy, now)
+        state = changes.state
+        at = rules.message_time(facts, now)
+        print(f"decision, in an empty store, at the message's time {at.isoformat()}:")
+        for action in ("consult", "feed"):
+            d = rules.decide(state, DecisionRequest(
+                action=action, user="explain", profession=args.profession, role=args.role, at=at,
+                visit=facts.get("visit.number"), document_type=doc_type, category=category), pipeline.policy, now)
+            print(f"  {action}: {d.decision} {list(d.reasons)}")
+            if d.habilitation is not None:
+                print(f"    habilitation {habilitation.describe(d.habilitation)}")
+        for e in events:
+            print(f"  event: {e['type']} {e.get('data', {})}")
+    return 0
