@@ -63,6 +63,9 @@ def parser() -> argparse.ArgumentParser:
     ort.add_argument("id", nargs="?")
     ort.add_argument("--all-dead", action="store_true")
     ort.add_argument("--config")
+    c = sub.add_parser("console", help="the web console")
+    csub = c.add_subparsers(dest="console_command", required=True, parser_class=OneLineParser)
+    csub.add_parser("hash-password", help="print the argon2 hash of a password read from stdin")
     return p
 
 

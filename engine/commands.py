@@ -27,6 +27,9 @@ def run(args) -> int:
     if cmd == "outbox":
         from engine.dispatch import outbox_command
         return outbox_command(args)
+    if cmd == "console":
+        from console.cli import hash_password
+        return hash_password()
     raise CommandError(f"unknown command {cmd}")
 
 

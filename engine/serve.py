@@ -196,7 +196,10 @@ def serve(config_path: str | None) -> int:
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
         api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes,
                   inbound_ready=lambda: applier.ready, on_events=wake)
-        endpoints["listeners.http"].listen(site(api)).addCallbacks(
+        http_site = site(api)
+        from console.pages import mount
+        mount(http_site, api, cfg)   # the web console under /console/ (issue 14)
+        endpoints["listeners.http"].listen(http_site).addCallbacks(
             listening("http", cfg.listeners.http), failed(cfg.listeners.http))
     except (ValueError, TypeError, KeyError) as e:
         raise StartError(f"listener endpoint: {e}") from None
