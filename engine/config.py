@@ -236,7 +236,7 @@ class ConsoleConfig(Strict):
     """The web console (console/): its users (none: open on loopback only), the capture screen's option, and
     how long a sender may stay quiet before the feed board calls it silent."""
     users: list[ConsoleUser] = Field(default_factory=list)
-    capture_option: Literal[1, 2] = 1
+    capture_option: int = Field(1, ge=1, le=2)   # the ANS slides' Option 1 (one question) or Option 2 (two boxes)
     silent_after: str = "PT1H"
     _v = field_validator("silent_after")(classmethod(lambda cls, v: _duration(v)))
 
