@@ -64,3 +64,20 @@ def results_fr(view: dict) -> list[str]:
     else:
         out.append("Alimentation refusée : " + (", ".join(feed_reasons) or "opposition du patient"))
     return out
+
+
+ITEMS = {"consult": "consultation", "feed": "alimentation", "dmp_status": "statut du DMP",
+         "block.break_glass": "blocage du bris de glace", "block.centre_15": "blocage du centre 15"}
+
+
+def choice_fr(values: dict) -> str:
+    """A recorded choice in words: « consultation : refuse la consultation (INC) ; alimentation : … »."""
+    out = []
+    for item in ("consult", "feed"):
+        code = values.get(f"{item}.code") or (values.get(item) if values.get(item) in CODES else None)
+        if code:
+            out.append(f"{ITEMS[item]} : {CODES[code]} ({code})")
+    for item, value in values.items():
+        if item not in ("consult", "feed") and "." not in item.replace("block.", "") and value is not None:
+            out.append(f"{ITEMS.get(item, item)} : {value}")
+    return " ; ".join(out)

@@ -81,8 +81,9 @@ class Pages:
     def shot(self, name: str):
         """A screenshot of the whole page (the window made as tall as the page)."""
         self.n += 1
-        height = self.d.execute_script("return document.documentElement.scrollHeight")
-        self.d.set_window_size(1280, max(600, min(height + 40, 5000)))
+        for _ in range(2):   # the viewport is the window less its frame: measure again once resized
+            height = self.d.execute_script("return document.documentElement.scrollHeight")
+            self.d.set_window_size(1280, max(600, min(height + 160, 6000)))
         path = self.shots / f"{self.n:02d}-{name}.png"
         self.d.save_screenshot(str(path))
         self.d.set_window_size(1280, 900)
