@@ -23,7 +23,9 @@ _IDENTITY_FACT = re.compile(r"(name|birth|ins\b|ins\.|\.ins|nda|visit\.number|ad
 
 def shown(value, revealed: bool):
     """`value`, or the mask when identities are not revealed (an empty value stays empty)."""
-    if revealed or value in (None, ""):
+    if value is None:
+        return ""
+    if revealed or value == "":
         return value
     return MASK
 

@@ -22,7 +22,7 @@ from twisted.web import resource, server
 
 from console import masking, reads
 from console.access import COOKIE, Access, is_loopback
-from console.wording import ACTION_FR, ITEMS, choice_fr, reason_fr, results_fr
+from console.wording import ACTION_FR, DECISION_FR, ITEMS, KIND_FR, VALUE_FR, choice_fr, reason_fr, results_fr
 
 log = structlog.get_logger("pamgate.console")
 
@@ -83,7 +83,8 @@ class Console(resource.Resource):
                                       trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(when=self.when, age=_age, pp=patient_path, reason=reason_fr,
                                 mask=masking.shown, action=lambda a: ACTION_FR.get(a, a),
-                                choice=choice_fr, item=lambda i: ITEMS.get(i, i))
+                                choice=choice_fr, item=lambda i: ITEMS.get(i, i), kind=lambda k: KIND_FR.get(k, k),
+                                decision=lambda d: DECISION_FR.get(d, d), value=lambda v: VALUE_FR.get(str(v), v))
 
     # --- the request's life ----------------------------------------------------------------------------
     def render(self, request):

@@ -134,10 +134,14 @@ def refusals(uow, since: datetime) -> list[dict]:
     return sorted(groups.values(), key=lambda g: -g["count"])
 
 
+_NUMBER = re.compile(r"(?<![A-Za-z0-9=\[-])[0-9]+")
+
+
 def reason_group(ack: str, error: str | None) -> str:
     """What groups refusals: the ACK code and the first clause of the error (where and what), numbers out."""
     first = (error or "sans motif").split(";")[0].split(":")[0]
-    return f"{ack} {re.sub(r'[0-9]+', 'N', first).strip()[:120]}"
+    # counts and values out (digits after a space or a quote), field paths (PID-3[5=PI]-1) kept
+    return f"{ack} {_NUMBER.sub('N', first).strip()[:120]}"
 
 
 def audit_console(uow, kinds: tuple, limit: int = 100) -> list[dict]:

@@ -30,6 +30,13 @@ ACTION_FR = {
     "console.reminder_acknowledged": "rappel de traçabilité accepté",
 }
 
+# the other kinds of audit entries, as the patient's page names them
+KIND_FR = {"message": "message", "decision": "décision", "consent": "recueil", "dmp.result": "résultat DMP",
+           "merge": "fusion", **ACTION_FR}
+DECISION_FR = {"permit": "autorisée", "deny": "refusée"}
+VALUE_FR = {"consent": "consentement", "refused": "refus", "opposed": "opposition", "no_opposition": "non-opposition",
+            "True": "oui", "False": "non"}
+
 CODES = {"IC": "consent à la consultation", "INC": "refuse la consultation", "NA": "non recueilli",
          "INO": "ne s'oppose pas à l'alimentation", "IO": "s'oppose à l'alimentation"}
 
