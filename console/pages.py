@@ -68,8 +68,9 @@ def patient_path(authority, ipp=None) -> str:
 class Console(resource.Resource):
     isLeaf = True
 
-    def __init__(self, pipeline, committer, cfg, on_events=None, inbound_ready=None, reactor=None):
+    def __init__(self, pipeline, committer, cfg, on_events=None, inbound_ready=None, listeners=()):
         super().__init__()
+        self.listeners = listeners   # the MLLP listeners' factories: their open connections, on the board
         self.pipeline, self.committer, self.cfg = pipeline, committer, cfg
         self.on_events = on_events or (lambda: None)
         self.inbound_ready = inbound_ready or (lambda: True)
@@ -238,7 +239,9 @@ class Console(resource.Resource):
                     reads.audit_console(uow, tuple(ACTION_FR), limit=15))
         return self.store(read).addCallback(lambda r: self.page(
             session, "board.html", title="Tableau des flux", senders=r[0], destinations=r[1], actions=r[2],
-            apply_ready=self.inbound_ready(), silent_after=self.cfg.console.silent_after, now=now))
+            apply_ready=self.inbound_ready(), silent_after=self.cfg.console.silent_after, now=now,
+            listeners=[{"name": f.settings.name, "peers": sorted(_peer(c) for c in list(f.connections))}
+                       for f in self.listeners]))
 
     # --- messages -------------------------------------------------------------------------------------------
     @route("GET", "/messages")
@@ -276,7 +279,7 @@ class Console(resource.Resource):
     def local_input(self, dt) -> str:
         return dt.astimezone(self.zone).strftime("%Y-%m-%dT%H:%M") if dt else ""
 
-    def _message(self, journal_id: str):
+    def _message(self, journal_id: str, gates: bool = False):
         if not journal_id.isdigit():
             raise Refused(404, "Message inconnu.")
 
@@ -287,15 +290,33 @@ class Console(resource.Resource):
             ids = [row["patient_id"]] + uow.patient_ids_merged_into(row["patient_id"]) if row["patient_id"] else []
             entry, deliveries = reads.events_of_message(
                 uow, ids, row["control_id"], f"{row['sender_application'] or ''}|{row['sender_facility'] or ''}")
-            return row, entry, deliveries
+            around = None
+            if gates and row["patient_id"]:
+                around = self._around(uow, row)
+            return row, entry, deliveries, around
         return self.store(read)
+
+    def _around(self, uow, row) -> dict | None:
+        """The patient's gate just before and at the message's own time (the instant its values count from),
+        read through the pipeline's view, as GET /v1/patients does."""
+        from engine import rules
+        from mllp.decoding import decode_leniently
+        work = self.pipeline.prepare(decode_leniently(row["raw"]), row["raw"], row["received_at"])
+        if not work.facts:
+            return None
+        at = rules.message_time(work.facts, row["received_at"])
+        pid = self.pipeline.find(uow, {"authority": work.facts.get("patient.ipp_authority"),
+                                       "id": work.facts.get("patient.ipp")}) or row["patient_id"]
+        before = self.pipeline.view(uow, pid, at - timedelta(microseconds=1))
+        after = self.pipeline.view(uow, pid, at)
+        return {"at": at, "before": before["gate"], "after": after["gate"]}
 
     @route("GET", r"/messages/(\d+)")
     def trace(self, request, session, form, journal_id):
         def shown(found):
             if found is None:
                 raise Refused(404, "Message inconnu.")
-            row, entry, deliveries = found
+            row, entry, deliveries, around = found
             from mllp.decoding import decode_leniently, read_charset
             raw = row["raw"]
             text = decode_leniently(raw)
@@ -316,8 +337,8 @@ class Console(resource.Resource):
             return self.page(session, "trace.html", title=f"Message {row['control_id'] or row['id']}", row=row,
                              charset=charset, size=len(raw), segments=_segments(shown_text), text=shown_text,
                              work=work, facts=facts, entry=entry, deliveries=deliveries, ack=ack, ipp=ipp,
-                             revealed=revealed, outcome=work.outcome)
-        return self._message(journal_id).addCallback(shown)
+                             revealed=revealed, outcome=work.outcome, around=around)
+        return self._message(journal_id, gates=True).addCallback(shown)
 
     @route("GET", r"/messages/(\d+)\.hl7", operator=True)
     def download(self, request, session, form, journal_id):
@@ -744,9 +765,19 @@ def _dmp_checks(entries) -> list:
              "user": (e["payload"].get("user") or {}).get("id")} for e in reversed(entries) if e["kind"] == "dmp.result"]
 
 
-def mount(site, api, cfg) -> None:
-    """Serves the console under /console/ on the API's site (the HTTP listener); the rest stays the API's."""
-    console = Console(api.pipeline, api.committer, cfg, on_events=api.on_events, inbound_ready=api.inbound_ready)
+def _peer(protocol) -> str:
+    try:
+        p = protocol.transport.getPeer()
+        return f"{p.host}:{p.port}"
+    except Exception:  # noqa: BLE001 — a connection closing as we look
+        return "?"
+
+
+def mount(site, api, cfg, listeners=()) -> None:
+    """Serves the console under /console/ on the API's site (the HTTP listener); the rest stays the API's.
+    `listeners`: the MLLP listeners' factories, whose open connections the feed board shows."""
+    console = Console(api.pipeline, api.committer, cfg, on_events=api.on_events, inbound_ready=api.inbound_ready,
+                      listeners=listeners)
     site.resource = _Root(site.resource, console)
 
 

@@ -198,7 +198,7 @@ def serve(config_path: str | None) -> int:
                   inbound_ready=lambda: applier.ready, on_events=wake)
         http_site = site(api)
         from console.pages import mount
-        mount(http_site, api, cfg)   # the web console under /console/ (issue 14)
+        mount(http_site, api, cfg, listeners=factories)   # the web console under /console/ (issue 14)
         endpoints["listeners.http"].listen(http_site).addCallbacks(
             listening("http", cfg.listeners.http), failed(cfg.listeners.http))
     except (ValueError, TypeError, KeyError) as e:

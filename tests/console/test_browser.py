@@ -141,7 +141,7 @@ def test_the_console_scenario_in_a_browser(tmp_path, driver):
         p.shot("login")
         p.login("alice")
         assert "alice (opérateur)" in p.text("header")
-        assert "GAM" in p.text("#senders")
+        assert "GAM" in p.text("#senders") and "tcp:0:interface=127.0.0.1" in p.text("#listeners")
         p.shot("board")
 
         # --- find a message by MSH-10, see its trace -----------------------------------------------------
@@ -154,6 +154,9 @@ def test_the_console_scenario_in_a_browser(tmp_path, driver):
         p.click(rows[0])
         assert p.text("#msh10") == "C06-0002" and p.text("#mapping") == "pamfr-2.11.1"
         assert "ZFA-11" in p.text("#segments") and "consent.changed" in p.text("#deliveries")
+        before, after = p.els("#around tr")[1:]
+        assert "refusée" in before.text and "consentement non recueilli" in before.text
+        assert after.text.split()[4:6] == ["autorisée", "autorisée"], after.text
         assert not [w for w in IDENTITY if w in driver.page_source]
         p.shot("trace")
         p.click("#replay")
