@@ -169,7 +169,8 @@ class Console(resource.Resource):
         session = getattr(request, "console_session", None)
         return Answer(self.env.get_template("error.html").render(
             title="Refusé" if e.status == 403 else "Erreur", message=e.message, status=e.status,
-            session=session, user=session and session.user).encode(), status=e.status)
+            session=session, user=session and session.user, csrf=session and session.csrf,
+            operator=session and session.operator).encode(), status=e.status)
 
     # --- helpers -----------------------------------------------------------------------------------------
     def page(self, session, template: str, **ctx) -> Answer:
