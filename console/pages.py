@@ -197,8 +197,10 @@ class Console(resource.Resource):
         """A date-time typed in a form (the configured zone when it has no offset)."""
         if not text:
             return None
+        # a `+` of an offset typed in the address bar arrives as a space
+        text = re.sub(r" (\d\d:?\d\d)$", r"+\1", text.strip())
         try:
-            dt = datetime.fromisoformat(text.strip())
+            dt = datetime.fromisoformat(text)
         except ValueError:
             raise Refused(400, f"Date invalide : {text[:40]!r} (attendu : AAAA-MM-JJTHH:MM).") from None
         return (dt.replace(tzinfo=self.zone) if dt.tzinfo is None else dt).astimezone(timezone.utc)

@@ -89,3 +89,6 @@ def users_server(tmp_path):
     s = start(tmp_path, users_config())
     yield s
     s.stop()
+
+
+from tests.mllp.conftest import pki  # noqa: E402,F401 — the test certificates, for the TLS listener

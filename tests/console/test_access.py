@@ -111,3 +111,16 @@ def test_reveal_asks_a_reason_and_is_audited_with_its_author(users_server):
     other = Browser(f"http://127.0.0.1:{users_server.http_port}")
     other.login("victor")
     assert "LEFÈVRE" not in other.get("/console/patients/CH-DEMO/700601")[1]
+
+
+def test_over_tls_the_session_cookie_is_secure(tmp_path, pki):
+    import ssl
+    endpoint = f"ssl:0:interface=127.0.0.1:privateKey={pki}/server.key:certKey={pki}/server.crt"
+    server = start(tmp_path, {"listeners": {"http": endpoint}})
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki / "ca.crt"))
+        with urllib.request.urlopen(f"https://localhost:{server.http_port}/console/", context=ctx) as r:
+            cookie = r.headers["set-cookie"]
+        assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
+    finally:
+        server.stop()

@@ -32,3 +32,20 @@ def test_revealed_for_one_patient_they_show(open_server):
         assert w in html, w
     trace = b.get("/console/messages/2")[1]
     assert "LEFÈVRE" in trace and "V060001" in trace
+
+
+def test_mask_message_keeps_the_ipp_and_masks_every_identity():
+    from console.masking import MASK, mask_message
+    text = ("MSH|^~\\&|GAM|CH|PAMGATE|CH|20250101||ADT^A40|X1|P|2.5\r"
+            "PID|1||42^^^CH^PI~1720415123456^^^ASIP-SANTE-INS-NIR&1.2.250.1.213.1.4.8&ISO^INS||DUPONT^Jean||19720415|M"
+            "|||1 rue X^^PARIS||0102030405|||||N1^^^CH^AN\r"
+            "PV1|1|I|UF1||||||||||||||||VIS9^^^CH^VN\r"
+            "NK1|1|DUPONT^Marie|MTH\r"
+            "MRG|41^^^CH^PI~2720415123456^^^ASIP&1.2&ISO^INS||N0\r"
+            "ZFA|ACTIF|20250101")
+    masked = mask_message(text)
+    for identity in ("DUPONT", "Jean", "19720415", "1720415123456", "2720415123456", "rue X", "0102030405", "N1^",
+                     "V1", "Marie", "N0"):
+        assert identity not in masked, identity
+    assert "42^^^CH^PI" in masked and "41^^^CH^PI" in masked and "|M|" in masked and "ZFA|ACTIF" in masked
+    assert masked.count(MASK) >= 10
