@@ -117,6 +117,8 @@ class Console(resource.Resource):
         if method == "POST" and not self.access.csrf_ok(session, form.get("csrf")):
             raise Refused(403, "Formulaire expiré ou venu d'ailleurs (jeton CSRF invalide) : rechargez la page.")
         if path == "/console/login":
+            if self.access.open and method == "GET":
+                raise_redirect("/console/")
             return self.login(request, session, form) if method == "POST" else self.page(
                 session, "login.html", title="Connexion", next=_query(request).get("next", "/console/"))
         if session.user is None:
@@ -453,13 +455,13 @@ class Console(resource.Resource):
     def retry(self, request, session, form):
         one = form.get("delivery", "")
         now = _now()
+        seq, _, dest = one.partition("/")
+        if one and (not seq.isdigit() or not dest):
+            raise Refused(400, "Livraison inconnue.")
 
         def write(uow):
             # the store operations of `pamgate outbox retry`
             if one:
-                seq, _, dest = one.partition("/")
-                if not seq.isdigit() or not dest:
-                    raise Refused(400, "Livraison inconnue.")
                 n = uow.retry_deliveries([(int(seq), dest)], now)
             else:
                 n = uow.retry_dead(now)
