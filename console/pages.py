@@ -75,6 +75,8 @@ class Console(resource.Resource):
         self.on_events = on_events or (lambda: None)
         self.inbound_ready = inbound_ready or (lambda: True)
         self.access = Access(cfg.console.users)
+        # an API behind a token is not bypassed by an open console: without users, it stays closed
+        self.closed = self.access.open and bool(cfg.api.token)
         self.professions = {u.name: u.profession for u in cfg.console.users}
         self.zone = ZoneInfo(cfg.timezone)
         from engine.config import period
@@ -103,6 +105,9 @@ class Console(resource.Resource):
         method = request.method.decode("ascii", "replace")
         if path == "/console":
             raise_redirect("/console/")
+        if self.closed:
+            raise Refused(403, "Console fermée : l'API exige un jeton (api.token) ; configurez console.users "
+                               "pour ouvrir la console à ses utilisateurs.")
         if path == "/console/style.css":
             return Answer((STATIC / "style.css").read_bytes(), b"text/css; charset=utf-8")
         if self.access.open and not is_loopback(request.getClientAddress().host):

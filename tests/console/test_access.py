@@ -124,3 +124,15 @@ def test_over_tls_the_session_cookie_is_secure(tmp_path, pki):
         assert "; Secure" in cookie and "HttpOnly" in cookie and "SameSite=Strict" in cookie
     finally:
         server.stop()
+
+
+def test_with_an_api_token_and_no_users_the_console_stays_closed(tmp_path):
+    server = start(tmp_path, {"api": {"token": "t0ken"}})
+    try:
+        b = Browser(f"http://127.0.0.1:{server.http_port}")
+        for path in ("/console/", "/console/style.css", "/console/login", "/console/patients/CH-DEMO/700601"):
+            status, html = b.get(path)
+            assert status == 403 and "console.users" in html and "LEFÈVRE" not in html, path
+        assert b.post("/console/outbox/retry", {"csrf": "x"})[0] == 403
+    finally:
+        server.stop()
