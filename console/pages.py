@@ -310,8 +310,8 @@ class Console(resource.Resource):
         """The patient's gate just before and at the message's own time (the instant its values count from),
         read through the pipeline's view, as GET /v1/patients does."""
         from engine import rules
-        from mllp.decoding import decode_leniently
-        work = self.pipeline.prepare(decode_leniently(row["raw"]), row["raw"], row["received_at"])
+        from engine.pipeline import journaled_text
+        work = self.pipeline.prepare(journaled_text(row["raw"])[0], row["raw"], row["received_at"])
         if not work.facts:
             return None
         at = rules.message_time(work.facts, row["received_at"])
@@ -327,13 +327,10 @@ class Console(resource.Resource):
             if found is None:
                 raise Refused(404, "Message inconnu.")
             row, entry, deliveries, around = found
-            from mllp.decoding import decode_leniently, read_charset
+            from engine.pipeline import journaled_text
             raw = row["raw"]
-            text = decode_leniently(raw)
-            try:
-                charset = read_charset(raw) or "(MSH-18 vide : encodage par défaut)"
-            except Exception:  # noqa: BLE001 — a frame without a readable MSH-18
-                charset = "illisible"
+            text, charset = journaled_text(raw)
+            charset = charset or "(MSH-18 vide ou illisible : encodage par défaut)"
             ipp = _first_pi(text)
             revealed = bool(row["patient_id"]) and session.reveals(row["patient_id"])
             shown_text = text if revealed else masking.mask_message(text)
@@ -594,8 +591,8 @@ def safe_replay(pipeline, raw: bytes) -> dict:
     from consent_store.store import Store
     from engine import rules
     from engine.domain import DecisionRequest
-    from mllp.decoding import decode_leniently
-    text = decode_leniently(raw)
+    from engine.pipeline import journaled_text
+    text = journaled_text(raw)[0]
     with tempfile.TemporaryDirectory(prefix="pamgate-replay-") as tmp:
         store = Store(f"sqlite:///{tmp}/scratch.db")
         try:
@@ -716,8 +713,8 @@ def _header(msgs: list, revealed: bool) -> dict:
     for m in msgs:
         if not m.get("raw"):
             continue
-        from mllp.decoding import decode_leniently
-        text = decode_leniently(m["raw"])
+        from engine.pipeline import journaled_text
+        text = journaled_text(m["raw"])[0]
         if not text.startswith("MSH") or len(text) < 8:
             continue
         fs, cs, rs = text[3], text[4], text[5]
