@@ -23,6 +23,11 @@ journal = Table(
     Column("raw", LargeBinary, nullable=False),
 )
 Index("ix_journal_received_at", journal.c.received_at)
+# the console's searches (migration 0007_console): by MSH-10, by patient, by sender, by ACK code
+Index("ix_journal_control_id", journal.c.control_id)
+Index("ix_journal_patient_time", journal.c.patient_id, journal.c.received_at)
+Index("ix_journal_sender_time", journal.c.sender_application, journal.c.sender_facility, journal.c.received_at)
+Index("ix_journal_ack_time", journal.c.ack_code, journal.c.received_at)
 
 # Messages applied, for duplicate detection on MSH-3, MSH-4, MSH-10.
 applied = Table(

@@ -396,28 +396,17 @@ class Api(resource.Resource):
             patient = b.patient.model_dump(exclude_none=True)
 
             def done(result):
-                metrics.decisions.labels(b.action, result["decision"]).inc()
                 self.on_events()    # decision.made, and the triggers
                 return 200, result
-            return self._submit(lambda uow: p.decide(uow, patient, req, now_utc()),
-                                [_lock_key(patient)]).addCallback(done)
+            return self._submit(*decision_operation(p, patient, req)).addCallback(done)
         if method == "POST" and path == b"/v1/consents":
             b = self._body(request, ConsentBody)
             if b.consult is None and b.feed is None:
                 raise ApiError(400, "field.missing", "consult or feed: give at least one")
-            # the 2.11.1 codes mean what its mapping file says (mappings/codes.py); NA: nothing collected
-            values = {"consult": meanings("consult").get(b.consult), "feed": meanings("feed").get(b.feed)}
-            values.update({f"{k}.code": code for k, code in (("consult", b.consult), ("feed", b.feed)) if code})
             patient = b.patient.model_dump(exclude_none=True)
             collector = b.collected_by.model_dump(exclude_unset=True)
-
-            def record(uow):
-                try:
-                    return 200, p.record_consent(uow, patient, values, b.visit, b.collected_at, collector,
-                                                 now_utc())
-                except PatientUnknown:   # raised before anything was written
-                    return 404, {"error": "patient.unknown", "detail": "no patient with that national identifier"}
-            return self._submit(record, [_lock_key(patient)]).addCallback(self._woken)
+            return self._submit(*consent_operation(p, patient, b.consult, b.feed, b.visit, b.collected_at,
+                                                   collector)).addCallback(self._woken)
         if method == "POST" and path == b"/v1/dmp/results":
             b = self._body(request, DmpResultBody)
             patient = b.patient.model_dump(exclude_none=True)
@@ -497,6 +486,32 @@ class Api(resource.Resource):
                 request.loseConnection()
             except Exception:  # noqa: BLE001 — already gone
                 pass
+
+
+def decision_operation(pipeline, patient: dict, request: DecisionRequest):
+    """POST /v1/decisions: (work(uow) -> the decision, the keys it locks), for the group committer. The
+    console's capture screen submits the same operation: one path, one audit."""
+    def work(uow):
+        result = pipeline.decide(uow, patient, request, now_utc())
+        metrics.decisions.labels(request.action, result["decision"]).inc()
+        return result
+    return work, [_lock_key(patient)]
+
+
+def consent_operation(pipeline, patient: dict, consult: str | None, feed: str | None, visit: str | None,
+                      collected_at: datetime, collector: dict):
+    """POST /v1/consents: (work(uow) -> (status, body), the keys it locks), the ZFA codes (IC/INC/NA,
+    INO/IO/NA) as the API takes them. The console's capture screen submits the same operation."""
+    # the 2.11.1 codes mean what its mapping file says (mappings/codes.py); NA: nothing collected
+    values = {"consult": meanings("consult").get(consult), "feed": meanings("feed").get(feed)}
+    values.update({f"{k}.code": code for k, code in (("consult", consult), ("feed", feed)) if code})
+
+    def record(uow):
+        try:
+            return 200, pipeline.record_consent(uow, patient, values, visit, collected_at, collector, now_utc())
+        except PatientUnknown:   # raised before anything was written
+            return 404, {"error": "patient.unknown", "detail": "no patient with that national identifier"}
+    return record, [_lock_key(patient)]
 
 
 def _lock_key(patient: dict) -> str:

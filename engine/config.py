@@ -227,6 +227,22 @@ class ApiConfig(Strict):
     token: str | None = None
 
 
+class ConsoleUser(Strict):
+    name: str = Field(min_length=1, max_length=100)
+    password_hash: str = Field(min_length=1)     # argon2, from `pamgate console hash-password`
+    role: Literal["viewer", "operator"] = "viewer"
+    profession: str = "10"     # G15 code of the user's decisions from the capture screen (10: physician)
+
+
+class ConsoleConfig(Strict):
+    """The web console (console/): its users (none: open on loopback only), the capture screen's option, and
+    how long a sender may stay quiet before the feed board calls it silent."""
+    users: list[ConsoleUser] = Field(default_factory=list)
+    capture_option: int = Field(1, ge=1, le=2)   # the ANS slides' Option 1 (one question) or Option 2 (two boxes)
+    silent_after: str = "PT1H"
+    _v = field_validator("silent_after")(classmethod(lambda cls, v: _duration(v)))
+
+
 class LogConfig(Strict):
     level: Literal["debug", "info", "warning", "error"] = "info"
     format: Literal["console", "json"] = "console"
@@ -253,6 +269,7 @@ class Config(Strict):
     timezone: str = "Europe/Paris"
     destinations: list[Destination] = Field(default_factory=list)
     api: ApiConfig = Field(default_factory=ApiConfig)
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     log: LogConfig = Field(default_factory=LogConfig)
     _v = field_validator("reminder_period")(classmethod(lambda cls, v: _duration(v)))
     # where the configuration came from (None: the defaults), and the sender rules as read, with their lines

@@ -605,3 +605,14 @@ def _key_of(patient: dict, state) -> tuple:
             if kind == "PI":
                 return authority, value
     return patient.get("authority"), patient.get("id") or patient.get("ins")
+
+
+def journaled_text(raw: bytes) -> tuple[str, str | None]:
+    """A journaled frame's text, and the character set its MSH-18 names (None when it names none): read as
+    the listener read it, for the web console's trace and safe replay."""
+    from mllp.decoding import decode_leniently, read_charset
+    try:
+        charset = read_charset(raw) or None
+    except Exception:  # noqa: BLE001 — a frame without a readable MSH-18 still has its text shown
+        charset = None
+    return decode_leniently(raw), charset

@@ -23,7 +23,9 @@ from outbound.dispatcher import Dispatcher
 log = structlog.get_logger("pamgate.serve")
 
 
-def serve(config_path: str | None) -> int:
+def serve(config_path: str | None, mount=None) -> int:
+    """Run until stopped. `mount(site, api, cfg, listeners=...)`, given by the composition root (pamgate/), adds
+    resources of the layers above the engine (the web console) to the HTTP site."""
     cfg = configuration.load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
     print(f"pamgate: configuration {cfg.source}" if cfg.source else
@@ -84,7 +86,10 @@ def serve(config_path: str | None) -> int:
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
         api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes,
                   inbound_ready=lambda: applier.ready, on_events=wake)
-        endpoints["listeners.http"].listen(site(api)).addCallbacks(
+        http_site = site(api)
+        if mount is not None:
+            mount(http_site, api, cfg, listeners=factories)
+        endpoints["listeners.http"].listen(http_site).addCallbacks(
             listening("http", cfg.listeners.http), failed(cfg.listeners.http))
     except (ValueError, TypeError, KeyError) as e:
         raise StartError(f"listener endpoint: {e}") from None

@@ -58,6 +58,9 @@ def parser() -> argparse.ArgumentParser:
     retry = command(outbox, "retry")
     retry.add_argument("id", nargs="?")
     retry.add_argument("--all-dead", action="store_true")
+
+    group("console", "the web console").add_parser(
+        "hash-password", help="print the argon2 hash of a password read from stdin, for console.users")
     return p
 
 
@@ -82,6 +85,9 @@ def run(args) -> int:
     if cmd == "outbox":
         from pamgate.outbox import outbox
         return outbox(args)
+    if cmd == "console":
+        from console.cli import hash_password
+        return hash_password()
     raise CommandError(f"unknown command {cmd}")
 
 
