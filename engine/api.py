@@ -22,6 +22,7 @@ from prometheus_client import generate_latest
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 from pydantic_core import PydanticCustomError
+from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
@@ -311,13 +312,14 @@ class Api(resource.Resource):
                  on_events=None):
         super().__init__()
         self.pipeline, self.committer, self.token, self.max_body = pipeline, committer, token, max_body
-        self.bearer = f"Bearer {token}".encode() if token else None
         # the dispatcher's wake-up, once a call's events are committed to the outbox
         self.on_events = on_events or (lambda: None)
         # serve's apply process: while it restarts, inbound messages get AE, and /healthz says so
         self.inbound_ready = inbound_ready or (lambda: True)
 
     def render(self, request):
+        # Twisted names itself and its version here by default: an attacker's first look-up
+        request.setHeader(b"server", b"pamgate")
         method = request.method.decode("ascii", "replace")
         try:
             answer = self._answer(method, request)
@@ -335,12 +337,11 @@ class Api(resource.Resource):
     def _answer(self, method, request):
         """bytes answered at once, or a Deferred of (status, body)."""
         path = request.path
-        if path == b"/healthz" and method == "GET":
-            if not self.inbound_ready():
-                raise ApiError(503, "apply.not_ready",
-                               "the apply process is not ready: starting, or starting again after it ended")
-            return self._submit(lambda uow: uow.ping()).addCallback(
-                lambda _: (200, {"status": "ok"}))
+        if path == b"/livez" and method == "GET":
+            # the process answers: nothing else is looked at, so a store outage never restarts it
+            return self._finish_now(request, 200, {"status": "ok"})
+        if path in (b"/readyz", b"/healthz") and method == "GET":
+            return self._ready()
         if path == b"/metrics" and method == "GET":
             self._authorize(request)
             request.setHeader(b"content-type", b"text/plain; version=0.0.4")
@@ -348,10 +349,34 @@ class Api(resource.Resource):
         self._authorize(request)
         return self._route(method, path, request)
 
+    def _ready(self):
+        """/readyz (and /healthz, its older name): the apply process is ready and the store answers."""
+        def unavailable(code, reason):
+            return 503, {"status": "unavailable", "error": code, "reason": reason}
+        if not self.inbound_ready():
+            return defer.succeed(unavailable(
+                "apply.not_ready", "the apply process is not ready: starting, or starting again after it ended"))
+
+        def failed(failure):
+            failure.trap(ApiError)
+            return unavailable(failure.value.code, failure.value.detail)
+        return self._submit(lambda uow: uow.ping()).addCallbacks(lambda _: (200, {"status": "ok"}), failed)
+
     def _authorize(self, request):
-        # bytes, compared in constant time: whatever the header holds, UTF-8 or not
-        if self.bearer and not hmac.compare_digest(request.getHeader(b"authorization") or b"", self.bearer):
+        """`Authorization: Bearer <token>`, the scheme's case aside (RFC 7235); the token compared as bytes,
+        in constant time. A missing token and a wrong one get different codes; both a 401 that names the
+        scheme (RFC 6750)."""
+        if not self.token:
+            return
+        given = request.getHeader(b"authorization")
+        if given is None:
+            request.setHeader(b"www-authenticate", b'Bearer realm="pamgate"')
             raise ApiError(401, "auth.required", "Authorization: Bearer <token> is required")
+        scheme, _, token = given.strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.token.encode()):
+            request.setHeader(b"www-authenticate", b'Bearer realm="pamgate", error="invalid_token"')
+            raise ApiError(401, "auth.invalid", "the Authorization header does not hold the API token "
+                                                "(Bearer <token>)")
 
     def _body(self, request, model):
         raw = request.content.read(self.max_body + 1)
