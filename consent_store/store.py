@@ -556,6 +556,27 @@ class UnitOfWork:
         return self.conn.execute(select(func.count()).select_from(delivery).where(
             delivery.c.status == "pending")).scalar()
 
+    def outbox_summary(self) -> dict:
+        """Per destination: {"pending": n, "dead": n, "oldest_pending_at": datetime | None}, from the
+        pending and dead rows only (ix_delivery_pending), never the delivered ones."""
+        d = delivery.c
+        out: dict[str, dict] = {}
+        for dest, status, n, first in self.conn.execute(
+                select(d.destination, d.status, func.count(), func.min(d.event_seq))
+                .where(d.status.in_(("pending", "dead"))).group_by(d.destination, d.status)):
+            row = out.setdefault(dest, {"pending": 0, "dead": 0, "oldest_pending_at": None})
+            row[status] = n
+            if status == "pending":
+                # the first pending seq is the oldest event waiting: its outbox row by primary key
+                row["oldest_pending_at"] = _aware(self.conn.execute(
+                    select(outbox.c.created_at).where(outbox.c.seq == first)).scalar())
+        return out
+
+    def journal_rows(self) -> int:
+        """The journal's rows from its first and last ids (two primary-key look-ups, not a count)."""
+        first, last = self.conn.execute(select(func.min(journal.c.id), func.max(journal.c.id))).one()
+        return 0 if first is None else last - first + 1
+
     def outbox_events(self, patient_key: str | None = None, limit: int = 1000) -> list[dict]:
         q = select(outbox).order_by(outbox.c.seq).limit(limit)
         if patient_key:

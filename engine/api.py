@@ -12,6 +12,7 @@ import hmac
 import json
 import math
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
@@ -309,8 +310,10 @@ class Api(resource.Resource):
     isLeaf = True
 
     def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536, inbound_ready=None,
-                 on_events=None):
+                 on_events=None, destinations=()):
         super().__init__()
+        # the configured destinations' names: their gauges are read from the store at each scrape
+        self.destinations = tuple(destinations)
         self.pipeline, self.committer, self.token, self.max_body = pipeline, committer, token, max_body
         # the dispatcher's wake-up, once a call's events are committed to the outbox
         self.on_events = on_events or (lambda: None)
@@ -344,8 +347,7 @@ class Api(resource.Resource):
             return self._ready()
         if path == b"/metrics" and method == "GET":
             self._authorize(request)
-            request.setHeader(b"content-type", b"text/plain; version=0.0.4")
-            return generate_latest(metrics.registry)
+            return self._metrics(request)
         self._authorize(request)
         return self._route(method, path, request)
 
@@ -361,6 +363,19 @@ class Api(resource.Resource):
             failure.trap(ApiError)
             return unavailable(failure.value.code, failure.value.detail)
         return self._submit(lambda uow: uow.ping()).addCallbacks(lambda _: (200, {"status": "ok"}), failed)
+
+    def _metrics(self, request):
+        """The store's gauges read now (indexed queries), then every metric; a store that does not answer
+        leaves those gauges as last read, and the rest is answered all the same."""
+        def text(_):
+            request.setHeader(b"content-type", b"text/plain; version=0.0.4")
+            return 200, generate_latest(metrics.registry)
+        def unread(failure):
+            metrics.store_up.set(0)
+            log.warning("metrics.store_unread", error=failure.type.__name__)
+        d = self.committer.submit(lambda uow: metrics.from_store(uow, self.destinations))
+        d.addCallbacks(lambda _: metrics.store_up.set(1), unread)
+        return d.addCallback(text)
 
     def _authorize(self, request):
         """`Authorization: Bearer <token>`, the scheme's case aside (RFC 7235); the token compared as bytes,
@@ -419,9 +434,11 @@ class Api(resource.Resource):
                                   specialty=b.user.specialty, mode=b.mode, reason=b.reason, visit=b.visit,
                                   at=b.at, category=category, role=b.user.role, document_type=doc_type)
             patient = b.patient.model_dump(exclude_none=True)
+            started = time.perf_counter()
 
             def done(result):
                 metrics.decisions.labels(b.action, result["decision"]).inc()
+                metrics.decision_latency.observe(time.perf_counter() - started)
                 self.on_events()    # decision.made, and the triggers
                 return 200, result
             return self._submit(lambda uow: p.decide(uow, patient, req, now_utc()),
@@ -500,10 +517,11 @@ class Api(resource.Resource):
     def _finish(self, request, status, body):
         if request._disconnected or request.finished:
             return
-        data = None if body is None else to_json(body)
+        data = None if body is None else body if isinstance(body, bytes) else to_json(body)
         request.setResponseCode(status)
         if data is not None:
-            request.setHeader(b"content-type", b"application/json")
+            if not isinstance(body, bytes):       # bytes: a text of its own type (/metrics)
+                request.setHeader(b"content-type", b"application/json")
             request.write(data)
         request.finish()
 

@@ -80,10 +80,12 @@ def serve(config_path: str | None) -> int:
             factory = MLLPServerFactory(handler, settings=listener_settings(cfg, listener), on_ack=metrics.on_ack,
                                         on_rejected=journal_rejected)
             factories.append(factory)
+            metrics.mllp_connections.labels(listener.endpoint).set_function(lambda f=factory: len(f.connections))
             endpoints[f"listeners.mllp.{i}.endpoint"].listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
         api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes,
-                  inbound_ready=lambda: applier.ready, on_events=wake)
+                  inbound_ready=lambda: applier.ready, on_events=wake,
+                  destinations=[d.name for d in cfg.destinations])
         endpoints["listeners.http"].listen(site(api)).addCallbacks(
             listening("http", cfg.listeners.http), failed(cfg.listeners.http))
     except (ValueError, TypeError, KeyError) as e:
