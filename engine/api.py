@@ -310,8 +310,11 @@ class Api(resource.Resource):
     isLeaf = True
 
     def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536, inbound_ready=None,
-                 on_events=None, destinations=()):
+                 on_events=None, destinations=(), about=None):
         super().__init__()
+        # `GET /v1/status`: what the server knows of itself (version, configuration, endpoints, store,
+        # apply process), a callable so that it is read at each call
+        self.about = about or (lambda: {})
         # the configured destinations' names: their gauges are read from the store at each scrape
         self.destinations = tuple(destinations)
         self.pipeline, self.committer, self.token, self.max_body = pipeline, committer, token, max_body
@@ -377,6 +380,26 @@ class Api(resource.Resource):
         d.addCallbacks(lambda _: metrics.store_up.set(1), unread)
         return d.addCallback(text)
 
+    def _status(self):
+        """One screen of the running instance (`pamgate status`): no patient identity in it."""
+        now = time.time()
+
+        def answer(read):
+            body = {**self.about(), "store_answers": read is not None}
+            summary = (read or {}).get("destinations", {})
+            body["destinations"] = {
+                name: {"pending": summary.get(name, {}).get("pending", 0),
+                       "dead": summary.get(name, {}).get("dead", 0),
+                       "oldest_pending_age_seconds": round(now - oldest.timestamp(), 1)
+                       if (oldest := summary.get(name, {}).get("oldest_pending_at")) else None}
+                for name in self.destinations} if read is not None else None
+            body["journal_rows"] = (read or {}).get("journal_rows")
+            body["senders"] = {s: datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+                               for s, t in sorted(metrics.last_seen.items())}
+            return 200, body
+        d = self.committer.submit(lambda uow: metrics.from_store(uow, self.destinations))
+        return d.addErrback(lambda f: None).addCallback(answer)
+
     def _authorize(self, request):
         """`Authorization: Bearer <token>`, the scheme's case aside (RFC 7235); the token compared as bytes,
         in constant time. A missing token and a wrong one get different codes; both a 401 that names the
@@ -427,6 +450,8 @@ class Api(resource.Resource):
 
     def _route(self, method, path: bytes, request):
         p = self.pipeline
+        if method == "GET" and path == b"/v1/status":
+            return self._status()
         if method == "POST" and path == b"/v1/decisions":
             b = self._body(request, DecisionBody)
             doc_type, category = self._document(b.document)

@@ -84,6 +84,7 @@ journal_rows = Gauge("pamgate_journal_rows",
 
 _senders_lock = threading.Lock()
 _senders: set[str] = set()
+last_seen: dict[str, float] = {}     # sender label -> unix seconds, as the gauge has it (`pamgate status`)
 _SENDER_TEXT = re.compile(r"[^\w.|@:/ -]")
 
 
@@ -111,7 +112,9 @@ def sender_label(sender: str) -> str:
 
 def on_message(sender: str, at: float | None = None) -> None:
     """A message answered (any ACK): its sender's last-message time."""
-    last_message.labels(sender_label(sender)).set(time.time() if at is None else at)
+    label, at = sender_label(sender), time.time() if at is None else at
+    last_message.labels(label).set(at)
+    last_seen[label] = at
 
 
 def from_store(uow, destinations, now: float | None = None) -> dict:

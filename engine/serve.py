@@ -2,7 +2,9 @@
 pruner are started around the pipeline (built by engine/assembly.py), and stopped in order on shutdown."""
 from __future__ import annotations
 
+import os
 import sys
+from datetime import datetime, timezone
 
 import structlog
 from twisted.internet import reactor
@@ -61,6 +63,7 @@ def serve(config_path: str | None) -> int:
         pruner = JournalPruner(committer, configuration.period(cfg.store.journal_retention), reactor,
                                zone=cfg.timezone)
     ports, factories, failures = [], [], []
+    started_at = datetime.now(timezone.utc)
 
     def listening(kind, description):
         def report(port):
@@ -85,7 +88,8 @@ def serve(config_path: str | None) -> int:
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
         api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes,
                   inbound_ready=lambda: applier.ready, on_events=wake,
-                  destinations=[d.name for d in cfg.destinations])
+                  destinations=[d.name for d in cfg.destinations],
+                  about=lambda: about(cfg, store, ports, applier, started_at))
         endpoints["listeners.http"].listen(site(api)).addCallbacks(
             listening("http", cfg.listeners.http), failed(cfg.listeners.http))
     except (ValueError, TypeError, KeyError) as e:
@@ -121,3 +125,18 @@ def serve(config_path: str | None) -> int:
     reactor.run()
     store.dispose()
     return 1 if failures else 0
+
+
+def about(cfg, store, ports, applier, started_at) -> dict:
+    """What `GET /v1/status` tells of this server: version, configuration, endpoints, store, apply process."""
+    return {
+        "version": metrics.version(),
+        "config": os.path.abspath(cfg.source) if cfg.source else None,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "process_id": os.getpid(),
+        "endpoints": {"mllp": [m.endpoint for m in cfg.listeners.mllp], "http": cfg.listeners.http,
+                      "listening": [f"{p.getHost().host}:{p.getHost().port}" for p in ports]},
+        "store": {"dialect": store.engine.dialect.name,
+                  "url": store.engine.url.render_as_string(hide_password=True)},
+        "apply_process": applier.state(),
+    }

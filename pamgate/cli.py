@@ -67,6 +67,12 @@ def parser() -> argparse.ArgumentParser:
     ort.add_argument("id", nargs="?")
     ort.add_argument("--all-dead", action="store_true")
     ort.add_argument("--config")
+    st = sub.add_parser("status", help="one screen of a running instance: version, store, apply process, "
+                                       "outbox, senders")
+    st.add_argument("--url", help="its HTTP API (default: the configuration's listeners.http, else "
+                                  "http://127.0.0.1:8080)")
+    st.add_argument("--config")
+    st.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
     return p
 
 
@@ -91,6 +97,9 @@ def run(args) -> int:
     if cmd == "outbox":
         from pamgate.outbox import outbox
         return outbox(args)
+    if cmd == "status":
+        from pamgate.status import status
+        return status(args)
     raise CommandError(f"unknown command {cmd}")
 
 
