@@ -45,10 +45,13 @@ def parser() -> argparse.ArgumentParser:
     me.add_argument("--type", help="a document type code (XDS typeCode)")
     me.add_argument("--category", help="a document category (TRE_A03 class code)")
 
-    d = sub.add_parser("db", help="the store's schema")
+    d = sub.add_parser("db", help="the store: its schema, its backup")
     dsub = d.add_subparsers(dest="db_command", required=True, parser_class=OneLineParser)
     du = dsub.add_parser("upgrade")
     du.add_argument("--config")
+    db = dsub.add_parser("backup", help="a consistent copy of a live SQLite store (PostgreSQL: pg_dump -Fc)")
+    db.add_argument("file", metavar="FILE")
+    db.add_argument("--config")
 
     a = sub.add_parser("audit", help="the audit trail")
     asub = a.add_subparsers(dest="audit_command", required=True, parser_class=OneLineParser)
@@ -83,8 +86,8 @@ def run(args) -> int:
         from pamgate.serve import serve
         return serve(args)
     if cmd == "db":
-        from pamgate.db import upgrade
-        return upgrade(args)
+        from pamgate.db import backup, upgrade
+        return backup(args) if args.db_command == "backup" else upgrade(args)
     if cmd == "audit":
         from pamgate.audit import verify
         return verify(args)
