@@ -27,7 +27,7 @@ from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from consent_store.tables import episode, identifiers, max_chars, outbox, users
+from consent_store.tables import audit, episode, identifiers, max_chars, outbox, users
 from engine import habilitation, metrics
 from engine.commit import StoreUnavailable
 from engine.domain import DMP_RESULTS, YEARS, DecisionRequest
@@ -108,7 +108,7 @@ class DecidingUser(User):
 class Collector(Body):
     """Who collected a consent: DMP/CONF.16 checks that professional's DMP access right."""
     model_config = ConfigDict(extra="allow")
-    id: str | None = None
+    id: str | None = Field(None, max_length=max_chars(audit.c.user_id))
     authority: str | None = None
 
 
@@ -300,6 +300,8 @@ def _store_failed(failure: Failure):
 
 
 PATIENT_PATH = re.compile(rb"^/v1/patients/([^/]+)/([^/]+)/consent$")
+PATIENT_INS_PATH = re.compile(rb"^/v1/patients/ins/([^/]+)/([^/]+)/consent$")
+AUDIT_PAGE, AUDIT_PAGE_MAX = 100, 1000
 
 
 class Api(resource.Resource):
@@ -492,10 +494,12 @@ class Api(resource.Resource):
                 uow, patient, b.user.model_dump(exclude_none=True), b.transaction, b.result, now_utc()),
                 [_lock_key(patient)])
             return d.addCallback(self._woken).addCallback(lambda found: (204, None) if found else (404, UNKNOWN_PATIENT))
-        m = PATIENT_PATH.match(path)
+        m_ins = PATIENT_INS_PATH.match(path)
+        m = m_ins or PATIENT_PATH.match(path)
         if method == "GET" and m:
-            patient = {"authority": _decoded(m.group(1), "authority", "path.invalid"),
-                       "id": _decoded(m.group(2), "id", "path.invalid")}
+            first, second = (_decoded(m.group(1), "oid" if m_ins else "authority", "path.invalid"),
+                             _decoded(m.group(2), "ins" if m_ins else "id", "path.invalid"))
+            patient = {"oid": first, "ins": second} if m_ins else {"authority": first, "id": second}
             at = self._at(_query(request)) or now_utc()
 
             def read(uow):
@@ -503,20 +507,64 @@ class Api(resource.Resource):
                 return (404, UNKNOWN_PATIENT) if pid is None else (200, p.view(uow, pid, at))
             return self._submit(read)
         if method == "GET" and path == b"/v1/audit":
-            args = _query(request)
-            if "id" not in args:
+            return self._audit(_query(request))
+        shown = path.decode("utf-8", "replace")[:200]
+        raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {shown}")
+
+    def _audit(self, args: dict):
+        """GET /v1/audit: by patient (IPP: authority and id; or INS: ins and oid, with the patients merged
+        into it), by user, by time (`since` included, `until` excluded), or one entry (`audit_id`); paged by
+        `limit` and the cursor `after` (the `next` of the page before)."""
+        known = {"authority", "id", "ins", "oid", "user", "since", "until", "after", "limit", "audit_id"}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise ApiError(400, "query.invalid", f"{unknown[0][:40]}: not a parameter of /v1/audit (it takes "
+                                                 f"{', '.join(sorted(known))})")
+        patient = None
+        if "ins" in args or "oid" in args:
+            if not args.get("ins") or not args.get("oid") or "id" in args:
+                raise ApiError(400, "query.missing", "ins and oid: give both, and no id")
+            patient = {"ins": args["ins"], "oid": args["oid"]}
+        elif "id" in args or "authority" in args:
+            if not args.get("id"):
                 raise ApiError(400, "query.missing", "id: required (with authority)")
             patient = {"authority": args.get("authority"), "id": args["id"]}
+        since, until = self._instant(args, "since"), self._instant(args, "until")
+        limit = self._count(args, "limit", AUDIT_PAGE, 1, AUDIT_PAGE_MAX)
+        after = self._count(args, "after", None, 0, INT64 - 1)
+        filters = dict(user=args.get("user") or None, since=since, until=until, after=after, limit=limit,
+                       audit_id=args.get("audit_id") or None)
 
-            def entries(uow):
-                pid = p.find(uow, patient)
+        def entries(uow):
+            ids = None
+            if patient is not None:
+                pid = self.pipeline.find(uow, patient)
                 if pid is None:
                     return 404, UNKNOWN_PATIENT
                 ids = [pid] + uow.patient_ids_merged_into(pid)
-                return 200, {"entries": uow.audit_entries(ids)}
-            return self._submit(entries)
-        shown = path.decode("utf-8", "replace")[:200]
-        raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {shown}")
+            page = uow.audit_entries(ids, **filters)
+            return 200, {"entries": page, "next": page[-1]["seq"] if len(page) == limit else None}
+        return self._submit(entries)
+
+    def _instant(self, args: dict, name: str) -> datetime | None:
+        value = args.get(name)
+        if not value:
+            return None
+        try:
+            return _in_range(datetime.fromisoformat(value))
+        except PydanticCustomError as e:
+            raise ApiError(400, e.type, f"{name}: {e.message()}") from None
+        except ValueError:
+            raise ApiError(400, "query.invalid", f"{name}: not an ISO 8601 date-time") from None
+
+    @staticmethod
+    def _count(args: dict, name: str, default, low: int, high: int):
+        value = args.get(name)
+        if value is None or value == "":
+            return default
+        if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+            raise ApiError(400, "query.invalid", f"{name}: a whole number from {low} to {high}")
+        return int(value)
 
     def _document(self, doc):
         """(type, category) of the document asked about, its category derived from the type."""
