@@ -302,6 +302,12 @@ def _store_failed(failure: Failure):
 PATIENT_PATH = re.compile(rb"^/v1/patients/([^/]+)/([^/]+)/consent$")
 PATIENT_INS_PATH = re.compile(rb"^/v1/patients/ins/([^/]+)/([^/]+)/consent$")
 AUDIT_PAGE, AUDIT_PAGE_MAX = 100, 1000
+STORE_READ_TIMEOUT = 3.0     # seconds /metrics and /v1/status wait for the store's figures
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor
 
 
 class Api(resource.Resource):
@@ -379,6 +385,8 @@ class Api(resource.Resource):
             metrics.store_up.set(0)
             log.warning("metrics.store_unread", error=failure.type.__name__)
         d = self.committer.submit(lambda uow: metrics.from_store(uow, self.destinations))
+        # a store that does not answer (each attempt may wait 10 s) must not make the scrape time out
+        d.addTimeout(STORE_READ_TIMEOUT, _reactor())
         d.addCallbacks(lambda _: metrics.store_up.set(1), unread)
         return d.addCallback(text)
 
@@ -400,6 +408,7 @@ class Api(resource.Resource):
                                for s, t in sorted(metrics.last_seen.items())}
             return 200, body
         d = self.committer.submit(lambda uow: metrics.from_store(uow, self.destinations))
+        d.addTimeout(STORE_READ_TIMEOUT, _reactor())
         return d.addErrback(lambda f: None).addCallback(answer)
 
     def _authorize(self, request):

@@ -50,7 +50,8 @@ class AmqpChannel:
     def __init__(self, dest, reactor):
         self.dest, self.reactor = dest, reactor
         self.params = parameters(dest.url)
-        self.params.heartbeat = 30          # a dead broker is noticed within a minute, even when idle
+        if "heartbeat=" not in dest.url:
+            self.params.heartbeat = 30      # a dead broker is noticed within a minute, even when idle
         self.tls = dest.url.startswith("amqps://")
         self._connection = None
         self._channel = None
