@@ -43,8 +43,8 @@ def message_handler(apply, on_events=None):
         started = time.perf_counter()
 
         def ack(answered):
-            errors = [AckError(segment=s, sequence=q, field=f, component=c, code=code, severity="E", text=t)
-                      for s, q, f, c, code, t in answered.errors]
+            errors = [AckError(segment=e.segment, sequence=e.sequence, field=e.field, component=e.component,
+                               code=e.code, severity="E", text=e.text) for e in answered.errors]
             if answered.events and on_events is not None:
                 on_events()
             metrics.ack_latency.observe(time.perf_counter() - started)
@@ -59,9 +59,9 @@ def message_handler(apply, on_events=None):
             if answered.code != "AA":
                 # where and which code only: an error's text may quote a field's value
                 log.info("message.refused", ack=answered.code, hl7_event=answered.event, sender=answered.sender,
-                         errors=[f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in answered.errors])
+                         errors=[f"{e.segment}{f'-{e.field}' if e.field else ''}:{e.code}" for e in answered.errors])
             log.debug("message.answered", ack=answered.code, msh10=answered.control_id, patient=answered.patient,
-                      errors=[e[5] for e in answered.errors])
+                      errors=[e.text for e in answered.errors])
             return build_ack(frame.text, answered.code, errors, expected_sequence=answered.expected_sequence)
 
         def internal(failure):

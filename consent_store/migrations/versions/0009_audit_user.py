@@ -2,7 +2,7 @@
 search uses (by user, by time); the existing entries are filled from their payloads
 
 Revision ID: 0009
-Revises: 0005
+Revises: 0005_history_rows
 """
 import json
 
@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 
 revision = '0009'
-down_revision = '0005'   # the lead re-chains it after the other migrations of this wave at merge
+down_revision = '0005_history_rows'   # the lead re-chains it after the console's and the CLI's at merge
 branch_labels = None
 depends_on = None
 
