@@ -181,7 +181,7 @@ _q_head = select(audit_head.c.hash).where(audit_head.c.id == 1)
 Q_HEAD = Sql(_q_head)
 Q_HEAD_FOR_UPDATE = Sql(_q_head.with_for_update())
 U_HEAD = Sql(update(audit_head).where(audit_head.c.id == 1).values(hash=bindparam("b_hash")))
-I_AUDIT = Sql(insert(audit), columns=["at", "patient_id", "kind", "payload", "prev_hash", "hash"])
+I_AUDIT = Sql(insert(audit), columns=["at", "patient_id", "kind", "payload", "prev_hash", "hash", "user_id"])
 I_OUTBOX = Sql(insert(outbox), columns=["event_id", "type", "patient_key", "created_at", "envelope"],
                returns=outbox.c.seq)
 I_DELIVERY = Sql(insert(delivery), columns=["event_seq", "destination", "patient_key", "status", "attempts",
@@ -699,7 +699,7 @@ class UnitOfWork:
                 for r in self.conn.execute(select(identifiers).where(identifiers.c.patient_id == patient_id))]
 
     # --- audit chain ---
-    def audit(self, *, at: datetime, patient_id, kind: str, payload: dict) -> str:
+    def audit(self, *, at: datetime, patient_id, kind: str, payload: dict, user: str | None = None) -> str:
         """Append one entry to the chain. The head row is read (and locked, on PostgreSQL) at the first entry
         of the transaction and written once, before the commit (flush)."""
         body = _json(payload)
@@ -714,15 +714,34 @@ class UnitOfWork:
             self._head_stored = prev
         h = chain_hash(prev, at, patient_id, kind, body)
         self._write_later(I_AUDIT, [{"at": at, "patient_id": patient_id, "kind": kind, "payload": body,
-                                     "prev_hash": prev, "hash": h}])
+                                     "prev_hash": prev, "hash": h, "user_id": user}])
         self._head = h
         return h
 
-    def audit_entries(self, patient_ids) -> list[dict]:
-        rows = self.conn.execute(select(audit).where(audit.c.patient_id.in_(list(patient_ids)))
-                                 .order_by(audit.c.seq))
-        return [dict(seq=r.seq, at=_aware(r.at), kind=r.kind, payload=json.loads(r.payload), hash=r.hash)
-                for r in rows]
+    def audit_entries(self, patient_ids=None, *, user: str | None = None, since: datetime | None = None,
+                      until: datetime | None = None, after: int | None = None, limit: int | None = None,
+                      audit_id: str | None = None) -> list[dict]:
+        """Audit entries oldest first, each filter optional: the patients', a user's, from `since` (included)
+        to `until` (excluded), past the entry `after` (a seq: the paging cursor), at most `limit`; or the
+        one entry whose hash is `audit_id`."""
+        a = audit.c
+        q = select(audit).order_by(a.seq)
+        if patient_ids is not None:
+            q = q.where(a.patient_id.in_(list(patient_ids)))
+        if user is not None:
+            q = q.where(a.user_id == user)
+        if since is not None:
+            q = q.where(a.at >= since)
+        if until is not None:
+            q = q.where(a.at < until)
+        if after is not None:
+            q = q.where(a.seq > after)
+        if audit_id is not None:
+            q = q.where(a.hash == audit_id)
+        if limit is not None:
+            q = q.limit(limit)
+        return [dict(seq=r.seq, at=_aware(r.at), kind=r.kind, user=r.user_id, payload=json.loads(r.payload),
+                     hash=r.hash, audit_id=r.hash) for r in self.conn.execute(q)]
 
     def verify_audit(self) -> tuple[int, int | None, str | None]:
         """Walk the chain: (entries checked, seq of the first broken link or None, why)."""
@@ -769,6 +788,27 @@ class UnitOfWork:
     def outbox_depth(self) -> int:
         return self.conn.execute(select(func.count()).select_from(delivery).where(
             delivery.c.status == "pending")).scalar()
+
+    def outbox_summary(self) -> dict:
+        """Per destination: {"pending": n, "dead": n, "oldest_pending_at": datetime | None}, from the
+        pending and dead rows only (ix_delivery_pending), never the delivered ones."""
+        d = delivery.c
+        out: dict[str, dict] = {}
+        for dest, status, n, first in self.conn.execute(
+                select(d.destination, d.status, func.count(), func.min(d.event_seq))
+                .where(d.status.in_(("pending", "dead"))).group_by(d.destination, d.status)):
+            row = out.setdefault(dest, {"pending": 0, "dead": 0, "oldest_pending_at": None})
+            row[status] = n
+            if status == "pending":
+                # the first pending seq is the oldest event waiting: its outbox row by primary key
+                row["oldest_pending_at"] = _aware(self.conn.execute(
+                    select(outbox.c.created_at).where(outbox.c.seq == first)).scalar())
+        return out
+
+    def journal_rows(self) -> int:
+        """The journal's rows from its first and last ids (two primary-key look-ups, not a count)."""
+        first, last = self.conn.execute(select(func.min(journal.c.id), func.max(journal.c.id))).one()
+        return 0 if first is None else last - first + 1
 
     def outbox_events(self, patient_key: str | None = None, limit: int = 1000) -> list[dict]:
         q = select(outbox).order_by(outbox.c.seq).limit(limit)

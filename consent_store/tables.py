@@ -81,8 +81,13 @@ audit = Table(
     Column("payload", Text, nullable=False),
     Column("prev_hash", String(64), nullable=False),
     Column("hash", String(64), nullable=False, unique=True),
+    # the professional the entry is about (a decision's user, a consent's collector, a DMP result's user),
+    # copied from the payload for the auditors' search; outside the hash, which covers the payload
+    Column("user_id", String(200)),
 )
 Index("ix_audit_patient", audit.c.patient_id)
+Index("ix_audit_user", audit.c.user_id, audit.c.seq)
+Index("ix_audit_at", audit.c.at)
 
 # One row holding the chain's head, locked by each writer so the chain stays linear across instances.
 audit_head = Table(

@@ -12,6 +12,7 @@ import hmac
 import json
 import math
 import re
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
@@ -22,10 +23,11 @@ from prometheus_client import generate_latest
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator,
                       model_validator)
 from pydantic_core import PydanticCustomError
+from twisted.internet import defer
 from twisted.python.failure import Failure
 from twisted.web import resource, server
 
-from consent_store.tables import episode, identifiers, max_chars, outbox, users
+from consent_store.tables import audit, episode, identifiers, max_chars, outbox, users
 from engine import habilitation, metrics
 from engine.commit import StoreUnavailable
 from engine.domain import DMP_RESULTS, YEARS, DecisionRequest
@@ -106,7 +108,7 @@ class DecidingUser(User):
 class Collector(Body):
     """Who collected a consent: DMP/CONF.16 checks that professional's DMP access right."""
     model_config = ConfigDict(extra="allow")
-    id: str | None = None
+    id: str | None = Field(None, max_length=max_chars(audit.c.user_id))
     authority: str | None = None
 
 
@@ -298,6 +300,14 @@ def _store_failed(failure: Failure):
 
 
 PATIENT_PATH = re.compile(rb"^/v1/patients/([^/]+)/([^/]+)/consent$")
+PATIENT_INS_PATH = re.compile(rb"^/v1/patients/ins/([^/]+)/([^/]+)/consent$")
+AUDIT_PAGE, AUDIT_PAGE_MAX = 100, 1000
+STORE_READ_TIMEOUT = 3.0     # seconds /metrics and /v1/status wait for the store's figures
+
+
+def _reactor():
+    from twisted.internet import reactor
+    return reactor
 
 
 class Api(resource.Resource):
@@ -308,16 +318,22 @@ class Api(resource.Resource):
     isLeaf = True
 
     def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536, inbound_ready=None,
-                 on_events=None):
+                 on_events=None, destinations=(), about=None):
         super().__init__()
+        # `GET /v1/status`: what the server knows of itself (version, configuration, endpoints, store,
+        # apply process), a callable so that it is read at each call
+        self.about = about or (lambda: {})
+        # the configured destinations' names: their gauges are read from the store at each scrape
+        self.destinations = tuple(destinations)
         self.pipeline, self.committer, self.token, self.max_body = pipeline, committer, token, max_body
-        self.bearer = f"Bearer {token}".encode() if token else None
         # the dispatcher's wake-up, once a call's events are committed to the outbox
         self.on_events = on_events or (lambda: None)
         # serve's apply process: while it restarts, inbound messages get AE, and /healthz says so
         self.inbound_ready = inbound_ready or (lambda: True)
 
     def render(self, request):
+        # Twisted names itself and its version here by default: an attacker's first look-up
+        request.setHeader(b"server", b"pamgate")
         method = request.method.decode("ascii", "replace")
         try:
             answer = self._answer(method, request)
@@ -335,23 +351,81 @@ class Api(resource.Resource):
     def _answer(self, method, request):
         """bytes answered at once, or a Deferred of (status, body)."""
         path = request.path
-        if path == b"/healthz" and method == "GET":
-            if not self.inbound_ready():
-                raise ApiError(503, "apply.not_ready",
-                               "the apply process is not ready: starting, or starting again after it ended")
-            return self._submit(lambda uow: uow.ping()).addCallback(
-                lambda _: (200, {"status": "ok"}))
+        if path == b"/livez" and method == "GET":
+            # the process answers: nothing else is looked at, so a store outage never restarts it
+            return self._finish_now(request, 200, {"status": "ok"})
+        if path in (b"/readyz", b"/healthz") and method == "GET":
+            return self._ready()
         if path == b"/metrics" and method == "GET":
             self._authorize(request)
-            request.setHeader(b"content-type", b"text/plain; version=0.0.4")
-            return generate_latest(metrics.registry)
+            return self._metrics(request)
         self._authorize(request)
         return self._route(method, path, request)
 
+    def _ready(self):
+        """/readyz (and /healthz, its older name): the apply process is ready and the store answers."""
+        def unavailable(code, reason):
+            return 503, {"status": "unavailable", "error": code, "reason": reason}
+        if not self.inbound_ready():
+            return defer.succeed(unavailable(
+                "apply.not_ready", "the apply process is not ready: starting, or starting again after it ended"))
+
+        def failed(failure):
+            failure.trap(ApiError)
+            return unavailable(failure.value.code, failure.value.detail)
+        return self._submit(lambda uow: uow.ping()).addCallbacks(lambda _: (200, {"status": "ok"}), failed)
+
+    def _metrics(self, request):
+        """The store's gauges read now (indexed queries), then every metric; a store that does not answer
+        leaves those gauges as last read, and the rest is answered all the same."""
+        def text(_):
+            request.setHeader(b"content-type", b"text/plain; version=0.0.4")
+            return 200, generate_latest(metrics.registry)
+        def unread(failure):
+            metrics.store_up.set(0)
+            log.warning("metrics.store_unread", error=failure.type.__name__)
+        d = self.committer.submit(lambda uow: metrics.from_store(uow, self.destinations))
+        # a store that does not answer (each attempt may wait 10 s) must not make the scrape time out
+        d.addTimeout(STORE_READ_TIMEOUT, _reactor())
+        d.addCallbacks(lambda _: metrics.store_up.set(1), unread)
+        return d.addCallback(text)
+
+    def _status(self):
+        """One screen of the running instance (`pamgate status`): no patient identity in it."""
+        now = time.time()
+
+        def answer(read):
+            body = {**self.about(), "store_answers": read is not None}
+            summary = (read or {}).get("destinations", {})
+            body["destinations"] = {
+                name: {"pending": summary.get(name, {}).get("pending", 0),
+                       "dead": summary.get(name, {}).get("dead", 0),
+                       "oldest_pending_age_seconds": round(now - oldest.timestamp(), 1)
+                       if (oldest := summary.get(name, {}).get("oldest_pending_at")) else None}
+                for name in self.destinations} if read is not None else None
+            body["journal_rows"] = (read or {}).get("journal_rows")
+            body["senders"] = {s: datetime.fromtimestamp(t, timezone.utc).isoformat(timespec="seconds")
+                               for s, t in sorted(metrics.last_seen.items())}
+            return 200, body
+        d = self.committer.submit(lambda uow: metrics.from_store(uow, self.destinations))
+        d.addTimeout(STORE_READ_TIMEOUT, _reactor())
+        return d.addErrback(lambda f: None).addCallback(answer)
+
     def _authorize(self, request):
-        # bytes, compared in constant time: whatever the header holds, UTF-8 or not
-        if self.bearer and not hmac.compare_digest(request.getHeader(b"authorization") or b"", self.bearer):
+        """`Authorization: Bearer <token>`, the scheme's case aside (RFC 7235); the token compared as bytes,
+        in constant time. A missing token and a wrong one get different codes; both a 401 that names the
+        scheme (RFC 6750)."""
+        if not self.token:
+            return
+        given = request.getHeader(b"authorization")
+        if given is None:
+            request.setHeader(b"www-authenticate", b'Bearer realm="pamgate"')
             raise ApiError(401, "auth.required", "Authorization: Bearer <token> is required")
+        scheme, _, token = given.strip().partition(b" ")
+        if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.token.encode()):
+            request.setHeader(b"www-authenticate", b'Bearer realm="pamgate", error="invalid_token"')
+            raise ApiError(401, "auth.invalid", "the Authorization header does not hold the API token "
+                                                "(Bearer <token>)")
 
     def _body(self, request, model):
         raw = request.content.read(self.max_body + 1)
@@ -387,6 +461,8 @@ class Api(resource.Resource):
 
     def _route(self, method, path: bytes, request):
         p = self.pipeline
+        if method == "GET" and path == b"/v1/status":
+            return self._status()
         if method == "POST" and path == b"/v1/decisions":
             b = self._body(request, DecisionBody)
             doc_type, category = self._document(b.document)
@@ -394,8 +470,10 @@ class Api(resource.Resource):
                                   specialty=b.user.specialty, mode=b.mode, reason=b.reason, visit=b.visit,
                                   at=b.at, category=category, role=b.user.role, document_type=doc_type)
             patient = b.patient.model_dump(exclude_none=True)
+            started = time.perf_counter()
 
             def done(result):
+                metrics.decision_latency.observe(time.perf_counter() - started)
                 self.on_events()    # decision.made, and the triggers
                 return 200, result
             return self._submit(*decision_operation(p, patient, req)).addCallback(done)
@@ -414,10 +492,12 @@ class Api(resource.Resource):
                 uow, patient, b.user.model_dump(exclude_none=True), b.transaction, b.result, now_utc()),
                 [_lock_key(patient)])
             return d.addCallback(self._woken).addCallback(lambda found: (204, None) if found else (404, UNKNOWN_PATIENT))
-        m = PATIENT_PATH.match(path)
+        m_ins = PATIENT_INS_PATH.match(path)
+        m = m_ins or PATIENT_PATH.match(path)
         if method == "GET" and m:
-            patient = {"authority": _decoded(m.group(1), "authority", "path.invalid"),
-                       "id": _decoded(m.group(2), "id", "path.invalid")}
+            first, second = (_decoded(m.group(1), "oid" if m_ins else "authority", "path.invalid"),
+                             _decoded(m.group(2), "ins" if m_ins else "id", "path.invalid"))
+            patient = {"oid": first, "ins": second} if m_ins else {"authority": first, "id": second}
             at = self._at(_query(request)) or now_utc()
 
             def read(uow):
@@ -425,20 +505,64 @@ class Api(resource.Resource):
                 return (404, UNKNOWN_PATIENT) if pid is None else (200, p.view(uow, pid, at))
             return self._submit(read)
         if method == "GET" and path == b"/v1/audit":
-            args = _query(request)
-            if "id" not in args:
+            return self._audit(_query(request))
+        shown = path.decode("utf-8", "replace")[:200]
+        raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {shown}")
+
+    def _audit(self, args: dict):
+        """GET /v1/audit: by patient (IPP: authority and id; or INS: ins and oid, with the patients merged
+        into it), by user, by time (`since` included, `until` excluded), or one entry (`audit_id`); paged by
+        `limit` and the cursor `after` (the `next` of the page before)."""
+        known = {"authority", "id", "ins", "oid", "user", "since", "until", "after", "limit", "audit_id"}
+        unknown = sorted(set(args) - known)
+        if unknown:
+            raise ApiError(400, "query.invalid", f"{unknown[0][:40]}: not a parameter of /v1/audit (it takes "
+                                                 f"{', '.join(sorted(known))})")
+        patient = None
+        if "ins" in args or "oid" in args:
+            if not args.get("ins") or not args.get("oid") or "id" in args:
+                raise ApiError(400, "query.missing", "ins and oid: give both, and no id")
+            patient = {"ins": args["ins"], "oid": args["oid"]}
+        elif "id" in args or "authority" in args:
+            if not args.get("id"):
                 raise ApiError(400, "query.missing", "id: required (with authority)")
             patient = {"authority": args.get("authority"), "id": args["id"]}
+        since, until = self._instant(args, "since"), self._instant(args, "until")
+        limit = self._count(args, "limit", AUDIT_PAGE, 1, AUDIT_PAGE_MAX)
+        after = self._count(args, "after", None, 0, INT64 - 1)
+        filters = dict(user=args.get("user") or None, since=since, until=until, after=after, limit=limit,
+                       audit_id=args.get("audit_id") or None)
 
-            def entries(uow):
-                pid = p.find(uow, patient)
+        def entries(uow):
+            ids = None
+            if patient is not None:
+                pid = self.pipeline.find(uow, patient)
                 if pid is None:
                     return 404, UNKNOWN_PATIENT
                 ids = [pid] + uow.patient_ids_merged_into(pid)
-                return 200, {"entries": uow.audit_entries(ids)}
-            return self._submit(entries)
-        shown = path.decode("utf-8", "replace")[:200]
-        raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {shown}")
+            page = uow.audit_entries(ids, **filters)
+            return 200, {"entries": page, "next": page[-1]["seq"] if len(page) == limit else None}
+        return self._submit(entries)
+
+    def _instant(self, args: dict, name: str) -> datetime | None:
+        value = args.get(name)
+        if not value:
+            return None
+        try:
+            return _in_range(datetime.fromisoformat(value))
+        except PydanticCustomError as e:
+            raise ApiError(400, e.type, f"{name}: {e.message()}") from None
+        except ValueError:
+            raise ApiError(400, "query.invalid", f"{name}: not an ISO 8601 date-time") from None
+
+    @staticmethod
+    def _count(args: dict, name: str, default, low: int, high: int):
+        value = args.get(name)
+        if value is None or value == "":
+            return default
+        if not value.isascii() or not value.isdigit() or not low <= int(value) <= high:
+            raise ApiError(400, "query.invalid", f"{name}: a whole number from {low} to {high}")
+        return int(value)
 
     def _document(self, doc):
         """(type, category) of the document asked about, its category derived from the type."""
@@ -464,10 +588,11 @@ class Api(resource.Resource):
     def _finish(self, request, status, body):
         if request._disconnected or request.finished:
             return
-        data = None if body is None else to_json(body)
+        data = None if body is None else body if isinstance(body, bytes) else to_json(body)
         request.setResponseCode(status)
         if data is not None:
-            request.setHeader(b"content-type", b"application/json")
+            if not isinstance(body, bytes):       # bytes: a text of its own type (/metrics)
+                request.setHeader(b"content-type", b"application/json")
             request.write(data)
         request.finish()
 

@@ -89,6 +89,7 @@ class ApplyProcess:
         self._restarts = 0
         self._started_at = 0.0
         self._ready = False
+        self._ended_unasked = 0       # since the server started: what `pamgate status` shows
 
     def start(self) -> None:
         args = [self.executable, "-m", "engine.apply_process"]
@@ -105,6 +106,11 @@ class ApplyProcess:
     def ready(self) -> bool:
         """The child has started and is taking messages."""
         return self._ready
+
+    def state(self) -> dict:
+        """For `GET /v1/status`: ready or not, the child's process id, how often it ended unasked."""
+        return {"ready": self._ready, "process_id": self.pid, "in_flight": len(self._pending),
+                "restarts": self._ended_unasked}
 
     @property
     def pid(self) -> int | None:
@@ -183,6 +189,7 @@ class ApplyProcess:
         if time.monotonic() - self._started_at > 60:
             self._restarts, delay = 0, self.RESTART_DELAYS[0]
         self._restarts += 1
+        self._ended_unasked += 1
         metrics.apply_restarts.inc()
         log.error("apply.process_ended", exit_code=code, in_flight=len(pending), restart_in=delay)
         self.reactor.callLater(delay, self._restart)

@@ -172,8 +172,9 @@ EVENT_TYPES = ("consent.changed", "decision.made", "dmp.access.verify", "dmp.acc
 class Destination(Strict):
     """One outbound destination: its own queue, retries, backoff, timeout and dead letters."""
     name: str = Field(min_length=1, max_length=100)
-    type: Literal["http", "mllp", "file"]
-    url: str | None = None            # http: the URL each event is POSTed to
+    type: Literal["http", "mllp", "file", "amqp"]
+    url: str | None = None            # http: the URL each event is POSTed to; amqp: amqp://user:pw@host:5672/vhost
+    exchange: str | None = None       # amqp: the topic exchange pamgate declares (durable) and publishes to
     endpoint: str | None = None       # mllp: host:port or a Twisted client endpoint string (tcp:…, tls:…)
     path: str | None = None           # file: JSON lines appended and fsynced
     events: list[str] = Field(default_factory=lambda: ["*"])
@@ -196,9 +197,19 @@ class Destination(Strict):
 
     @model_validator(mode="after")
     def _shape(self):
-        need = {"http": "url", "mllp": "endpoint", "file": "path"}[self.type]
+        need = {"http": "url", "mllp": "endpoint", "file": "path", "amqp": "url"}[self.type]
         if not getattr(self, need):
             raise ValueError(f"{'a' if self.type == 'file' else 'an'} {self.type} destination needs {need}")
+        if self.type == "amqp":
+            from outbound.amqp import parameters
+            parameters(self.url)
+            if not self.exchange:
+                raise ValueError("an amqp destination needs exchange (the topic exchange to publish to)")
+            if self.exchange.startswith("amq.") or len(self.exchange) > 127:
+                raise ValueError(f"exchange {self.exchange!r}: names starting with amq. are the broker's, "
+                                 f"and a name is at most 127 characters")
+        elif self.exchange is not None:
+            raise ValueError("exchange is for amqp destinations only")
         if self.type == "http" and not self.url.startswith(("http://", "https://")):
             raise ValueError(f"url must start with http:// or https:// ({self.url!r})")
         if self.type == "mllp" and not self.forward_adt:

@@ -48,6 +48,7 @@ def message_handler(apply, on_events=None):
             if answered.events and on_events is not None:
                 on_events()
             metrics.ack_latency.observe(time.perf_counter() - started)
+            metrics.on_message(answered.sender)
             if answered.conflicting:
                 metrics.duplicates_conflicting.inc()
                 # what the sender wrote is escaped by the log configuration (logs.neutralise_input on main)

@@ -400,7 +400,7 @@ class Pipeline:
                                 "data": {**{k: result[k] for k in ("decision", "mode", "reasons")},
                                          "request": request_view}}], key, source)
         result["triggers"] = [{"id": t["id"], "type": t["type"], "data": t["data"]} for t in triggers]
-        result["audit_id"] = uow.audit(at=now, patient_id=pid, kind="decision",
+        result["audit_id"] = uow.audit(at=now, patient_id=pid, kind="decision", user=request.user,
                                        payload={"request": request_view, "patient": patient, **result})
         uow.enqueue(made + triggers, self.routes, now)
         return result
@@ -430,7 +430,7 @@ class Pipeline:
         uow.set_identifiers(pid, new.identifiers)
         key = _key_of(patient, new)
         envelopes = self.envelopes(events, key, {"msh10": None, "sender": "api"})
-        uow.audit(at=now, patient_id=pid, kind="consent", payload={
+        uow.audit(at=now, patient_id=pid, kind="consent", user=(collected_by or {}).get("id"), payload={
             "values": {k: v for k, v in values.items() if k != "professionals"}, "visit": visit,
             "collected_at": collected_at, "collected_by": collected_by, "events": _audited(envelopes)})
         uow.enqueue(envelopes, self.routes, now)
@@ -447,7 +447,7 @@ class Pipeline:
             e["data"]["user"] = {**user}
         uow.add_dmp_result(pid, dmp_result_row(new.dmp_results[-1]))
         envelopes = self.envelopes(events, _key_of(patient, new), {"msh10": None, "sender": "api"})
-        uow.audit(at=now, patient_id=pid, kind="dmp.result",
+        uow.audit(at=now, patient_id=pid, kind="dmp.result", user=(user or {}).get("id"),
                   payload={"user": user, "transaction": transaction, "result": result,
                            "events": _audited(envelopes)})
         uow.enqueue(envelopes, self.routes, now)

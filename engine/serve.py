@@ -2,7 +2,9 @@
 pruner are started around the pipeline (built by engine/assembly.py), and stopped in order on shutdown."""
 from __future__ import annotations
 
+import os
 import sys
+from datetime import datetime, timezone
 
 import structlog
 from twisted.internet import reactor
@@ -63,6 +65,7 @@ def serve(config_path: str | None, mount=None) -> int:
         pruner = JournalPruner(committer, configuration.period(cfg.store.journal_retention), reactor,
                                zone=cfg.timezone)
     ports, factories, failures = [], [], []
+    started_at = datetime.now(timezone.utc)
 
     def listening(kind, description):
         def report(port):
@@ -82,10 +85,13 @@ def serve(config_path: str | None, mount=None) -> int:
             factory = MLLPServerFactory(handler, settings=listener_settings(cfg, listener), on_ack=metrics.on_ack,
                                         on_rejected=journal_rejected)
             factories.append(factory)
+            metrics.mllp_connections.labels(listener.endpoint).set_function(lambda f=factory: len(f.connections))
             endpoints[f"listeners.mllp.{i}.endpoint"].listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
         api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes,
-                  inbound_ready=lambda: applier.ready, on_events=wake)
+                  inbound_ready=lambda: applier.ready, on_events=wake,
+                  destinations=[d.name for d in cfg.destinations],
+                  about=lambda: about(cfg, store, ports, applier, started_at))
         http_site = site(api)
         if mount is not None:
             mount(http_site, api, cfg, listeners=factories)
@@ -124,3 +130,18 @@ def serve(config_path: str | None, mount=None) -> int:
     reactor.run()
     store.dispose()
     return 1 if failures else 0
+
+
+def about(cfg, store, ports, applier, started_at) -> dict:
+    """What `GET /v1/status` tells of this server: version, configuration, endpoints, store, apply process."""
+    return {
+        "version": metrics.version(),
+        "config": os.path.abspath(cfg.source) if cfg.source else None,
+        "started_at": started_at.isoformat(timespec="seconds"),
+        "process_id": os.getpid(),
+        "endpoints": {"mllp": [m.endpoint for m in cfg.listeners.mllp], "http": cfg.listeners.http,
+                      "listening": [f"{p.getHost().host}:{p.getHost().port}" for p in ports]},
+        "store": {"dialect": store.engine.dialect.name,
+                  "url": store.engine.url.render_as_string(hide_password=True)},
+        "apply_process": applier.state(),
+    }

@@ -7,7 +7,8 @@ patient's queue, so a patient's later event never overtakes an earlier pending o
 patients go on. Claims are leases (`claimed_by`, `claimed_until`): several instances on one PostgreSQL
 store share the outbox (`FOR UPDATE SKIP LOCKED`); a lease left by a dead instance expires and is taken
 over. Deliveries then run on the reactor, through one channel per destination type: outbound/http.py
-(treq), outbound/mllp.py (mllp.client, ACK and MSA-2 checked), outbound/file.py (JSON lines, fsynced).
+(treq), outbound/mllp.py (mllp.client, ACK and MSA-2 checked), outbound/file.py (JSON lines, fsynced),
+outbound/amqp.py (pika, a topic exchange, publisher confirms).
 
 An event may reach a destination twice (a crash between delivery and record): its `id` stays the same
 across retries (and the forwarded ADT keeps its MSH-10), so receivers can deduplicate.
@@ -29,6 +30,7 @@ import structlog
 from twisted.internet import defer
 from twisted.internet.threads import deferToThread
 
+from outbound.amqp import AmqpChannel
 from outbound.delivery import DeliveryFailed
 from outbound.file import FileChannel
 from outbound.http import HttpChannel
@@ -40,7 +42,7 @@ LEASE_MARGIN = 60.0          # seconds a lease outlives the longest a delivery m
 DEPTH_EVERY = 1.0            # seconds between two counts of the outbox depth
 STOP_GRACE = 5.0             # seconds past the longest timeout that stop() waits for deliveries in flight
 
-CHANNELS = {"http": HttpChannel, "mllp": MllpChannel, "file": FileChannel}
+CHANNELS = {"http": HttpChannel, "mllp": MllpChannel, "file": FileChannel, "amqp": AmqpChannel}
 
 
 def utcnow() -> datetime:

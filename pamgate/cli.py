@@ -49,7 +49,10 @@ def parser() -> argparse.ArgumentParser:
     me.add_argument("--type", help="a document type code (XDS typeCode)")
     me.add_argument("--category", help="a document category (TRE_A03 class code)")
 
-    command(group("db", "the store's schema"), "upgrade")
+    db = group("db", "the store: its schema, its backup")
+    command(db, "upgrade")
+    command(db, "backup", help="a consistent copy of a live SQLite store (PostgreSQL: pg_dump -Fc)").add_argument(
+        "file", metavar="FILE")
     command(group("audit", "the audit trail"), "verify")
 
     outbox = group("outbox", "inspect the outbox and replay dead letters")
@@ -61,6 +64,11 @@ def parser() -> argparse.ArgumentParser:
 
     group("console", "the web console").add_parser(
         "hash-password", help="print the argon2 hash of a password read from stdin, for console.users")
+    st = command(sub, "status", help="one screen of a running instance: version, store, apply process, outbox, "
+                                     "senders")
+    st.add_argument("--url", help="its HTTP API (default: the configuration's listeners.http, else "
+                                  "http://127.0.0.1:8080)")
+    st.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for the answer")
     return p
 
 
@@ -71,8 +79,8 @@ def run(args) -> int:
         from pamgate.serve import serve
         return serve(args)
     if cmd == "db":
-        from pamgate.db import upgrade
-        return upgrade(args)
+        from pamgate.db import backup, upgrade
+        return backup(args) if args.db_command == "backup" else upgrade(args)
     if cmd == "audit":
         from pamgate.audit import verify
         return verify(args)
@@ -88,6 +96,9 @@ def run(args) -> int:
     if cmd == "console":
         from console.cli import hash_password
         return hash_password()
+    if cmd == "status":
+        from pamgate.status import status
+        return status(args)
     raise CommandError(f"unknown command {cmd}")
 
 

@@ -109,6 +109,9 @@ def test_migration_backfills_a_store_written_before_it(store_url):
             for ix in ("ix_journal_control_id", "ix_journal_patient_time", "ix_journal_sender_time",
                        "ix_journal_ack_time"):   # 0007_console
                 c.execute(text(f"DROP INDEX {ix}"))
+            c.execute(text("DROP INDEX ix_audit_user"))                                 # 0009
+            c.execute(text("DROP INDEX ix_audit_at"))
+            c.execute(text("ALTER TABLE audit DROP COLUMN user_id"))
             c.execute(text("UPDATE alembic_version SET version_num = '0002'"))
         doc = {"identifiers": [["PI", H, "5"]], "next_seq": 2, "break_glass": [], "dmp_results": [],
                "facts": [{"item": "consult", "value": "consent", "collected_at": NOW.isoformat(), "seq": 1,

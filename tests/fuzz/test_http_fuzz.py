@@ -44,7 +44,7 @@ def judge(port, raw, findings):
         except (ValueError, AttributeError):
             detail = "JSON" if body.startswith(b"{") else "HTML page" if b"<html>" in body else "not JSON"
         findings.add(f"HTTP {status} on {area(raw)} ({detail})", raw[:600])
-    elif status < 400 and not authorized(raw) and not raw.startswith(b"GET /healthz "):
+    elif status < 400 and not authorized(raw) and not raw.startswith((b"GET /healthz ", b"GET /livez ", b"GET /readyz ")):
         findings.add(f"{status} without the API token on {area(raw)}", raw[:600])
     elif status == 400 and raw.startswith((b"POST /v1/", b"GET /v1/")) and b"content-type: application/json" in head.lower():
         try:

@@ -1,0 +1,57 @@
+"""Liveness apart from readiness, and the API token's answers (issue 16), on a real `pamgate serve`."""
+from __future__ import annotations
+
+import json
+import socket
+
+from tests.durability.support import wait_until
+from tests.serving import Server
+
+TOKEN = "s3cret"
+
+
+def exchange(port: int, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """One raw HTTP/1.0 request: (status, headers with lower-case names, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {k.lower(): v for k, v in (line.split(b": ", 1) for line in lines[1:] if b": " in line)}
+    return int(lines[0].split()[1]), headers, body
+
+
+def get(server, path: bytes, auth: bytes | None = None):
+    extra = b"Authorization: " + auth + b"\r\n" if auth is not None else b""
+    return exchange(server.http_port, b"GET " + path + b" HTTP/1.0\r\nHost: t\r\n" + extra
+                    + b"\r\n")
+
+
+def test_tokens_and_probes(tmp_path):
+    server = Server(tmp_path, config={"api": {"token": TOKEN}}).start()
+    try:
+        # the probes need no token; the process answers at once, and is ready once its apply process is
+        assert get(server, b"/livez")[0] == 200
+        wait_until(lambda: get(server, b"/readyz")[0] == 200, timeout=30, what="ready")
+        for path in (b"/livez", b"/readyz", b"/healthz"):
+            status, headers, body = get(server, path)
+            assert status == 200 and json.loads(body) == {"status": "ok"}, (path, status, body)
+        # missing, then wrong: both 401 naming the scheme, with different codes
+        status, headers, body = get(server, b"/metrics")
+        assert status == 401 and json.loads(body)["error"] == "auth.required"
+        assert headers[b"www-authenticate"].startswith(b"Bearer")
+        for wrong in (b"Bearer nope", b"Basic czNjcmV0", b"Bearer", b"s3cret"):
+            status, headers, body = get(server, b"/metrics", wrong)
+            assert status == 401 and json.loads(body)["error"] == "auth.invalid", wrong
+            assert headers[b"www-authenticate"].startswith(b"Bearer")
+        # the scheme's case does not matter (RFC 7235)
+        for scheme in (b"Bearer", b"bearer", b"BEARER", b"bEaReR"):
+            assert get(server, b"/metrics", scheme + b" " + TOKEN.encode())[0] == 200, scheme
+        # no version of Twisted given away, on any answer
+        for path in (b"/livez", b"/metrics", b"/nowhere"):
+            server_header = get(server, path)[1].get(b"server", b"")
+            assert b"twisted" not in server_header.lower() and server_header == b"pamgate", server_header
+    finally:
+        server.stop()
