@@ -2,7 +2,7 @@
 search uses (by user, by time); the existing entries are filled from their payloads
 
 Revision ID: 0009
-Revises: 0005_history_rows
+Revises: 0007_console
 """
 import json
 
