@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from importlib import metadata
 
 from engine.config import ConfigError
 from engine.errors import CommandError
@@ -11,62 +12,109 @@ from engine.assembly import StartError
 
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
-        self.exit(2, f"pamgate: {message} (see pamgate --help)\n")
+        # this (sub)command's own help: `pamgate mappings check --help`
+        self.exit(2, f"pamgate: {message} (see {self.prog} --help)\n")
+
+
+CONFIG_HELP = "the configuration file (default: $PAMGATE_CONFIG, else ./config.yaml if present, else the defaults)"
+
+
+def _version() -> str:
+    try:
+        return metadata.version("pamgate")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def _commands(p, title: str):
+    """The subcommands of `p`, shown as COMMAND (never argparse's internal dest name)."""
+    return p.add_subparsers(dest=title, metavar="COMMAND", required=True, parser_class=OneLineParser)
 
 
 def parser() -> argparse.ArgumentParser:
     p = OneLineParser(prog="pamgate", description="IHE PAM FR gate for consent to consult the DMP")
-    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    p.add_argument("--version", action="version", version=f"pamgate {_version()}",
+                   help="print the version of pamgate and exit")
+    sub = _commands(p, "command")
 
-    s = sub.add_parser("serve", help="run the MLLP listeners, the HTTP API and the dispatcher")
-    s.add_argument("--config")
+    s = sub.add_parser("serve", help="run the MLLP listeners, the HTTP API and the dispatcher",
+                       description="Run the MLLP listeners, the HTTP API and the dispatcher until stopped.")
+    s.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
 
-    r = sub.add_parser("replay", help="replay message files and check ACKs and expectations")
-    r.add_argument("paths", nargs="+", metavar="PATH")
-    r.add_argument("--config")
-    r.add_argument("--expect")
-    r.add_argument("--to", metavar="mllp://HOST:PORT")
+    c = sub.add_parser("config", help="check the configuration without starting anything",
+                       description="Check the configuration as serve would load it.")
+    csub = _commands(c, "config_command")
+    cc = csub.add_parser("check", help="load and check the whole configuration; exit 2 on any problem",
+                         description="Load the configuration as serve would (senders, mappings, policies, "
+                                     "habilitation, destinations, listener endpoints, files and certificates), "
+                                     "start nothing, print what was checked and `config ok`, or each problem "
+                                     "on one line and exit 2.")
+    cc.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+
+    r = sub.add_parser("replay", help="replay message files and check ACKs and expectations",
+                       description="Replay message files (or scenario folders holding an expect.yaml) "
+                                   "in-process, or to a running server with --to; check every ACK and "
+                                   "expectation; exit 0 only when all hold.")
+    r.add_argument("paths", nargs="+", metavar="PATH",
+                   help="a message file (.hl7, one or more messages, MLLP framing accepted), a folder of them, "
+                        "or a scenario folder (one holding expect.yaml)")
+    r.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    r.add_argument("--expect", metavar="FILE", help="the expectations (YAML) to check; at most once")
+    r.add_argument("--to", metavar="mllp://HOST:PORT", help="send to this running server instead of in-process")
     r.add_argument("--api", metavar="http://HOST:PORT", help="with --to: the running server's HTTP API")
-    r.add_argument("--junit", metavar="FILE")
-    r.add_argument("--report", metavar="FILE.html")
-    r.add_argument("--strict", action="store_true")
-    r.add_argument("--show-identities", action="store_true")
+    r.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
+    r.add_argument("--report", metavar="FILE.html", help="write an HTML report")
+    r.add_argument("--strict", action="store_true", help="also validate each message against the PAM FR profile")
+    r.add_argument("--show-identities", action="store_true",
+                   help="show names, IPP, INS, NDA and visit numbers in the reports (masked by default)")
 
-    m = sub.add_parser("mappings", help="check or explain the mappings")
-    msub = m.add_subparsers(dest="mappings_command", required=True, parser_class=OneLineParser)
-    mc = msub.add_parser("check")
-    mc.add_argument("files", nargs="*")
-    mc.add_argument("--config")
-    me = msub.add_parser("explain")
-    me.add_argument("message_file")
-    me.add_argument("--config")
-    me.add_argument("--profession", default="10", help="the consulting user's G15 code (default 10)")
-    me.add_argument("--role", help="the user's second role value (R01, G05 or R85 code)")
-    me.add_argument("--type", help="a document type code (XDS typeCode)")
-    me.add_argument("--category", help="a document category (TRE_A03 class code)")
+    m = sub.add_parser("mappings", help="check or explain the mappings",
+                       description="Check the mapping files, or explain what the server makes of a message.")
+    msub = _commands(m, "mappings_command")
+    mc = msub.add_parser("check", help="check mapping, senders and habilitation files; exit 2 on any problem",
+                         description="Check the files named, or (none named) those of the configuration and "
+                                     "the sender rules as serve loads them.")
+    mc.add_argument("files", nargs="*", metavar="FILE",
+                    help="mapping, senders or habilitation files or folders (default: the configuration's)")
+    mc.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    me = msub.add_parser("explain", help="explain a message field by field, and the decision it leads to",
+                         description="Explain each message of a file: the mapping chosen, what it reads, and "
+                                     "the decision in an empty store. Exit 1 when a message would be refused.")
+    me.add_argument("message_file", metavar="FILE", help="a file of one or more HL7 messages")
+    me.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    me.add_argument("--profession", metavar="CODE", default="10",
+                    help="the consulting user's G15 code (default 10)")
+    me.add_argument("--role", metavar="CODE", help="the user's second role value (R01, G05 or R85 code)")
+    me.add_argument("--type", metavar="CODE", help="a document type code (XDS typeCode)")
+    me.add_argument("--category", metavar="CODE", help="a document category (TRE_A03 class code)")
 
-    d = sub.add_parser("db", help="the store's schema")
-    dsub = d.add_subparsers(dest="db_command", required=True, parser_class=OneLineParser)
-    du = dsub.add_parser("upgrade")
-    du.add_argument("--config")
+    d = sub.add_parser("db", help="the store's schema", description="The store's schema.")
+    dsub = _commands(d, "db_command")
+    du = dsub.add_parser("upgrade", help="create the store or migrate it to the latest schema",
+                         description="Create the store or migrate it to the latest schema.")
+    du.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
 
-    a = sub.add_parser("audit", help="the audit trail")
-    asub = a.add_subparsers(dest="audit_command", required=True, parser_class=OneLineParser)
-    av = asub.add_parser("verify")
-    av.add_argument("--config")
+    a = sub.add_parser("audit", help="the audit trail", description="The audit trail.")
+    asub = _commands(a, "audit_command")
+    av = asub.add_parser("verify", help="check the audit trail's hash chain from its start; exit 1 if broken",
+                         description="Check the audit trail's hash chain from its start; exit 1 if broken.")
+    av.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
 
-    o = sub.add_parser("outbox", help="inspect the outbox and replay dead letters")
-    osub = o.add_subparsers(dest="outbox_command", required=True, parser_class=OneLineParser)
-    ol = osub.add_parser("list")
-    ol.add_argument("--status", choices=["pending", "done", "dead"])
-    ol.add_argument("--config")
-    os_ = osub.add_parser("show")
-    os_.add_argument("id")
-    os_.add_argument("--config")
-    ort = osub.add_parser("retry")
-    ort.add_argument("id", nargs="?")
-    ort.add_argument("--all-dead", action="store_true")
-    ort.add_argument("--config")
+    o = sub.add_parser("outbox", help="inspect the outbox and replay dead letters",
+                       description="Inspect the outbox and put dead letters back in the queue.")
+    osub = _commands(o, "outbox_command")
+    ol = osub.add_parser("list", help="list the deliveries", description="List the deliveries, newest first.")
+    ol.add_argument("--status", choices=["pending", "done", "dead"], help="only the deliveries in this status")
+    ol.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    os_ = osub.add_parser("show", help="show an event and its deliveries",
+                          description="Show an event, its deliveries and its envelope.")
+    os_.add_argument("id", metavar="ID", help="an event id, an outbox number, or NUMBER/DESTINATION")
+    os_.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    ort = osub.add_parser("retry", help="put deliveries back in the queue, due now",
+                          description="Put a delivery, or every dead letter, back in the queue, due now.")
+    ort.add_argument("id", nargs="?", metavar="ID", help="an event id, an outbox number, or NUMBER/DESTINATION")
+    ort.add_argument("--all-dead", action="store_true", help="every dead letter")
+    ort.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     return p
 
 
@@ -85,6 +133,9 @@ def run(args) -> int:
     if cmd == "mappings":
         from pamgate.mappings import check, explain
         return check(args) if args.mappings_command == "check" else explain(args)
+    if cmd == "config":
+        from pamgate.config import check
+        return check(args)
     if cmd == "replay":
         from pamgate.replay import replay
         return replay(args)

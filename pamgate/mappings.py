@@ -9,22 +9,32 @@ from engine import config as configuration
 from engine import habilitation, rules
 from engine.domain import DecisionRequest, PatientState
 from engine.errors import CommandError
-from engine.assembly import build_pipeline
+from engine.assembly import StartError, build_pipeline
 from mappings.check import check_files
 from mappings.explain import describe
 from mappings.message import Message
 
 
 def check(args) -> int:
+    """The files named, or those of the configuration, then (no file named) the pipeline built from the
+    configuration as `serve` builds it: the sender rules' mapping names and policies included."""
     files = args.files
+    cfg = None
     if not files:
         cfg = configuration.load(args.config)
         files = [str(configuration.SHIPPED_MAPPINGS)] + cfg.mappings.paths + [cfg.habilitation_file()]
     problems = check_files(files)
+    if cfg is not None and not problems:
+        try:
+            build_pipeline(cfg)
+        except StartError as e:
+            problems.append(str(e))
+    for path in files:
+        print(f"  checked {path}")
     for line in problems:
         print(line, file=sys.stderr)
     if problems:
-        return 1
+        return 2
     print(f"pamgate: mappings ok ({len(files)} path(s) checked)")
     return 0
 
