@@ -28,7 +28,8 @@ def _version() -> str:
 
 def _commands(p, title: str):
     """The subcommands of `p`, shown as COMMAND (never argparse's internal dest name)."""
-    return p.add_subparsers(dest=title, metavar="COMMAND", required=True, parser_class=OneLineParser)
+    return p.add_subparsers(dest=title, metavar="COMMAND", required=True, parser_class=OneLineParser,
+                            help="one of these (COMMAND --help says more):")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -145,8 +146,19 @@ def run(args) -> int:
     raise CommandError(f"unknown command {cmd}")
 
 
+def _chosen(p, args):
+    """The (sub)parser of the command given: an unknown argument is its error, pointing at its help."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction) and getattr(args, action.dest, None) in action.choices:
+            return _chosen(action.choices[getattr(args, action.dest)], args)
+    return p
+
+
 def main(argv=None) -> int:
-    args = parser().parse_args(argv)
+    p = parser()
+    args, extra = p.parse_known_args(argv)
+    if extra:
+        _chosen(p, args).error(f"unrecognized arguments: {' '.join(extra)}")
     try:
         return run(args) or 0
     except (ConfigError, StartError, CommandError) as e:
