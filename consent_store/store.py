@@ -652,6 +652,11 @@ class UnitOfWork:
             out.append(row)
         return out
 
+    def count_undelivered_events(self) -> int:
+        """Events of the outbox with no delivery: recorded while no destination took their type."""
+        return self.conn.execute(select(func.count()).select_from(outbox).where(
+            ~select(delivery.c.event_seq).where(delivery.c.event_seq == outbox.c.seq).exists())).scalar()
+
     def count_deliveries(self) -> dict:
         return {r[0]: r[1] for r in self.conn.execute(
             select(delivery.c.status, func.count()).group_by(delivery.c.status))}
