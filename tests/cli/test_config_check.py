@@ -62,3 +62,33 @@ def test_a_bad_value_is_one_line(tmp_path):
 def test_mappings_check_on_a_missing_file_is_a_bad_input(tmp_path):
     p = pamgate(tmp_path, "mappings", "check", "nowhere.yaml")
     assert p.returncode == 2 and "nowhere.yaml" in p.stderr and "no such file" in p.stderr
+
+
+def _not_utf8(tmp_path):
+    (tmp_path / "c.yaml").write_bytes(b"log:\n  level: \xe9t\xe9\n")
+    return ("--config", "c.yaml"), {}, "not UTF-8"
+
+
+def _scheme(tmp_path):
+    return (), {"PAMGATE_STORE_URL": "bogus://x"}, "store.url: unknown store scheme"
+
+
+def _folder(tmp_path):
+    (tmp_path / "blocker").write_text("a file")
+    return (), {"PAMGATE_STORE_URL": f"sqlite:///{tmp_path}/blocker/var/x.db"}, "cannot create the folder"
+
+
+def _tls(tmp_path):
+    return (), {"PAMGATE_MLLP_LISTEN": f"ssl:0:privateKey={tmp_path}/k.pem:certKey={tmp_path}/k.pem"}, \
+        f"listeners.mllp.0.endpoint privateKey: {tmp_path}/k.pem: no such file"
+
+
+@pytest.mark.parametrize("case", [_not_utf8, _scheme, _folder, _tls])
+def test_the_former_tracebacks_are_one_line_in_config_check_and_serve(tmp_path, case):
+    """Issue 15, "Errors that are still tracebacks": one line on stderr, exit 2, from `config check` as from
+    `serve` (tests/e2e/test_config_errors.py holds serve's side of each)."""
+    args, env, problem = case(tmp_path)
+    p = pamgate(tmp_path, "config", "check", *args, env=env)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and problem in p.stderr, p.stderr
+    # one line per problem (the TLS case has two: the key and the certificate)
+    assert all(line.startswith("pamgate: ") for line in p.stderr.strip().splitlines()), p.stderr
