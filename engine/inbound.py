@@ -61,6 +61,8 @@ def message_handler(apply, on_events=None):
                          errors=[f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in answered.errors])
             log.debug("message.answered", ack=answered.code, msh10=answered.control_id, patient=answered.patient,
                       errors=[e[5] for e in answered.errors])
+            if answered.ack:
+                return answered.ack   # built and journaled in the transaction: the journal shows what is sent
             return build_ack(frame.text, answered.code, errors, expected_sequence=answered.expected_sequence)
 
         def internal(failure):

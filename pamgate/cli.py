@@ -89,6 +89,40 @@ def parser() -> argparse.ArgumentParser:
     me.add_argument("--type", metavar="CODE", help="a document type code (XDS typeCode)")
     me.add_argument("--category", metavar="CODE", help="a document category (TRE_A03 class code)")
 
+    j = sub.add_parser("journal", help="the messages received: list, show, export",
+                       description="The journal of the messages received, with the ACK each was sent. No "
+                                   "identity is printed unless --show-identities.")
+    jsub = _commands(j, "journal_command")
+
+    def selection(jp):
+        jp.add_argument("--since", metavar="WHEN", help="from this ISO 8601 date-time (no offset: the configured "
+                                                        "time zone) or duration back from now (PT2H); "
+                                                        "default: the last hour")
+        jp.add_argument("--until", metavar="WHEN", help="before this ISO 8601 date-time or duration back from now")
+        jp.add_argument("--sender", metavar="APP[|FACILITY]", help="the sender: MSH-3-1, or MSH-3-1|MSH-4-1")
+        jp.add_argument("--event", metavar="EVENT", help="the trigger event, MSH-9-2 (A01, Z99…)")
+        jp.add_argument("--ack", metavar="CODE", help="the ACK code sent: AA, AE or AR")
+        jp.add_argument("--msh10", metavar="ID", help="the message control id, MSH-10")
+        jp.add_argument("--ipp", metavar="IPP", help="the patient's IPP, as the mapping read it")
+        jp.add_argument("--visit", metavar="NUMBER", help="the visit number, as the mapping read it")
+        jp.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    jl = jsub.add_parser("list", help="list the messages received (default: the last hour)",
+                         description="List the messages received, oldest first (default: the last hour).")
+    selection(jl)
+    jl.add_argument("--show-identities", action="store_true", help="show the IPP and visit columns unmasked")
+    js = jsub.add_parser("show", help="one message: raw, the ACK as sent, errors, patient, events",
+                         description="One message (or each message journaled under an MSH-10): the raw message, "
+                                     "the ACK as sent, the errors, the patient it touched, the events it caused.")
+    js.add_argument("ref", metavar="ID|MSH-10", help="a journal id (from journal list) or an MSH-10")
+    js.add_argument("--show-identities", action="store_true",
+                    help="show names, IPP, INS, NDA and visit numbers (masked by default)")
+    js.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    je = jsub.add_parser("export", help="write the messages selected as .hl7 files that pamgate replay takes",
+                         description="Write each message selected, as received, to FOLDER/ID-MSH10.hl7: "
+                                     "`pamgate replay FOLDER` takes them back. The files hold identities.")
+    je.add_argument("folder", metavar="FOLDER", help="where the .hl7 files are written (made if absent)")
+    selection(je)
+
     d = sub.add_parser("db", help="the store's schema", description="The store's schema.")
     dsub = _commands(d, "db_command")
     du = dsub.add_parser("upgrade", help="create the store or migrate it to the latest schema",
@@ -137,6 +171,9 @@ def run(args) -> int:
     if cmd == "config":
         from pamgate.config import check
         return check(args)
+    if cmd == "journal":
+        from pamgate.journal import journal
+        return journal(args)
     if cmd == "replay":
         from pamgate.replay import replay
         return replay(args)

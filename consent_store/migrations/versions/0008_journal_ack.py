@@ -1,0 +1,35 @@
+"""journal.ack: the ACK as sent (built in the transaction that journals the message, so it is the very text
+the sender got); journal.patient_ipp and journal.visit: what `pamgate journal list --ipp/--visit` finds,
+indexed, with MSH-10 (rows written before stay NULL: their ACK was not kept)
+
+Revision ID: 0008
+Revises: 0005
+"""
+from alembic import op
+import sqlalchemy as sa
+
+
+revision = '0008'
+down_revision = '0005'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('journal') as batch:
+        batch.add_column(sa.Column('ack', sa.Text(), nullable=True))
+        batch.add_column(sa.Column('patient_ipp', sa.String(length=200), nullable=True))
+        batch.add_column(sa.Column('visit', sa.String(length=200), nullable=True))
+    op.create_index('ix_journal_control_id', 'journal', ['control_id'])
+    op.create_index('ix_journal_patient_ipp', 'journal', ['patient_ipp'])
+    op.create_index('ix_journal_visit', 'journal', ['visit'])
+
+
+def downgrade() -> None:
+    op.drop_index('ix_journal_visit', table_name='journal')
+    op.drop_index('ix_journal_patient_ipp', table_name='journal')
+    op.drop_index('ix_journal_control_id', table_name='journal')
+    with op.batch_alter_table('journal') as batch:
+        batch.drop_column('visit')
+        batch.drop_column('patient_ipp')
+        batch.drop_column('ack')
