@@ -49,6 +49,7 @@ class Outcome:
     events: list = field(default_factory=list)
     expected_sequence: int | None = None   # MSA-4, for a sender that uses the sequence number protocol
     ack: str | None = None      # the ACK as journaled, sent as it is once the transaction commits
+    note: str | None = None     # MSA-3 of an ACK without error: what a duplicate is told
 
 
 class Answered(NamedTuple):
@@ -217,7 +218,7 @@ class Pipeline:
         ACK as sent. Rebuilt later it would carry another time and control id."""
         h, facts = work.header, work.facts or {}
         outcome.ack = build_ack(work.text, outcome.code, ack_errors(outcome.errors),
-                                expected_sequence=outcome.expected_sequence) if work.text else None
+                                expected_sequence=outcome.expected_sequence, text=outcome.note) if work.text else None
         uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
                     control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code, raw=work.raw,
                     ack=outcome.ack, ipp=facts.get("patient.ipp"), visit=facts.get("visit.number"), **row)
@@ -279,11 +280,11 @@ class Pipeline:
         for the engineer to see (the server logs it and counts it)."""
         h = work.header
         conflicting = bool(applied_hash) and applied_hash != work.content_hash
-        outcome = Outcome("AA", duplicate=True, conflicting=conflicting, expected_sequence=expected)
-        self._journal(uow, work, outcome,
-                      error=("duplicate with different content: this MSH-3/4/10 was already applied to another "
-                             "message; this one was not applied") if conflicting else "duplicate: already applied",
-                      applied=False)
+        # the ACK's MSA-3 says it too, so a sender (or a replay) sees why nothing changed
+        note = ("duplicate with different content: this MSH-3/4/10 was already applied to another message; this "
+                "one was not applied") if conflicting else "duplicate: already applied"
+        outcome = Outcome("AA", duplicate=True, conflicting=conflicting, expected_sequence=expected, note=note)
+        self._journal(uow, work, outcome, error=note, applied=False)
         return outcome
 
     def refusal(self, work: "MessageWork", error: Exception) -> Outcome:

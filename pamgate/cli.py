@@ -10,6 +10,15 @@ from engine.errors import CommandError
 from engine.assembly import StartError
 
 
+class Once(argparse.Action):
+    """An option that may be given once: a second one is an error, not silently the last one kept."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        if getattr(namespace, self.dest, None) is not None:
+            parser.error(f"{option_string} given twice ({getattr(namespace, self.dest)} and {values}): give it once")
+        setattr(namespace, self.dest, values)
+
+
 class OneLineParser(argparse.ArgumentParser):
     def error(self, message):
         # this (sub)command's own help: `pamgate mappings check --help`
@@ -60,11 +69,17 @@ def parser() -> argparse.ArgumentParser:
                    help="a message file (.hl7, one or more messages, MLLP framing accepted), a folder of them, "
                         "or a scenario folder (one holding expect.yaml)")
     r.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
-    r.add_argument("--expect", metavar="FILE", help="the expectations (YAML) to check; at most once")
-    r.add_argument("--to", metavar="mllp://HOST:PORT", help="send to this running server instead of in-process")
+    r.add_argument("--expect", metavar="FILE", action=Once,
+                   help="the expectations (YAML) for the message files named (a scenario folder has its own); once")
+    r.add_argument("--to", metavar="mllp://HOST:PORT", action=Once,
+                   help="send to this running server instead of in-process")
+    r.add_argument("--timeout", metavar="SECONDS", type=float, default=30.0,
+                   help="with --to: how long to wait for each ACK (default 30)")
     r.add_argument("--api", metavar="http://HOST:PORT", help="with --to: the running server's HTTP API")
-    r.add_argument("--junit", metavar="FILE", help="write a JUnit XML report")
-    r.add_argument("--report", metavar="FILE.html", help="write an HTML report")
+    r.add_argument("--junit", metavar="FILE", action=Once, help="write a JUnit XML report")
+    r.add_argument("--report", metavar="FILE.html", action=Once, help="write an HTML report")
+    r.add_argument("--lang", choices=["fr", "en"],
+                   help="the HTML report's language (default: replay.lang of the configuration, else fr)")
     r.add_argument("--strict", action="store_true", help="also validate each message against the PAM FR profile")
     r.add_argument("--show-identities", action="store_true",
                    help="show names, IPP, INS, NDA and visit numbers in the reports (masked by default)")
