@@ -9,6 +9,7 @@ JSON.
 from __future__ import annotations
 
 import hmac
+import time
 import json
 import math
 import re
@@ -319,6 +320,7 @@ class Api(resource.Resource):
 
     def render(self, request):
         method = request.method.decode("ascii", "replace")
+        _access_logged(request, method)
         try:
             answer = self._answer(method, request)
         except ApiError as e:
@@ -351,6 +353,8 @@ class Api(resource.Resource):
     def _authorize(self, request):
         # bytes, compared in constant time: whatever the header holds, UTF-8 or not
         if self.bearer and not hmac.compare_digest(request.getHeader(b"authorization") or b"", self.bearer):
+            log.warning("http.auth_failed", method=_escaped(request.method.decode("ascii", "replace"))[:20], path=logged_path(request.path),
+                        peer=_peer(request), token="given" if request.getHeader(b"authorization") else "none")
             raise ApiError(401, "auth.required", "Authorization: Bearer <token> is required")
 
     def _body(self, request, model):
@@ -497,6 +501,29 @@ class Api(resource.Resource):
                 request.loseConnection()
             except Exception:  # noqa: BLE001 — already gone
                 pass
+
+
+def logged_path(path: bytes) -> str:
+    """The request's path as the access log shows it: the patient's segments masked (a patient path names
+    the patient), the query never (it may name one too)."""
+    if path.startswith(b"/v1/patients/"):
+        return "/v1/patients/•••/•••/consent" if PATIENT_PATH.match(path) else "/v1/patients/•••"
+    return _escaped(path.decode("utf-8", "replace"))[:200]
+
+
+def _peer(request) -> str:
+    peer = request.getClientAddress()
+    return getattr(peer, "host", None) or str(peer)
+
+
+def _access_logged(request, method: str) -> None:
+    """One info line per HTTP request once answered: method, path (masked), status, duration, peer."""
+    started = time.perf_counter()
+
+    def done(_):
+        log.info("http.request", method=method[:20], path=logged_path(request.path), status=request.code,
+                 duration_ms=round((time.perf_counter() - started) * 1000, 1), peer=_peer(request))
+    request.notifyFinish().addBoth(done)
 
 
 def _lock_key(patient: dict) -> str:

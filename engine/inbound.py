@@ -55,11 +55,17 @@ def message_handler(apply, on_events=None):
                             hl7_event=answered.event,
                             detail="this MSH-3/4/10 was already applied to a message with other content: "
                                    "answered AA, journaled, not applied")
+            # one line per message at info, without identity: who sent it, its MSH-10 (a control id, no
+            # identity), its event, the ACK code and how long it took; for a refusal, where and which code only
+            # (an error's text may quote a field's value)
+            fields = dict(sender=answered.sender, msh10=answered.control_id, hl7_event=answered.event,
+                          ack=answered.code, duration_ms=round((time.perf_counter() - started) * 1000, 1))
             if answered.code != "AA":
-                # where and which code only: an error's text may quote a field's value
-                log.info("message.refused", ack=answered.code, hl7_event=answered.event, sender=answered.sender,
-                         errors=[f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in answered.errors])
-            log.debug("message.answered", ack=answered.code, msh10=answered.control_id, patient=answered.patient,
+                fields["errors"] = [f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in answered.errors]
+            if answered.duplicate:
+                fields["duplicate"] = True
+            log.info("message.answered", **fields)
+            log.debug("message.patient", msh10=answered.control_id, patient=answered.patient,
                       errors=[e[5] for e in answered.errors])
             if answered.ack:
                 return answered.ack   # built and journaled in the transaction: the journal shows what is sent

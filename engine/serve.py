@@ -24,8 +24,9 @@ log = structlog.get_logger("pamgate.serve")
 def serve(config_path: str | None) -> int:
     cfg = configuration.load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
-    print(f"pamgate: configuration {cfg.source}" if cfg.source else
-          "pamgate: no configuration file: running on the defaults", flush=True)
+    say = logs.announcer(cfg.log.format)
+    say("serve.configuration", f"configuration {cfg.source}" if cfg.source else
+        "no configuration file: running on the defaults", file=cfg.source)
     _, problems = configuration.check_files(cfg)
     if problems:
         raise StartError(problems[0])
@@ -57,7 +58,8 @@ def serve(config_path: str | None) -> int:
         def report(port):
             ports.append(port)
             host = port.getHost()
-            print(f"pamgate: {kind} listening on {description} ({host.host}:{host.port})", flush=True)
+            say("serve.listening", f"{kind} listening on {description} ({host.host}:{host.port})", kind=kind,
+                endpoint=description, host=host.host, port=host.port)
             return port
         return report
 
@@ -109,4 +111,5 @@ def serve(config_path: str | None) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", graceful)
     reactor.run()
     store.dispose()
+    say("serve.stopped", "stopped" + (f" ({failures[0]})" if failures else ""), failed=bool(failures))
     return 1 if failures else 0
