@@ -20,7 +20,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column('ack', sa.Text(), nullable=True))
         batch.add_column(sa.Column('patient_ipp', sa.String(length=200), nullable=True))
         batch.add_column(sa.Column('visit', sa.String(length=200), nullable=True))
-    op.create_index('ix_journal_control_id', 'journal', ['control_id'])
+    # the console's 0007 makes the same index on control_id: made here only where it is absent
+    if 'ix_journal_control_id' not in {i['name'] for i in sa.inspect(op.get_bind()).get_indexes('journal')}:
+        op.create_index('ix_journal_control_id', 'journal', ['control_id'])
     op.create_index('ix_journal_patient_ipp', 'journal', ['patient_ipp'])
     op.create_index('ix_journal_visit', 'journal', ['visit'])
 
@@ -28,7 +30,7 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_index('ix_journal_visit', table_name='journal')
     op.drop_index('ix_journal_patient_ipp', table_name='journal')
-    op.drop_index('ix_journal_control_id', table_name='journal')
+    # ix_journal_control_id stays: 0007 (console) may own it, and it does the older schema no harm
     with op.batch_alter_table('journal') as batch:
         batch.drop_column('visit')
         batch.drop_column('patient_ipp')
