@@ -11,7 +11,7 @@ from datetime import datetime, timezone
 import jinja2
 
 from conformance import checks as C
-from conformance import wording
+from conformance import french, wording
 from conformance.identities import MASK, Pseudonyms, mask
 
 SEGMENTS = {
@@ -87,6 +87,7 @@ def view(run) -> dict:
             "control_id": msg.control_id, "when": wording.when(m.time, tz), "patient": patient,
             "titles": m.titles, "ack": {"code": m.ack.code, "sent": m.ack.sent_code,
                                         "words": wording.ack_text(m.ack.code), "errors": list(m.ack.errors),
+                                        "note": m.ack.note,
                                         "text": m.ack.text.replace("\r", "\n")},
             "ack_check": next((c for c in checks if c["kind"] == "ack"), None),
             "checks": [c for c in checks if c["kind"] != "ack"],
@@ -152,10 +153,16 @@ def _state(s: dict | None, tz, show: bool = False) -> dict | None:
         code = f" ({last['code']})" if last.get("code") else ""
         consent_line = (f"Consent to consultation: none in force — {what}{code} collected "
                         f"{wording.when(last.get('collected_at'), tz)} was cancelled with its episode")
+    feed_line = "Opposition to feeding: " + wording.feed_text(opposition) + (
+        f", collected {wording.when(opposition.get('collected_at'), tz)}" if opposition else "")
     out = {
         "consent": consent_line,
-        "feed": "Opposition to feeding: " + wording.feed_text(opposition)
-                + (f", collected {wording.when(opposition.get('collected_at'), tz)}" if opposition else ""),
+        # the timeline's cells: the same, without the label its column heads
+        "consent_value": consent_line.removeprefix("Consent to consultation: "),
+        "feed_value": feed_line.removeprefix("Opposition to feeding: "),
+        "consult_verdict": consult.removeprefix(wording.ACTIONS["consult"] + ": "),
+        "feed_verdict": feed.removeprefix(wording.ACTIONS["feed"] + ": "),
+        "feed": feed_line,
         "consult_gate": consult, "feed_gate": feed,
         "consult_ok": gate.get("consult") == "permit", "feed_ok": gate.get("feed") == "permit",
         "valid_until": wording.when(gate.get("valid_until"), tz) if gate.get("valid_until") else None,
@@ -173,7 +180,29 @@ def _state(s: dict | None, tz, show: bool = False) -> dict | None:
 
 
 def render(run, lang: str = "en") -> str:
-    return _env().get_template("report.html.j2").render(**view(run), lang=lang)
+    """The page in English, or in French (`lang="fr"`): the template's sentences and the generated ones."""
+    v = view(run)
+    if lang == "fr":
+        v = in_french(v)
+    return _env().get_template("report.html.j2").render(**v, lang=lang, _=french.text if lang == "fr" else str)
+
+
+def in_french(v: dict) -> dict:
+    """The generated sentences of a view (wording.py's labels put together) in French."""
+    tr = french.phrases
+    fields = ("expected", "actual", "question", "event", "words", "consent", "feed", "consult_gate", "feed_gate",
+              "dmp", "consent_value", "feed_value", "consult_verdict", "feed_verdict", "patient", "where")
+
+    def each(node):
+        if isinstance(node, dict):
+            return {k: (tr(x) if k in fields and isinstance(x, str) else each(x)) for k, x in node.items()}
+        if isinstance(node, list):
+            return [each(x) for x in node]
+        return node
+    out = {**v, **{k: each(v[k]) for k in ("steps", "numbered", "failures")}}
+    out["timeline"] = {tr(patient): each(rows) for patient, rows in v["timeline"].items()}
+    out["where"], out["config"] = tr(v["where"]), tr(v["config"])
+    return out
 
 
 def _masked_episode(episode, show: bool):
