@@ -40,8 +40,9 @@ def test_a_folder_of_scenarios_replays_each_with_its_own_expectations(tmp_path):
     head = html.split("</title>")[0]
     assert all(title in head for title in NAMES.values()), head    # the title names every scenario
     assert "Scenarios" in html and html.count("PASS</span>") >= len(NAMES)
-    suites = ET.parse(junit).getroot()
-    assert int(suites.find("testsuite").get("tests")) > 100
+    suites = ET.parse(junit).getroot().findall("testsuite")
+    assert sorted(s.get("name") for s in suites) == sorted(NAMES.values())    # one suite per scenario
+    assert all(int(s.get("tests")) > 0 and s.get("failures") == "0" for s in suites)
 
 
 def test_expect_given_twice_is_an_error(tmp_path):
