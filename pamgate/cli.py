@@ -35,6 +35,13 @@ def _version() -> str:
         return "unknown"
 
 
+def command(parent, name: str, **kw) -> argparse.ArgumentParser:
+    """A command; every one reads the configuration, so every one takes --config."""
+    c = parent.add_parser(name, **kw)
+    c.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    return c
+
+
 def _commands(p, title: str):
     """The subcommands of `p`, shown as COMMAND (never argparse's internal dest name)."""
     return p.add_subparsers(dest=title, metavar="COMMAND", required=True, parser_class=OneLineParser,
@@ -47,28 +54,25 @@ def parser() -> argparse.ArgumentParser:
                    help="print the version of pamgate and exit")
     sub = _commands(p, "command")
 
-    s = sub.add_parser("serve", help="run the MLLP listeners, the HTTP API and the dispatcher",
-                       description="Run the MLLP listeners, the HTTP API and the dispatcher until stopped.")
-    s.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    command(sub, "serve", help="run the MLLP listeners, the HTTP API and the dispatcher",
+            description="Run the MLLP listeners, the HTTP API and the dispatcher until stopped.")
 
     c = sub.add_parser("config", help="check the configuration without starting anything",
                        description="Check the configuration as serve would load it.")
     csub = _commands(c, "config_command")
-    cc = csub.add_parser("check", help="load and check the whole configuration; exit 2 on any problem",
-                         description="Load the configuration as serve would (senders, mappings, policies, "
-                                     "habilitation, destinations, listener endpoints, files and certificates), "
-                                     "start nothing, print what was checked and `config ok`, or each problem "
-                                     "on one line and exit 2.")
-    cc.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    command(csub, "check", help="load and check the whole configuration; exit 2 on any problem",
+            description="Load the configuration as serve would (senders, mappings, policies, "
+                        "habilitation, destinations, listener endpoints, files and certificates), "
+                        "start nothing, print what was checked and `config ok`, or each problem "
+                        "on one line and exit 2.")
 
-    r = sub.add_parser("replay", help="replay message files and check ACKs and expectations",
-                       description="Replay message files (or scenario folders holding an expect.yaml) "
-                                   "in-process, or to a running server with --to; check every ACK and "
-                                   "expectation; exit 0 only when all hold.")
+    r = command(sub, "replay", help="replay message files and check ACKs and expectations",
+                description="Replay message files (or scenario folders holding an expect.yaml) "
+                            "in-process, or to a running server with --to; check every ACK and "
+                            "expectation; exit 0 only when all hold.")
     r.add_argument("paths", nargs="+", metavar="PATH",
                    help="a message file (.hl7, one or more messages, MLLP framing accepted), a folder of them, "
                         "or a scenario folder (one holding expect.yaml)")
-    r.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     r.add_argument("--expect", metavar="FILE", action=Once,
                    help="the expectations (YAML) for the message files named (a scenario folder has its own); once")
     r.add_argument("--to", metavar="mllp://HOST:PORT", action=Once,
@@ -87,17 +91,15 @@ def parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mappings", help="check or explain the mappings",
                        description="Check the mapping files, or explain what the server makes of a message.")
     msub = _commands(m, "mappings_command")
-    mc = msub.add_parser("check", help="check mapping, senders and habilitation files; exit 2 on any problem",
-                         description="Check the files named, or (none named) those of the configuration and "
-                                     "the sender rules as serve loads them.")
+    mc = command(msub, "check", help="check mapping, senders and habilitation files; exit 2 on any problem",
+                 description="Check the files named, or (none named) those of the configuration and "
+                             "the sender rules as serve loads them.")
     mc.add_argument("files", nargs="*", metavar="FILE",
                     help="mapping, senders or habilitation files or folders (default: the configuration's)")
-    mc.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
-    me = msub.add_parser("explain", help="explain a message field by field, and the decision it leads to",
-                         description="Explain each message of a file: the mapping chosen, what it reads, and "
-                                     "the decision in an empty store. Exit 1 when a message would be refused.")
+    me = command(msub, "explain", help="explain a message field by field, and the decision it leads to",
+                 description="Explain each message of a file: the mapping chosen, what it reads, and "
+                             "the decision in an empty store. Exit 1 when a message would be refused.")
     me.add_argument("message_file", metavar="FILE", help="a file of one or more HL7 messages")
-    me.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     me.add_argument("--profession", metavar="CODE", default="10",
                     help="the consulting user's G15 code (default 10)")
     me.add_argument("--role", metavar="CODE", help="the user's second role value (R01, G05 or R85 code)")
@@ -120,51 +122,44 @@ def parser() -> argparse.ArgumentParser:
         jp.add_argument("--msh10", metavar="ID", help="the message control id, MSH-10")
         jp.add_argument("--ipp", metavar="IPP", help="the patient's IPP, as the mapping read it")
         jp.add_argument("--visit", metavar="NUMBER", help="the visit number, as the mapping read it")
-        jp.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
-    jl = jsub.add_parser("list", help="list the messages received (default: the last hour)",
-                         description="List the messages received, oldest first (default: the last hour).")
+    jl = command(jsub, "list", help="list the messages received (default: the last hour)",
+                 description="List the messages received, oldest first (default: the last hour).")
     selection(jl)
     jl.add_argument("--show-identities", action="store_true", help="show the IPP and visit columns unmasked")
-    js = jsub.add_parser("show", help="one message: raw, the ACK as sent, errors, patient, events",
-                         description="One message (or each message journaled under an MSH-10): the raw message, "
-                                     "the ACK as sent, the errors, the patient it touched, the events it caused.")
+    js = command(jsub, "show", help="one message: raw, the ACK as sent, errors, patient, events",
+                 description="One message (or each message journaled under an MSH-10): the raw message, "
+                             "the ACK as sent, the errors, the patient it touched, the events it caused.")
     js.add_argument("ref", metavar="ID|MSH-10", help="a journal id (from journal list) or an MSH-10")
     js.add_argument("--show-identities", action="store_true",
                     help="show names, IPP, INS, NDA and visit numbers (masked by default)")
-    js.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
-    je = jsub.add_parser("export", help="write the messages selected as .hl7 files that pamgate replay takes",
-                         description="Write each message selected, as received, to FOLDER/ID-MSH10.hl7: "
-                                     "`pamgate replay FOLDER` takes them back. The files hold identities.")
+    je = command(jsub, "export", help="write the messages selected as .hl7 files that pamgate replay takes",
+                 description="Write each message selected, as received, to FOLDER/ID-MSH10.hl7: "
+                             "`pamgate replay FOLDER` takes them back. The files hold identities.")
     je.add_argument("folder", metavar="FOLDER", help="where the .hl7 files are written (made if absent)")
     selection(je)
 
     d = sub.add_parser("db", help="the store's schema", description="The store's schema.")
     dsub = _commands(d, "db_command")
-    du = dsub.add_parser("upgrade", help="create the store or migrate it to the latest schema",
-                         description="Create the store or migrate it to the latest schema.")
-    du.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    command(dsub, "upgrade", help="create the store or migrate it to the latest schema",
+            description="Create the store or migrate it to the latest schema.")
 
     a = sub.add_parser("audit", help="the audit trail", description="The audit trail.")
     asub = _commands(a, "audit_command")
-    av = asub.add_parser("verify", help="check the audit trail's hash chain from its start; exit 1 if broken",
-                         description="Check the audit trail's hash chain from its start; exit 1 if broken.")
-    av.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
+    command(asub, "verify", help="check the audit trail's hash chain from its start; exit 1 if broken",
+            description="Check the audit trail's hash chain from its start; exit 1 if broken.")
 
     o = sub.add_parser("outbox", help="inspect the outbox and replay dead letters",
                        description="Inspect the outbox and put dead letters back in the queue.")
     osub = _commands(o, "outbox_command")
-    ol = osub.add_parser("list", help="list the deliveries", description="List the deliveries, newest first.")
+    ol = command(osub, "list", help="list the deliveries", description="List the deliveries, newest first.")
     ol.add_argument("--status", choices=["pending", "done", "dead"], help="only the deliveries in this status")
-    ol.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
-    os_ = osub.add_parser("show", help="show an event and its deliveries",
-                          description="Show an event, its deliveries and its envelope.")
+    os_ = command(osub, "show", help="show an event and its deliveries",
+                  description="Show an event, its deliveries and its envelope.")
     os_.add_argument("id", metavar="ID", help="an event id, an outbox number, or NUMBER/DESTINATION")
-    os_.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
-    ort = osub.add_parser("retry", help="put deliveries back in the queue, due now",
-                          description="Put a delivery, or every dead letter, back in the queue, due now.")
+    ort = command(osub, "retry", help="put deliveries back in the queue, due now",
+                  description="Put a delivery, or every dead letter, back in the queue, due now.")
     ort.add_argument("id", nargs="?", metavar="ID", help="an event id, an outbox number, or NUMBER/DESTINATION")
     ort.add_argument("--all-dead", action="store_true", help="every dead letter")
-    ort.add_argument("--config", metavar="FILE", help=CONFIG_HELP)
     return p
 
 

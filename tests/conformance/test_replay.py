@@ -219,3 +219,23 @@ def test_over_mllp_a_connection_closed_by_the_server_while_idle_is_reopened(tmp_
             gate.close()
     finally:
         server.stop()
+
+
+def test_in_process_the_listener_itself_answers_a_frame_it_refuses(tmp_path):
+    """The in-process replay runs the listener of `pamgate serve`: a frame past `limits.max_frame_bytes`
+    gets the listener's own AR (ERR-3 102), exactly as over MLLP, and is journaled as serve journals it."""
+    from conformance.gates import InProcessGate
+    from conformance.messages import collect
+    from engine.config import Config
+
+    cfg = Config.model_validate({"limits": {"max_frame_bytes": 200}})
+    (message,) = collect([str(write(tmp_path / "big.hl7", MSG.format(cid="BIG1", cs="UNICODE UTF-8")))]).messages
+    gate = InProcessGate(cfg)
+    try:
+        ack = C.read_ack(gate.send(message))
+        assert ack.code == "AR" and any("(code 102)" in e for e in ack.errors)
+        with gate.store.transaction() as uow:
+            rows = uow.conn.exec_driver_sql("SELECT ack_code FROM journal").fetchall()
+        assert [r[0] for r in rows] == ["AR"]
+    finally:
+        gate.close()

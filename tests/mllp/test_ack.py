@@ -92,3 +92,16 @@ def test_invalid_inputs_are_refused():
 
 def test_escape_line_breaks():
     assert escape("a\rb\nc") == "a\\X0D\\b\\X0A\\c"
+
+
+def test_read_ack_reads_back_what_build_ack_wrote():
+    """The reader beside the builder: code, MSA-2, MSA-4 and each ERR, escapes undone, in any separators."""
+    from mllp.ack import read_ack
+    message = adt("R1").replace("|^~\\&|", "#$%\\*#").replace("|", "#")   # the message's own separators
+    err = AckError("ZBE", 1, 4, 2, 101, "E", "ZBE-4 manquant: a|b^c~d&e#f$g%h*i \\ fin")
+    read = read_ack(build_ack(message, "AE", [err], expected_sequence=7))
+    assert (read.code, read.control_id, read.expected_sequence) == ("AE", "R1", "7")
+    (e,) = read.errors
+    assert (e.location, e.code, e.text) == ("ZBE-4-2", "101", err.text)
+    assert read.problem("R1") == f"ACK AE: {err.text}" and read.problem("R2").startswith("MSA-2 'R1'")
+    assert read_ack(build_ack(adt("R3"), "AA")).problem("R3") is None

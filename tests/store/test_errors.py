@@ -10,8 +10,7 @@ from tests.stores import pg_database
 
 @pytest.fixture
 def store(tmp_path):
-    s = Store(f"sqlite:///{tmp_path / 'store.db'}")
-    s.upgrade()
+    s = Store(f"sqlite:///{tmp_path / 'errors.db'}")     # no schema needed: the tests make their table
     yield s
     s.dispose()
 
