@@ -1,6 +1,6 @@
 """End-to-end benchmark: the real `pamgate serve` (SQLite, ACK after commit) against its baselines.
 
-    python bench/e2e.py [--messages 5000] [--connections 1,4,16] [--repeat 3]
+    python bench/e2e.py [--messages 5000] [--connections 1,4,16] [--repeat 3] [--feed a01|realistic]
 
 In one run, on the same generated PAM FR ADT^A01 messages (bench/messages.py):
   1. bare `hl7.parse` (python-hl7), messages per second, in this process;
@@ -31,9 +31,14 @@ from bench.messages import adt_a01  # noqa: E402
 LEVEL = re.compile(r"^\s*(\d+) conn\s+(\d+) msg\s+([\d.]+) s\s+(\d+) msg/s\s+p50\s+([\d.]+) ms\s+p99\s+([\d.]+) ms\s+not-AA: (.*)$")
 
 
-def hl7_parse_rate(n: int) -> float:
+def hl7_parse_rate(n: int, feed: str = "a01") -> float:
     import hl7
-    texts = [adt_a01(i, seed=7) for i in range(n)]
+    if feed == "realistic":
+        from bench.feed import Feed
+        f = Feed(seed=7)
+        texts = [f.next() for _ in range(n)]
+    else:
+        texts = [adt_a01(i, seed=7) for i in range(n)]
     best = 0.0
     for _ in range(3):
         started = time.perf_counter()
@@ -46,7 +51,7 @@ def hl7_parse_rate(n: int) -> float:
 def load(port: int, args) -> list[tuple]:
     out = subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), "127.0.0.1", str(port),
                           "--connections", args.connections, "--messages", str(args.messages),
-                          "--warmup", "500", "--timeout", "60"],
+                          "--warmup", "500", "--timeout", "60", "--feed", args.feed],
                          capture_output=True, text=True, timeout=1800, check=True).stdout
     return [m.groups() for m in map(LEVEL.match, out.splitlines()) if m]
 
@@ -116,8 +121,10 @@ def main() -> None:
     p.add_argument("--messages", type=int, default=5000, help="messages per concurrency level")
     p.add_argument("--connections", default="1,4,16")
     p.add_argument("--repeat", type=int, default=1, help="runs of each server; the tables give medians")
+    p.add_argument("--feed", choices=("a01", "realistic"), default="a01",
+                   help="a01: new patients' A01 (the figures so far); realistic: bench/feed.py")
     args = p.parse_args()
-    parse = hl7_parse_rate(min(args.messages, 3000))
+    parse = hl7_parse_rate(min(args.messages, 3000), args.feed)
     print(f"bare hl7.parse: {parse:,.0f} msg/s")
     bare_runs, runs = [], []
     for i in range(args.repeat):

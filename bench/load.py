@@ -3,7 +3,8 @@
     python bench/load.py HOST PORT --connections 1,4,16 --messages 5000
 
 For each concurrency level, ``--messages`` PAM FR ADT^A01 (``bench/messages.py``, 800–1500 bytes,
-fresh control ids) are shared among that many connections; each connection sends one message and
+fresh control ids; or with ``--feed realistic``, the event mix and long-tailed population of
+``bench/feed.py``, continued from level to level) are shared among that many connections; each connection sends one message and
 waits for its ACK before the next. Every ACK is checked (MSA-1 ``AA``/``CA``, MSA-2 = MSH-10).
 Prints one line per level: msg/s, p50 and p99 ACK latency, and the ACKs that were not ``AA``.
 """
@@ -48,10 +49,24 @@ async def run_connection(reactor, host, port, batch, latencies, problems, timeou
         client.transport.loseConnection()
 
 
+FEED = None
+
+
+def message(args, index: int) -> str:
+    """The `index`th message: a new patient's A01 (`--feed a01`), or the realistic feed's next one."""
+    global FEED
+    if args.feed == "a01":
+        return adt_a01(index, seed=args.seed)
+    if FEED is None:
+        from bench.feed import Feed
+        FEED = Feed(seed=args.seed)
+    return FEED.next()
+
+
 async def run_level(reactor, args, connections, first_index):
     batches = [[] for _ in range(connections)]
     for i in range(args.messages):
-        text = adt_a01(first_index + i, seed=args.seed)
+        text = message(args, first_index + i)
         control_id = text.split("\r", 1)[0].split("|")[9]
         batches[i % connections].append((control_id, text.encode("utf-8") + b"\r"))
     latencies: list[float] = []
@@ -96,6 +111,8 @@ def parse_args(argv=None):
     parser.add_argument("--seed", type=int, default=int(time.time()) % 100_000,
                         help="message series (default: from the clock, so control ids are fresh)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one ACK")
+    parser.add_argument("--feed", choices=("a01", "realistic"), default="a01",
+                        help="a01: each message a new patient's A01; realistic: bench/feed.py's event mix and tail")
     args = parser.parse_args(argv)
     if args.messages < 1 or args.messages > 10_000_000:
         parser.error("--messages must be between 1 and 10,000,000")

@@ -9,19 +9,20 @@ from __future__ import annotations
 import hashlib
 import json
 from contextlib import contextmanager
+from functools import lru_cache
 from datetime import datetime, timezone
 
 import orjson
-from sqlalchemy import bindparam, case, create_engine, event, func, insert, or_, select, text, update
+from sqlalchemy import String, bindparam, case, create_engine, event, func, insert, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
 
-from consent_store import projections
 from consent_store.sql import DriverCursor, Sql
 from consent_store.tables import applied as applied_message
-from consent_store.tables import (audit, audit_head, delivery, identifiers, journal, metadata, outbox,
-                                  patients, sender_sequence, storable, unstorable, users)
+from consent_store.tables import (audit, audit_head, break_glass_request, consent_fact, delivery, dmp_result,
+                                  episode, identifiers, journal, metadata, movement, outbox, patients,
+                                  sender_sequence, storable, unstorable, users)
 
 GENESIS = "0" * 64
 
@@ -49,6 +50,122 @@ Q_STATE_FOR_UPDATE = Sql(_q_state.with_for_update())
 I_PATIENT = Sql(insert(patients), columns=["state", "version", "updated_at"], returns=patients.c.id)
 U_STATE = Sql(update(patients).where(patients.c.id == bindparam("b_pid")).values(
     state=bindparam("b_state"), version=patients.c.version + 1, updated_at=bindparam("b_now")))
+
+# A patient's history: rows appended or updated by key, read by the indexes of consent_store/tables.py.
+_cf, _ep, _mv, _dr, _bg = consent_fact.c, episode.c, movement.c, dmp_result.c, break_glass_request.c
+FACT_NAMES = ("seq", "item", "value", "code", "visit", "collected_at", "cancelled", "source_msh10",
+              "source_sender", "source_mapping", "collected_by")
+EPISODE_NAMES = ("visit", "nda", "patient_class", "uf", "admitted_at", "discharged_at", "cancelled", "started_at")
+MOVEMENT_NAMES = ("visit", "ordinal", "movement_id", "event", "action", "start", "historic", "nature",
+                  "uf_medical", "uf_care", "cancelled")
+DMP_NAMES = ("user_id", "transaction", "result", "at")
+BREAK_GLASS_NAMES = ("user_id", "reason", "at", "visit")
+DATES = frozenset({"collected_at", "admitted_at", "discharged_at", "started_at", "start", "at"})
+_FACT_COLS = [_cf[n] for n in FACT_NAMES]
+_EPISODE_COLS = [_ep[n] for n in EPISODE_NAMES]
+I_FACT = Sql(insert(consent_fact), columns=["patient_id", *FACT_NAMES])
+I_DMP_RESULT = Sql(insert(dmp_result), columns=["patient_id", *DMP_NAMES])
+I_BREAK_GLASS = Sql(insert(break_glass_request), columns=["patient_id", *BREAK_GLASS_NAMES])
+
+
+def _upsert(table, key, names):
+    return {name: Sql(ins(table).on_conflict_do_update(
+        index_elements=[table.c[k] for k in key],
+        set_={n: getattr(ins(table).excluded, n) for n in names if n not in key}),
+        columns=["patient_id", *names])
+        for name, ins in (("sqlite", sqlite_insert), ("postgresql", pg_insert))}
+
+
+U_EPISODE = _upsert(episode, ("patient_id", "visit"), EPISODE_NAMES)
+U_MOVEMENT = _upsert(movement, ("patient_id", "visit", "ordinal"), MOVEMENT_NAMES)
+# a cancelled admission cancels the consents collected on its visit (the rules' own rule, on the rows)
+U_CANCEL_CONSENT = Sql(update(consent_fact).where(
+    _cf.patient_id == bindparam("b_pid"), _cf.item == "consult", _cf.visit == bindparam("b_visit"),
+    _cf.cancelled == False).values(cancelled=True))   # noqa: E712
+# a value resent: the facts of one item collected at one date
+Q_FACTS_AT = Sql(select(*_FACT_COLS).where(_cf.patient_id == bindparam("b_pid"), _cf.item == bindparam("b_item"),
+                                           _cf.cancelled == False, _cf.collected_at == bindparam("b_at")))  # noqa: E712
+ANY_VISIT, NO_VISIT, THE_VISIT = "any", "none", "visit"
+
+
+def _latest_fact(item: str, cancelled: bool, visit: str, bounded: bool):
+    q = select(*_FACT_COLS).where(_cf.patient_id == bindparam("b_pid"), _cf.item == item,
+                                  _cf.cancelled == cancelled)
+    if visit == NO_VISIT:
+        q = q.where(_cf.visit.is_(None))
+    elif visit == THE_VISIT:
+        q = q.where(_cf.visit == bindparam("b_visit"))
+    if bounded:
+        q = q.where(_cf.collected_at <= bindparam("b_at"))
+    return q.order_by(_cf.collected_at.desc(), _cf.seq.desc()).limit(1).subquery()
+
+
+def _union(subqueries):
+    subqueries = list(subqueries)
+    if len(subqueries) == 1:
+        return select(*subqueries[0].c)
+    return union_all(*(select(*q.c) for q in subqueries))
+
+
+def _visits_begun(which: str):
+    q = select(*_EPISODE_COLS).where(_ep.patient_id == bindparam("b_pid"), _ep.cancelled == False)  # noqa: E712
+    if which == "later":
+        # discharged after the instant (none, when it is now): through ix_episode_open alone. With a bound on
+        # started_at and an ORDER BY, SQLite would rather walk ix_episode_started back through every visit
+        # closed before it. Those begun after the instant are left to the rules (current_visit).
+        return q.where(_ep.discharged_at >= bindparam("b_at")).subquery()
+    q = q.where(_ep.started_at <= bindparam("b_at"))
+    if which == "open":
+        q = q.where(_ep.discharged_at.is_(None))
+    return q.order_by(_ep.started_at.desc()).limit(1).subquery()
+
+
+# the visits an instant can fall in: the latest begun by then that has no discharge, those discharged after it;
+# and the latest begun by then
+Q_VISITS_AT = Sql(_union(_visits_begun(k) for k in ("open", "later", "begun")))
+
+
+def _last_result(transaction: str):
+    return (select(*[_dr[n] for n in DMP_NAMES]).where(
+        _dr.patient_id == bindparam("b_pid"), _dr.user_id == bindparam("b_user"), _dr.transaction == transaction,
+        _dr.at <= bindparam("b_at")).order_by(_dr.at.desc(), _dr.id).limit(1).subquery())
+
+
+Q_LAST_RESULTS = Sql(_union(_last_result(t) for t in ("TD0.2", "TD0.3")))
+_LATEST_SQL: dict = {}   # (picks, bounded) -> Sql, built at first use
+_VISITS_SQL: dict = {}   # number of visits -> (episodes, movements)
+
+
+def _checked(table: str):
+    """row -> row, or NotStorable for a text its column cannot hold as received (too long, a NUL byte):
+    refused, never cut, or two visits could become one row. Per table, the columns worked out once; the
+    test inline, as it runs for every row written."""
+    columns = [(c.name, f"{table}.{c.name}", getattr(c.type, "length", None) or 1 << 62)
+               for c in metadata.tables[table].columns if isinstance(c.type, String)]
+
+    def check(row: dict) -> dict:
+        for name, key, limit in columns:
+            v = row.get(name)
+            if v.__class__ is str and (len(v) > limit or "\x00" in v):
+                storable(key, v)
+        return row
+    return check
+
+
+_FACT_ROW, _EPISODE_ROW, _MOVEMENT_ROW, _DMP_ROW, _BREAK_GLASS_ROW = (
+    _checked(t) for t in ("consent_fact", "episode", "movement", "dmp_result", "break_glass_request"))
+
+
+# SQLite gives dates back as text on the driver's cursor: each parsed once
+_parse_date = lru_cache(maxsize=8192)(datetime.fromisoformat)
+
+
+def _date(v):
+    if v is None:
+        return None
+    if isinstance(v, str):
+        v = _parse_date(v)
+    return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v
 Q_IDENTIFIERS_OF = Sql(select(_id.kind, _id.authority, _id.value, _id.active)
                        .where(_id.patient_id == bindparam("b_pid")))
 # set_identifiers: each identifier a patient holds points at it, active, whether or not it was known (an INS
@@ -203,10 +320,8 @@ class UnitOfWork:
     def __init__(self, conn: Connection, is_postgres: bool):
         self._conn = conn
         self.is_postgres = is_postgres
-        # state documents as loaded in this transaction, and the projection rows last written for them, so a
-        # save writes only the rows that changed
-        self._docs: dict[int, dict] = {}
-        self._rows: dict[int, dict] = {}
+        # patients with history rows kept for later: written before that patient's rows are read
+        self._pending: set[int] = set()
         # the audit chain's head: read once per transaction, written once before the commit (flush)
         self._head: str | None = None
         self._head_stored: str | None = None
@@ -231,8 +346,7 @@ class UnitOfWork:
                 self.write_later_rows()   # inside: a row refused fails this operation alone
         except BaseException:
             # what was loaded or written inside is rolled back: forget it
-            self._docs.clear()
-            self._rows.clear()
+            self._pending.clear()
             self._bare.clear()
             self._later.clear()
             self._applied_later.clear()
@@ -261,6 +375,7 @@ class UnitOfWork:
 
     def write_later_rows(self) -> None:
         later, self._later = self._later, {}
+        self._pending.clear()
         self._applied_later.clear()   # from now on in the table, where already_applied reads them
         for name in _LATER_AFTER:     # the rows pointed at first (foreign keys)
             if name in later:
@@ -449,30 +564,118 @@ class UnitOfWork:
             nxt = self._run(Q_MERGED_INTO, {"b_pid": pid}).fetchone()[0]
         return pid
 
-    def create_patient(self, state: dict, now: datetime) -> int:
-        pid = self._insert(I_PATIENT, {"state": _state_json(state), "version": 1, "updated_at": now})
-        rows = projections.rows(pid, state)
-        projections.write(self._write_later, pid, projections.rows(pid, None), rows)
-        self._docs[pid], self._rows[pid] = state, rows
+    def create_patient(self, header: dict, now: datetime) -> int:
+        pid = self._insert(I_PATIENT, {"state": _state_json(header), "version": 1, "updated_at": now})
         self._bare.add(pid)
         return pid
 
-    def load_patient(self, patient_id: int) -> dict:
+    def patient_header(self, patient_id: int) -> dict:
+        """What the patient row keeps (identifiers held, counters): bounded, whatever the history. On
+        PostgreSQL the row is locked, as the patient's advisory lock already orders its writers."""
         row = self._run(Q_STATE_FOR_UPDATE if self.is_postgres else Q_STATE, {"b_pid": patient_id}).fetchone()
-        raw = row[0] if row else None
-        doc = orjson.loads(raw) if raw else {}
-        self._docs[patient_id] = doc
-        return doc
+        return orjson.loads(row[0]) if row and row[0] else {}
 
-    def save_patient(self, patient_id: int, state: dict, now: datetime) -> None:
-        """Store the state document, and its projection rows (episode, movement, consent_fact) with it."""
-        self._run(U_STATE, {"b_pid": patient_id, "b_state": _state_json(state), "b_now": now})
-        old = self._rows.get(patient_id)
-        if old is None and patient_id in self._docs:
-            old = projections.rows(patient_id, self._docs[patient_id])
-        rows = projections.rows(patient_id, state)
-        projections.write(self._write_later, patient_id, old, rows)   # old None: rewrite them all
-        self._docs[patient_id], self._rows[patient_id] = state, rows
+    def save_header(self, patient_id: int, header: dict, now: datetime) -> None:
+        self._run(U_STATE, {"b_pid": patient_id, "b_state": _state_json(header), "b_now": now})
+
+    # a patient's history, read by indexed queries: each returns a few rows whatever the history's length
+    def _fresh(self, patient_id: int) -> None:
+        """Rows of this patient kept for later are written before its rows are read."""
+        if patient_id in self._pending:
+            self.write_later_rows()
+
+    def _rows(self, cur, names) -> list[dict]:
+        out = []
+        for row in cur.fetchall():
+            d = dict(zip(names, row))
+            for n in DATES.intersection(d):
+                d[n] = _date(d[n])
+            out.append(d)
+        return out
+
+    def facts_collected_at(self, patient_id: int, item: str, at: datetime) -> list[dict]:
+        """The facts (not cancelled) of one item collected at exactly `at`: where a resent value is."""
+        self._fresh(patient_id)
+        return self._rows(self._run(Q_FACTS_AT, {"b_pid": patient_id, "b_item": item, "b_at": at}), FACT_NAMES)
+
+    def latest_facts(self, patient_id: int, picks: tuple, at: datetime | None, visit: str | None) -> list[dict]:
+        """For each pick (item, cancelled, ANY_VISIT / NO_VISIT / THE_VISIT), the fact collected last (by date,
+        then arrival) by `at` (None: ever): one statement, an index seek per pick."""
+        self._fresh(patient_id)
+        key = (picks, at is not None)
+        q = _LATEST_SQL.get(key)
+        if q is None:
+            q = _LATEST_SQL[key] = Sql(_union(_latest_fact(i, c, v, at is not None) for i, c, v in picks))
+        return self._rows(self._run(q, {"b_pid": patient_id, "b_at": at, "b_visit": visit}),
+                          FACT_NAMES)
+
+    def visits_at(self, patient_id: int, at: datetime) -> list[str]:
+        """The visits `at` can fall in: the latest begun by then without a discharge, those discharged after
+        it; the latest begun by then."""
+        self._fresh(patient_id)
+        return [r[0] for r in self._run(Q_VISITS_AT, {"b_pid": patient_id, "b_at": at}).fetchall()]
+
+    def visits(self, patient_id: int, numbers) -> list[tuple[dict, list[dict]]]:
+        """These visits of the patient, each with its movements in their order."""
+        numbers = sorted({n for n in numbers if n})
+        if not numbers:
+            return []
+        self._fresh(patient_id)
+        q = _VISITS_SQL.get(len(numbers))
+        if q is None:
+            binds = [bindparam(f"b_v{i}") for i in range(len(numbers))]
+            q = _VISITS_SQL[len(numbers)] = (
+                Sql(select(*_EPISODE_COLS).where(_ep.patient_id == bindparam("b_pid"), _ep.visit.in_(binds))),
+                Sql(select(*[_mv[n] for n in MOVEMENT_NAMES]).where(
+                    _mv.patient_id == bindparam("b_pid"), _mv.visit.in_(binds)).order_by(_mv.visit, _mv.ordinal)))
+        values = {"b_pid": patient_id, **{f"b_v{i}": n for i, n in enumerate(numbers)}}
+        eps = self._rows(self._run(q[0], values), EPISODE_NAMES)
+        moves: dict[str, list] = {}
+        for m in self._rows(self._run(q[1], values), MOVEMENT_NAMES):
+            moves.setdefault(m["visit"], []).append(m)
+        return [(e, moves.get(e["visit"], [])) for e in eps]
+
+    def last_dmp_results(self, patient_id: int, user: str, at: datetime) -> list[dict]:
+        """The user's last TD0.2 and last TD0.3 results by `at`."""
+        self._fresh(patient_id)
+        return self._rows(self._run(Q_LAST_RESULTS, {"b_pid": patient_id, "b_user": user, "b_at": at}), DMP_NAMES)
+
+    def patient_history(self, patient_id: int) -> dict:
+        """Every row of the patient's history (GET /v1/patients: the history is the answer)."""
+        conn = self.conn
+
+        def rows(table, names, *order):
+            q = select(*[table.c[n] for n in names]).where(table.c.patient_id == patient_id).order_by(*order)
+            return [{n: (_date(v) if n in DATES else v) for n, v in zip(names, r)} for r in conn.execute(q)]
+        return {"facts": rows(consent_fact, FACT_NAMES, _cf.seq, _cf.item),
+                "episodes": rows(episode, EPISODE_NAMES, _ep.started_at, _ep.visit),
+                "movements": rows(movement, MOVEMENT_NAMES, _mv.visit, _mv.ordinal),
+                "dmp_results": rows(dmp_result, DMP_NAMES, _dr.id),
+                "break_glass": rows(break_glass_request, BREAK_GLASS_NAMES, _bg.id)}
+
+    # a patient's history, written: only the rows a message changes, at flush
+    def _later_rows(self, patient_id: int, q: Sql, rows: list[dict]) -> None:
+        self._pending.add(patient_id)
+        self._write_later(q, [{"patient_id": patient_id, **r} for r in rows])
+
+    def add_facts(self, patient_id: int, rows: list[dict]) -> None:
+        self._later_rows(patient_id, I_FACT, [_FACT_ROW(r) for r in rows])
+
+    def put_visit(self, patient_id: int, row: dict, movements: list[dict]) -> None:
+        """The visit's row, and those of its movements that changed (by ordinal)."""
+        self._later_rows(patient_id, U_EPISODE[self._conn.dialect.name], [_EPISODE_ROW(row)])
+        if movements:
+            self._later_rows(patient_id, U_MOVEMENT[self._conn.dialect.name], [_MOVEMENT_ROW(m) for m in movements])
+
+    def cancel_consents_of_visit(self, patient_id: int, visit: str) -> None:
+        self._pending.add(patient_id)
+        self._write_later(U_CANCEL_CONSENT, [{"b_pid": patient_id, "b_visit": visit}])
+
+    def add_dmp_result(self, patient_id: int, row: dict) -> None:
+        self._later_rows(patient_id, I_DMP_RESULT, [_DMP_ROW(row)])
+
+    def add_break_glass(self, patient_id: int, row: dict) -> None:
+        self._later_rows(patient_id, I_BREAK_GLASS, [_BREAK_GLASS_ROW(row)])
 
     def set_identifiers(self, patient_id: int, ids) -> None:
         """Point each (kind, authority, value) at this patient; ids no longer held are deactivated."""
@@ -497,18 +700,29 @@ class UnitOfWork:
             identifiers.c.kind == kind, identifiers.c.authority == (authority or ""),
             identifiers.c.value == value)).scalar())
 
-    def merge_patient(self, absorbed_id: int, survivor_id: int, now: datetime) -> None:
-        """A40: the absorbed patient's identifiers lead to the survivor. Its state document and audit entries
-        stay as they were (the survivor's state holds a copy of its facts); its projection rows go, since
-        the survivor's carry them now."""
-        self.conn.execute(update(patients).where(patients.c.id == absorbed_id).values(
+    def merge_patient(self, absorbed_id: int, survivor_id: int, seq_offset: int, now: datetime) -> None:
+        """A40: the absorbed patient's identifiers lead to the survivor, and its history moves there: its facts
+        numbered after the survivor's (`seq_offset`), its visits but those the survivor knows by the same
+        number, its DMP results and break-glass requests. Its audit entries stay as they were. This costs what
+        it moves; merges are rare."""
+        conn = self.conn
+        conn.execute(update(patients).where(patients.c.id == absorbed_id).values(
             merged_into=survivor_id, updated_at=now))
-        self.conn.execute(update(identifiers).where(identifiers.c.patient_id == absorbed_id).values(
+        conn.execute(update(identifiers).where(identifiers.c.patient_id == absorbed_id).values(
             patient_id=survivor_id))
-        projections.clear(self._write_later, absorbed_id)
+        conn.execute(update(consent_fact).where(_cf.patient_id == absorbed_id).values(
+            patient_id=survivor_id, seq=_cf.seq + seq_offset))
+        known = select(_ep.visit).where(_ep.patient_id == survivor_id).scalar_subquery()
+        conn.execute(movement.delete().where(_mv.patient_id == absorbed_id, _mv.visit.in_(known)))
+        conn.execute(episode.delete().where(_ep.patient_id == absorbed_id, _ep.visit.in_(known)))
+        for table in (movement, episode, dmp_result, break_glass_request):
+            conn.execute(update(table).where(table.c.patient_id == absorbed_id).values(patient_id=survivor_id))
+        # the consents brought to a visit the survivor had cancelled are cancelled with it
+        cancelled = select(_ep.visit).where(_ep.patient_id == survivor_id, _ep.cancelled == True)  # noqa: E712
+        conn.execute(update(consent_fact).where(
+            _cf.patient_id == survivor_id, _cf.item == "consult", _cf.cancelled == False,  # noqa: E712
+            _cf.visit.in_(cancelled.scalar_subquery())).values(cancelled=True))
         self._bare.discard(survivor_id)   # it holds the absorbed patient's identifiers now
-        self._docs.pop(absorbed_id, None)
-        self._rows.pop(absorbed_id, None)
 
     def patient_ids_merged_into(self, survivor_id: int) -> list[int]:
         out, todo = [], [survivor_id]

@@ -1,5 +1,7 @@
-"""The store's tables (SQLAlchemy Core). Plain columns; the state of a patient is a JSON document that
-the engine folds, and every other table is the journal, the audit chain, or an index into that state."""
+"""The store's tables (SQLAlchemy Core). Plain columns. A patient's history is rows (consent_fact, episode,
+movement, dmp_result, break_glass_request), appended or updated by key and read by indexed queries; the
+patient row keeps only what stays small (identifiers held, counters). The rest is the journal, the audit
+chain and the outbox."""
 from sqlalchemy import (BigInteger, Boolean, Column, DateTime, ForeignKey, Index, Integer, LargeBinary,
                         MetaData, String, Table, Text, UniqueConstraint)
 
@@ -52,6 +54,7 @@ sender_sequence = Table(
 patients = Table(
     "patient", metadata,
     Column("id", ID, primary_key=True, autoincrement=True),
+    # JSON, bounded: the identifiers the patient holds, the next fact's seq, whether it has any history
     Column("state", Text, nullable=False),
     Column("version", Integer, nullable=False, default=1),
     Column("merged_into", ID, ForeignKey("patient.id")),
@@ -121,10 +124,9 @@ Index("ix_delivery_pending", delivery.c.destination, delivery.c.status, delivery
 Index("ix_delivery_patient_order", delivery.c.destination, delivery.c.status, delivery.c.patient_key,
       delivery.c.event_seq)
 
-# Projections of the patient's state document, for SQL readers (reports, integrators). The JSON state is
-# the one source of truth, the one the rules fold; these rows are derived from it and rewritten in the
-# same transaction each time the state is saved. A patient merged into another has none: its survivor's
-# rows carry what it brought.
+# A patient's history, the one source of truth: each message writes the rows it changes, and reads, through
+# the indexes below, only the rows its answer depends on (engine/patient_view.py). A patient merged into
+# another has none: its survivor's rows carry what it brought.
 episode = Table(
     "episode", metadata,
     Column("patient_id", ID, ForeignKey("patient.id"), primary_key=True),
@@ -135,7 +137,11 @@ episode = Table(
     Column("admitted_at", DateTime(timezone=True)),
     Column("discharged_at", DateTime(timezone=True)),
     Column("cancelled", Boolean, nullable=False),
+    Column("started_at", DateTime(timezone=True)),           # admission, else first movement
 )
+# the visits an instant can fall in: the latest begun by then, still open (no discharge, or a later one)
+Index("ix_episode_open", episode.c.patient_id, episode.c.cancelled, episode.c.discharged_at, episode.c.started_at)
+Index("ix_episode_started", episode.c.patient_id, episode.c.cancelled, episode.c.started_at)
 
 movement = Table(
     "movement", metadata,
@@ -170,6 +176,36 @@ consent_fact = Table(
     Column("collected_by", Text),                            # JSON: who recorded it through the API
 )
 Index("ix_consent_fact_item", consent_fact.c.item, consent_fact.c.collected_at)
+# the latest value of an item by an instant, over the patient's visits or one of them (or none)
+Index("ix_consent_fact_latest", consent_fact.c.patient_id, consent_fact.c.item, consent_fact.c.cancelled,
+      consent_fact.c.collected_at, consent_fact.c.seq)
+Index("ix_consent_fact_visit", consent_fact.c.patient_id, consent_fact.c.item, consent_fact.c.cancelled,
+      consent_fact.c.visit, consent_fact.c.collected_at, consent_fact.c.seq)
+
+# What the DMP answered a user about this patient (TD0.2, TD0.3), appended.
+dmp_result = Table(
+    "dmp_result", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("transaction", String(20), nullable=False),
+    Column("result", String(50), nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+)
+Index("ix_dmp_result_last", dmp_result.c.patient_id, dmp_result.c.user_id, dmp_result.c.transaction,
+      dmp_result.c.at)
+
+# Who asked for break-glass, when and why (the third item recorded per episode), appended.
+break_glass_request = Table(
+    "break_glass_request", metadata,
+    Column("id", ID, primary_key=True, autoincrement=True),
+    Column("patient_id", ID, ForeignKey("patient.id"), nullable=False),
+    Column("user_id", String(200), nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("visit", String(200)),
+)
+Index("ix_break_glass_request_patient", break_glass_request.c.patient_id, break_glass_request.c.at)
 
 # Professionals, for the traceability reminder (every 6 months by default).
 users = Table(
@@ -226,5 +262,6 @@ def storable(column_key: str, value):
     return value
 
 
-__all__ = ["max_chars", "LIMITS", "too_long", "unstorable", "storable", "NotStorable", "metadata", "journal", "applied", "sender_sequence", "patients", "identifiers", "audit", "audit_head", "outbox",
-           "delivery", "users", "episode", "movement", "consent_fact", "UniqueConstraint"]
+__all__ = ["max_chars", "LIMITS", "too_long", "unstorable", "storable", "NotStorable", "metadata", "journal",
+           "applied", "sender_sequence", "patients", "identifiers", "audit", "audit_head", "outbox", "delivery",
+           "users", "episode", "movement", "consent_fact", "dmp_result", "break_glass_request", "UniqueConstraint"]

@@ -1,13 +1,16 @@
 """Domain types: patient, episode, consent, decision. Plain frozen data, standard library only.
 
-A patient's state is the list of every value ever collected for them (consent facts), with provenance,
-plus their identities, visits and DMP results. The current answer is always a fold over that list at an
-instant, so arrival order never matters and a past instant can be asked.
+A patient's history is every value ever collected for them (consent facts), with provenance, plus their
+identities, visits and DMP results. The current answer is always the latest value at an instant, so arrival
+order never matters and a past instant can be asked. The rules see a *view* of that history
+(`PatientState`): the whole of it, or only the rows their answer depends on (engine/patient_view.py), which
+gives the same answers.
 """
 from __future__ import annotations
 
 import calendar
 import dataclasses
+import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
@@ -197,18 +200,44 @@ class DmpResult:
 
 @dataclass(frozen=True)
 class PatientState:
+    """A view of a patient: every row of its history, or only those an answer depends on (for each item,
+    the latest value by an instant; the visits that instant can fall in; a user's last DMP results)."""
     identifiers: tuple = ()        # ((kind, authority, value), ...) kind: PI or INS
     facts: tuple = ()
     visits: tuple = ()
     break_glass: tuple = ()
     dmp_results: tuple = ()
     next_seq: int = 1
+    known: bool = False            # the patient has facts or visits, be they in this view or not
 
     def visit(self, number: str | None) -> Visit | None:
         for v in self.visits:
             if v.number == number:
                 return v
         return None
+
+
+@dataclass(frozen=True)
+class Changes:
+    """What one message (or one consent recorded through the API) changes: the rows to write."""
+    state: PatientState            # the view after it
+    facts: tuple = ()              # the facts it adds
+    visit: Visit | None = None     # the visit it wrote, whole, when it wrote one
+    visit_before: Visit | None = None
+    identifiers: tuple | None = None   # the identifiers held after it, when they changed
+
+    @property
+    def cancels_visit(self) -> str | None:
+        """A visit cancelled by this message: the consents collected on it are cancelled with it."""
+        v, b = self.visit, self.visit_before
+        return v.number if v is not None and v.cancelled and (b is None or not b.cancelled) else None
+
+    def movements(self) -> list[tuple[int, "Movement"]]:
+        """(ordinal, movement) of the movements of the visit that this message added or changed."""
+        if self.visit is None:
+            return []
+        old = self.visit_before.movements if self.visit_before is not None else ()
+        return [(i, m) for i, m in enumerate(self.visit.movements) if i >= len(old) or old[i] != m]
 
 
 @dataclass(frozen=True)
@@ -236,50 +265,97 @@ class Decision:
     habilitation: dict | None = None   # what the matrix said: the deciding row, the types allowed
 
 
-# --- plain-data codec, so the store keeps JSON and knows nothing of these types ---
-
-def _dt(s):
-    return datetime.fromisoformat(s) if s else None
-
-
-def _iso(d):
-    return d.isoformat() if d else None
+def visit_start(v: Visit) -> datetime | None:
+    """When a visit began: its admission, else its first movement."""
+    return v.admitted_at or min((m.start for m in v.movements if m.start), default=None)
 
 
-def _plain(obj, **dates) -> dict:
-    """A dataclass as a dict, without asdict's deep copies (this runs for every message)."""
-    d = dict(obj.__dict__)
-    for k in dates:
-        d[k] = _iso(d[k])
-    return d
+# --- plain rows, so that the store knows nothing of these types ---
+
+BOOLEAN_ITEMS = frozenset({BLOCK_BREAK_GLASS, BLOCK_CENTRE_15, FACILITY_AUTHORIZATION})
+_BOOLEAN_TEXT = {True: "true", False: "false"}   # as json.dumps writes them
 
 
-def state_to_dict(s: PatientState) -> dict:
-    return {
-        "identifiers": [list(i) for i in s.identifiers],
-        "facts": [_plain(f, collected_at=1) for f in s.facts],
-        "visits": [{**_plain(v, admitted_at=1, discharged_at=1),
-                    "movements": [_plain(m, start=1) for m in v.movements]} for v in s.visits],
-        "break_glass": [_plain(b, at=1) for b in s.break_glass],
-        "dmp_results": [_plain(r, at=1) for r in s.dmp_results],
-        "next_seq": s.next_seq,
-    }
+def _at(d):
+    """A date as the store keeps it: UTC (SQLite keeps no offset)."""
+    if d is None:
+        return None
+    return d.replace(tzinfo=timezone.utc) if d.tzinfo is None else d.astimezone(timezone.utc)
 
 
-def state_from_dict(d: dict | None) -> PatientState:
+def fact_row(f: Fact) -> dict:
+    src = f.source or {}
+    by = src.get("collected_by")
+    value = f.value if isinstance(f.value, str) else _BOOLEAN_TEXT.get(f.value) if isinstance(f.value, bool) \
+        else json.dumps(f.value, sort_keys=True, default=str)
+    return {"seq": f.seq, "item": f.item, "value": value, "code": f.code, "visit": f.visit,
+            "collected_at": _at(f.collected_at), "cancelled": f.cancelled, "source_msh10": src.get("msh10"),
+            "source_sender": src.get("sender"),
+            "source_mapping": src.get("mapping") or ("api" if src.get("api") else None),
+            "collected_by": json.dumps(by, sort_keys=True, default=str) if by else None}
+
+
+def fact_from_row(r: dict) -> Fact:
+    value = r["value"]
+    if r["item"] in BOOLEAN_ITEMS and value in ("true", "false"):
+        value = value == "true"
+    if r["source_mapping"] == "api" and r["source_msh10"] is None and r["source_sender"] is None:
+        by = r["collected_by"]
+        source = {"api": True, "collected_by": json.loads(by) if by else None}
+    else:
+        source = {"msh10": r["source_msh10"], "sender": r["source_sender"], "mapping": r["source_mapping"]}
+    return Fact(item=r["item"], value=value, collected_at=_at(r["collected_at"]), seq=r["seq"], visit=r["visit"],
+                code=r["code"], source=source, cancelled=bool(r["cancelled"]))
+
+
+def visit_row(v: Visit) -> dict:
+    return {"visit": v.number, "nda": v.nda, "patient_class": v.patient_class, "uf": v.uf,
+            "admitted_at": _at(v.admitted_at), "discharged_at": _at(v.discharged_at), "cancelled": v.cancelled,
+            "started_at": _at(visit_start(v))}
+
+
+def movement_row(visit: str, ordinal: int, m: Movement) -> dict:
+    return {"visit": visit, "ordinal": ordinal, "movement_id": m.id, "event": m.event, "action": m.action,
+            "start": _at(m.start), "historic": m.historic, "nature": m.nature, "uf_medical": m.uf_medical,
+            "uf_care": m.uf_care, "cancelled": m.cancelled}
+
+
+def visit_from_rows(r: dict, movements) -> Visit:
+    """An episode row and its movement rows (in their order) as a Visit."""
+    return Visit(number=r["visit"], nda=r["nda"], patient_class=r["patient_class"], uf=r["uf"],
+                 admitted_at=_at(r["admitted_at"]), discharged_at=_at(r["discharged_at"]),
+                 cancelled=bool(r["cancelled"]), movements=tuple(
+                     Movement(id=m["movement_id"], event=m["event"], action=m["action"], start=_at(m["start"]),
+                              historic=bool(m["historic"]), nature=m["nature"], uf_medical=m["uf_medical"],
+                              uf_care=m["uf_care"], cancelled=bool(m["cancelled"])) for m in movements))
+
+
+def dmp_result_row(r: DmpResult) -> dict:
+    return {"user_id": r.user, "transaction": r.transaction, "result": r.result, "at": _at(r.at)}
+
+
+def dmp_result_from_row(r: dict) -> DmpResult:
+    return DmpResult(r["user_id"], r["transaction"], r["result"], _at(r["at"]))
+
+
+def break_glass_row(b: BreakGlassRequest) -> dict:
+    return {"user_id": b.user, "reason": b.reason, "at": _at(b.at), "visit": b.visit}
+
+
+def break_glass_from_row(r: dict) -> BreakGlassRequest:
+    return BreakGlassRequest(r["user_id"], r["reason"], _at(r["at"]), r["visit"])
+
+
+def header(s: PatientState) -> dict:
+    """What the patient row keeps of a patient: its identifiers and counters, bounded whatever its history."""
+    return {"identifiers": [list(i) for i in s.identifiers], "next_seq": s.next_seq, "known": s.known}
+
+
+def from_header(d: dict | None, **rows) -> PatientState:
     if not d:
-        return PatientState()
-    return PatientState(
-        identifiers=tuple(tuple(i) for i in d.get("identifiers", ())),
-        facts=tuple(Fact(**{**f, "collected_at": _dt(f["collected_at"])}) for f in d.get("facts", ())),
-        visits=tuple(
-            Visit(**{**v, "admitted_at": _dt(v["admitted_at"]), "discharged_at": _dt(v["discharged_at"]),
-                     "movements": tuple(Movement(**{**m, "start": _dt(m["start"])}) for m in v["movements"])})
-            for v in d.get("visits", ())),
-        break_glass=tuple(BreakGlassRequest(**{**b, "at": _dt(b["at"])}) for b in d.get("break_glass", ())),
-        dmp_results=tuple(DmpResult(**{**r, "at": _dt(r["at"])}) for r in d.get("dmp_results", ())),
-        next_seq=d.get("next_seq", 1),
-    )
+        return PatientState(**rows)
+    return PatientState(identifiers=tuple(tuple(i) for i in d.get("identifiers", ())),
+                        next_seq=d["next_seq"], known=bool(d.get("known")), **rows)
 
 
 def replace(obj, **changes):
@@ -295,7 +371,7 @@ def replace(obj, **changes):
     return new
 
 
-_PLAIN_TYPES = frozenset({Fact, Movement, Visit, BreakGlassRequest, DmpResult, PatientState})
+_PLAIN_TYPES = frozenset({Fact, Movement, Visit, BreakGlassRequest, DmpResult, PatientState, Changes})
 for _t in _PLAIN_TYPES:
     assert not hasattr(_t, "__post_init__") and all(f.init for f in dataclasses.fields(_t)), _t
 

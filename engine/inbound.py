@@ -14,7 +14,7 @@ import structlog
 
 from engine import metrics
 from engine.commit import StoreUnavailable
-from engine.pipeline import INTERNAL_ERROR, INTERNAL_TEXT, now_utc
+from engine.pipeline import INTERNAL_ERROR, INTERNAL_TEXT, ack_errors, now_utc
 from mllp.ack import AckError, build_ack
 
 log = structlog.get_logger("pamgate.serve")
@@ -43,8 +43,6 @@ def message_handler(apply, on_events=None):
         started = time.perf_counter()
 
         def ack(answered):
-            errors = [AckError(segment=s, sequence=q, field=f, component=c, code=code, severity="E", text=t)
-                      for s, q, f, c, code, t in answered.errors]
             if answered.events and on_events is not None:
                 on_events()
             metrics.ack_latency.observe(time.perf_counter() - started)
@@ -61,15 +59,16 @@ def message_handler(apply, on_events=None):
             fields = dict(sender=answered.sender, msh10=answered.control_id, hl7_event=answered.event,
                           ack=answered.code, duration_ms=round((time.perf_counter() - started) * 1000, 1))
             if answered.code != "AA":
-                fields["errors"] = [f"{e[0]}{f'-{e[2]}' if e[2] else ''}:{e[4]}" for e in answered.errors]
+                fields["errors"] = [f"{e.segment}{f'-{e.field}' if e.field else ''}:{e.code}" for e in answered.errors]
             if answered.duplicate:
                 fields["duplicate"] = True
             log.info("message.answered", **fields)
             log.debug("message.patient", msh10=answered.control_id, patient=answered.patient,
-                      errors=[e[5] for e in answered.errors])
+                      errors=[e.text for e in answered.errors])
             if answered.ack:
                 return answered.ack   # built and journaled in the transaction: the journal shows what is sent
-            return build_ack(frame.text, answered.code, errors, expected_sequence=answered.expected_sequence)
+            return build_ack(frame.text, answered.code, ack_errors(answered.errors),
+                             expected_sequence=answered.expected_sequence)
 
         def internal(failure):
             # a store that cannot commit is the listener's "store unavailable" (207, retry later); anything

@@ -17,18 +17,18 @@ import structlog
 
 from consent_store import errors as store_errors
 from consent_store.tables import NotStorable
-from engine import rules
-from engine.domain import (CONSULT, DMP_STATUS, EARLIEST, FEED, LATEST, PERMIT, DecisionRequest, PatientState,
-                           Policy, R_PATIENT_UNKNOWN, state_from_dict, state_to_dict, usable_instant)
+from engine import identity, patient_view, rules, sequence
+from engine.domain import (CONSULT, DMP_STATUS, EARLIEST, FEED, LATEST, PERMIT, Changes, DecisionRequest,
+                           PatientState, Policy, R_PATIENT_UNKNOWN, break_glass_row, dmp_result_row, fact_row,
+                           from_header, header, movement_row, usable_instant, visit_row, visit_start)
 from engine.forward import forwarded_message
+from engine.sequence import sequence_number
+from engine.unit_of_work import UnitOfWork
 from mappings.message import Message
 from mllp.ack import AckError, build_ack
 
 log = structlog.get_logger("pamgate.pipeline")
 
-ITI30_MERGE, ITI30_CHANGE_ID = "A40", "A47"
-# HL7 table 0357 codes of the sequence number protocol's refusals (ERR-2 = MSH^1^13)
-SEQ_MISSING, SEQ_MALFORMED, SEQ_GAP, SEQ_REUSED = 101, 102, 204, 205
 # a value the message carries that cannot be stored or computed with: HL7 table 0357 "data type error"
 DATA_TYPE_ERROR = 102
 # a fault of pamgate's own while applying the message (a bug, not the store): final, never 207, which says
@@ -38,11 +38,21 @@ INTERNAL_TEXT = ("internal error of pamgate while applying the message: nothing 
                  "kept in the journal")
 
 
+class MessageError(NamedTuple):
+    """One ERR segment of an ACK: where (ERR-2), the HL7 table 0357 code (ERR-3) and the text (ERR-8)."""
+    segment: str
+    sequence: int
+    field: int
+    component: int | None
+    code: int
+    text: str
+
+
 @dataclass
 class Outcome:
     """What a message got: the ACK code (original mode) and the errors its ERR segments carry."""
     code: str
-    errors: list = field(default_factory=list)   # (segment, sequence, field, component, 0357 code, text)
+    errors: list = field(default_factory=list)   # MessageError, one per ERR segment
     duplicate: bool = False
     conflicting: bool = False   # a duplicate MSH-3/4/10 whose content differs from the message applied
     patient_id: int | None = None
@@ -51,12 +61,15 @@ class Outcome:
     ack: str | None = None      # the ACK as journaled, sent as it is once the transaction commits
     note: str | None = None     # MSA-3 of an ACK without error: what a duplicate is told
 
+    def __post_init__(self):
+        self.errors = [e if isinstance(e, MessageError) else MessageError(*e) for e in self.errors]
+
 
 class Answered(NamedTuple):
     """What the ACK and the server's logs and metrics need of an applied message (it crosses from the
     apply process to the server, so plain values only)."""
     code: str
-    errors: list          # as Outcome.errors
+    errors: list          # MessageError, as Outcome.errors
     event: str | None
     sender: str
     control_id: str | None
@@ -131,20 +144,20 @@ class Pipeline:
         except Exception as e:  # noqa: BLE001 — a bug of ours: a final AE, journaled, never "store unavailable"
             log.error("message.prepare_failed", error=type(e).__name__, exc_info=e)
             work.facts = None
-            work.outcome = Outcome("AE", [("", 1, 0, None, INTERNAL_ERROR, INTERNAL_TEXT)])
+            work.outcome = Outcome("AE", [MessageError("", 1, 0, None, INTERNAL_ERROR, INTERNAL_TEXT)])
         return work
 
     def rejected(self, raw: bytes, text: str, received_at: datetime, code: str, error: str) -> "MessageWork":
         """A frame the listener answered by itself (no MSH, undecodable, too large): journaled as answered."""
         work = MessageWork(self, text, raw, received_at)
-        work.outcome = Outcome(code, [("", 1, 0, None, 0, error)])
+        work.outcome = Outcome(code, [MessageError("", 1, 0, None, 0, error)])
         return work
 
     def _prepare(self, work: "MessageWork") -> None:
         try:
             msg = Message.parse(work.text)
         except Exception as e:   # noqa: BLE001 — any parse failure is the sender's, answered AR
-            work.outcome = Outcome("AR", [("MSH", 1, 1, None, 102, f"unparseable message: {e}")])
+            work.outcome = Outcome("AR", [MessageError("MSH", 1, 1, None, 102, f"unparseable message: {e}")])
             return
         work.header = {k: (msg.get(p) or "") for k, p in
                        (("app", "MSH-3-1"), ("facility", "MSH-4-1"), ("control_id", "MSH-10"),
@@ -159,8 +172,8 @@ class Pipeline:
             selection, extraction = self.read(msg)
         except Exception as e:   # noqa: BLE001 — a mapping that cannot read this message: a bug of ours
             log.error("mapping.failed", error=type(e).__name__, exc_info=e)
-            work.outcome = Outcome("AE", [("MSH", 1, 9, None, INTERNAL_ERROR, f"cannot map message: {type(e).__name__}; "
-                                                                             f"nothing was applied")])
+            work.outcome = Outcome("AE", [MessageError("MSH", 1, 9, None, INTERNAL_ERROR,
+                                                       f"cannot map message: {type(e).__name__}; nothing was applied")])
             return
         work.mapping = selection.mapping.name
         work.why = selection.why
@@ -182,7 +195,8 @@ class Pipeline:
             work.outcome = work.data_type_error(e.fact, e.why)
             return
         if not work.facts.get("patient.ipp"):
-            work.outcome = Outcome("AE", [("PID", 1, 3, 1, 101, "no patient identifier of type PI in PID-3")])
+            work.outcome = Outcome("AE", [MessageError("PID", 1, 3, 1, 101,
+                                                        "no patient identifier of type PI in PID-3")])
 
     def read(self, msg) -> tuple:
         """(selection, extraction): the mapping chosen for `msg`, and what it reads. `prepare` and
@@ -190,29 +204,29 @@ class Pipeline:
         selection = self.mappings.select(msg)
         return selection, selection.mapping.extract(msg)
 
-    def apply_message(self, uow, work: "MessageWork") -> Outcome:
+    def apply_message(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         if "sequence" in work.header:
             return self._apply_sequenced(uow, work)
         return self._apply(uow, work)
 
-    def _apply(self, uow, work: "MessageWork", sequence: tuple | None = None) -> Outcome:
-        """`sequence`: (number, expected) of a sender that uses the sequence number protocol, for MSA-4."""
+    def _apply(self, uow: UnitOfWork, work: "MessageWork", numbered: tuple | None = None) -> Outcome:
+        """`numbered`: (number, expected) of a sender that uses the sequence number protocol, for MSA-4."""
         h = work.header
         if work.outcome is None and h.get("control_id"):
             applied = uow.applied_hash(h["app"], h["facility"], h["control_id"])
             if applied is not None:
                 # answered AA: the number is taken, as for a message applied (MSA-4 the next one)
-                return self._duplicate(uow, work, applied, expected=sequence[0] + 1 if sequence else None)
+                return self._duplicate(uow, work, applied, expected=numbered[0] + 1 if numbered else None)
         outcome = work.outcome or self._apply_facts(uow, work)
-        if sequence is not None:
-            number, expected = sequence
+        if numbered is not None:
+            number, expected = numbered
             outcome.expected_sequence = number + 1 if outcome.code == "AA" else expected
-        self._journal(uow, work, outcome, error="; ".join(e[5] for e in outcome.errors) or None,
+        self._journal(uow, work, outcome, error="; ".join(e.text for e in outcome.errors) or None,
                       patient_id=outcome.patient_id, applied=outcome.code == "AA",
                       content_hash=work.content_hash if outcome.code == "AA" else None)
         return outcome
 
-    def _journal(self, uow, work: "MessageWork", outcome: Outcome, **row) -> None:
+    def _journal(self, uow: UnitOfWork, work: "MessageWork", outcome: Outcome, **row) -> None:
         """Journal the message with the ACK it gets, built here, in the transaction: the text the sender is
         sent after the commit is this very one (its MSH-7 and MSH-10 are drawn once), so the journal shows the
         ACK as sent. Rebuilt later it would carry another time and control id."""
@@ -223,58 +237,39 @@ class Pipeline:
                     control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code, raw=work.raw,
                     ack=outcome.ack, ipp=facts.get("patient.ipp"), visit=facts.get("visit.number"), **row)
 
-    def _apply_sequenced(self, uow, work: "MessageWork") -> Outcome:
+    def _apply_sequenced(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         """The HL7 sequence number protocol (v2.5 2.10.1), for a sender configured for it. The sender's last
         accepted number is read, checked and updated in the transaction that applies the message, so the number
         and the effects commit together. MSA-4 (`expected_sequence`) always says the number expected next;
         -1 when the next number accepted will set it (the link never started, or was resynchronised)."""
         h = work.header
-        app, facility, raw = h["app"], h["facility"], h["sequence"]
-        number = sequence_number(raw)
+        app, facility = h["app"], h["facility"]
         last = uow.last_sequence(app, facility)
-        expected = -1 if last is None else last + 1
-        if number is None or number < -1:
-            if raw.strip():
-                refusal = (SEQ_MALFORMED, f"MSH-13 is not a sequence number (an integer: 0 starts the link, "
-                                          f"-1 resynchronises it, 1 and above number the messages): "
-                                          f"{raw[:20]!r}; nothing was applied")
-            else:
-                refusal = (SEQ_MISSING, "MSH-13 is empty, and this sender uses the sequence number protocol: "
-                                        "nothing was applied")
-            return self._answered_alone(uow, work, Outcome("AR", [("MSH", 1, 13, None, *refusal)],
-                                                           expected_sequence=expected))
-        if number == 0:
-            # the link (re)starts: the expected number, nothing applied
-            log.info("sequence.link_started", sender=work.sender, expected=expected)
-            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=expected),
-                                        f"sequence number 0: the link starts, {expected} expected")
-        if number == -1:
-            # resynchronisation: the next positive number accepted becomes the link's number
+        v = sequence.verdict(h["sequence"], last)
+        if v.action == sequence.REFUSE:
+            return self._answered_alone(uow, work, Outcome("AR", [MessageError("MSH", 1, 13, None, *v.refusal)],
+                                                           expected_sequence=v.expected))
+        if v.action == sequence.START:
+            log.info("sequence.link_started", sender=work.sender, expected=v.expected)
+            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=v.expected), v.note)
+        if v.action == sequence.RESYNCHRONISE:
             log.info("sequence.resynchronised", sender=work.sender, last_accepted=last)
             uow.set_sequence(app, facility, None, work.received_at)
-            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=-1),
-                                        "sequence number -1: resynchronised, the next number accepted sets it")
-        if last is not None and number > expected:
-            return self._answered_alone(uow, work, Outcome("AR", [(
-                "MSH", 1, 13, None, SEQ_GAP,
-                f"MSH-13 is {number}, {expected} was expected: the messages before it have not arrived; "
-                f"nothing was applied")], expected_sequence=expected))
-        if last is not None and number < expected:
+            return self._answered_alone(uow, work, Outcome("AA", expected_sequence=v.expected), v.note)
+        if v.action == sequence.EARLIER:
             applied = uow.applied_hash(app, facility, h["control_id"]) if h.get("control_id") else None
             if applied is not None:
                 # a resend of a message applied before: answered AA, applied once (as any duplicate)
-                return self._duplicate(uow, work, applied, expected=expected)
-            return self._answered_alone(uow, work, Outcome("AR", [(
-                "MSH", 1, 13, None, SEQ_REUSED,
-                f"MSH-13 is {number}, {expected} was expected: {number} was already accepted, for another "
-                f"message (MSH-10); nothing was applied")], expected_sequence=expected))
-        # the number expected (or the first one, which sets it)
-        outcome = self._apply(uow, work, (number, expected))
+                return self._duplicate(uow, work, applied, expected=v.expected)
+            refused = MessageError("MSH", 1, 13, None, *sequence.reused(v))
+            return self._answered_alone(uow, work, Outcome("AR", [refused], expected_sequence=v.expected))
+        outcome = self._apply(uow, work, (v.number, v.expected))
         if outcome.code == "AA":
-            uow.set_sequence(app, facility, number, work.received_at)
+            uow.set_sequence(app, facility, v.number, work.received_at)
         return outcome
 
-    def _duplicate(self, uow, work: "MessageWork", applied_hash: str, expected: int | None = None) -> Outcome:
+    def _duplicate(self, uow: UnitOfWork, work: "MessageWork", applied_hash: str,
+                   expected: int | None = None) -> Outcome:
         """A message already applied under this MSH-3/4/10: AA, not applied again (interface.md). When its
         content differs from the one applied (a sender reusing control ids), it is still journaled, marked,
         for the engineer to see (the server logs it and counts it)."""
@@ -295,62 +290,51 @@ class Pipeline:
         if store_errors.value_refused(error):
             log.warning("message.value_refused_by_store", error=type(error.orig).__name__,
                         sqlstate=store_errors.sqlstate(error))
-            return Outcome("AE", [("", 1, 0, None, DATA_TYPE_ERROR,
+            return Outcome("AE", [MessageError("", 1, 0, None, DATA_TYPE_ERROR,
                                    "a value of the message cannot be stored as received: nothing was applied")])
         log.error("message.apply_failed", error=type(error).__name__, exc_info=error)
-        return Outcome("AE", [("", 1, 0, None, INTERNAL_ERROR, INTERNAL_TEXT)])
+        return Outcome("AE", [MessageError("", 1, 0, None, INTERNAL_ERROR, INTERNAL_TEXT)])
 
-    def _answered_alone(self, uow, work: "MessageWork", outcome: Outcome, note: str | None = None) -> Outcome:
+    def _answered_alone(self, uow: UnitOfWork, work: "MessageWork", outcome: Outcome,
+                        note: str | None = None) -> Outcome:
         """A message answered without being applied: journaled with the ACK code it got, and why."""
-        self._journal(uow, work, outcome, error="; ".join(e[5] for e in outcome.errors) or note, applied=False)
+        self._journal(uow, work, outcome, error="; ".join(e.text for e in outcome.errors) or note, applied=False)
         return outcome
 
-    def _apply_facts(self, uow, work: "MessageWork") -> Outcome:
+    def _apply_facts(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         f = work.facts
         event = f.get("message.event")
         source = {"msh10": f.get("message.control_id"), "sender": work.sender, "mapping": work.mapping}
-        key = (f.get("patient.ipp_authority"), f["patient.ipp"])
-        prior = (f.get("prior.ipp_authority"), f.get("prior.ipp")) if f.get("prior.ipp") else None
+        key, _ = identity.keys(f)
         now = work.received_at
         audit_extra = {}
 
-        if event == ITI30_CHANGE_ID and prior:
-            # A47: the patient known by MRG-1 now answers to PID-3
-            old_pid, new_pid = uow.find_patient("PI", *prior), uow.find_patient("PI", *key)
-            if old_pid is not None and new_pid is not None and old_pid != new_pid:
-                # two records: that is a merge (A40), not an identifier change
-                return Outcome("AE", [("PID", 1, 3, 1, 205,
-                                       "the new IPP in PID-3 already identifies another patient: send A40 to merge")])
-            pid = old_pid or new_pid
-        else:
-            pid = uow.find_patient("PI", *key)
-        if pid is None and f.get("prior.ins") and event == ITI30_CHANGE_ID:
-            pid = uow.find_patient("INS", f.get("prior.ins_oid"), f["prior.ins"])
-        created = pid is None
-        absorbed = uow.find_patient("PI", *prior) if event == ITI30_MERGE and prior else None
-        if created and absorbed is not None:
-            pid = uow.create_patient(state_to_dict(PatientState()), now)
-            created = False
+        target = identity.resolve(f, {k: uow.find_patient(*k) for k in identity.lookups(f)})
+        if target.refusal is not None:
+            return Outcome("AE", [MessageError("PID", 1, 3, 1, *target.refusal)])
+        pid, created = target.patient, target.patient is None and not target.new_survivor
+        if target.new_survivor:
+            pid = uow.create_patient(header(PatientState()), now)
         # a new patient is written once, with its first state, at the end
-        state = PatientState() if created else state_from_dict(uow.load_patient(pid))
+        head = PatientState() if created else from_header(uow.patient_header(pid))
+        if target.absorbed is not None:
+            head, offset = identity.merged(head, from_header(uow.patient_header(target.absorbed)))
+            uow.merge_patient(target.absorbed, pid, offset, now)
+            audit_extra["merged"] = target.absorbed
+        head = identity.without_prior(head, f)
+        state = PatientState() if created else patient_view.for_message(uow, pid, header(head), f, now,
+                                                                        latest_ever=self.forwarding)
 
-        if absorbed is not None:
-            if absorbed != pid:
-                state = rules.merge(state, state_from_dict(uow.load_patient(absorbed)))
-                uow.merge_patient(absorbed, pid, now)
-                audit_extra["merged"] = absorbed
-        if event == ITI30_CHANGE_ID and prior and prior != key:
-            state = rules.replace(state, identifiers=tuple(
-                i for i in state.identifiers if not (i[0] == "PI" and (i[1], i[2]) == prior)))
-
-        new, events = rules.apply(state, f, source, self.policy, now)
+        changes, events = rules.apply(state, f, source, self.policy, now)
+        new = changes.state
         if created:
-            pid = uow.create_patient(state_to_dict(new), now)
+            pid = uow.create_patient(header(new), now)
         else:
-            uow.save_patient(pid, state_to_dict(new), now)
-        if created or new.identifiers != state.identifiers:
+            uow.save_header(pid, header(new), now)
+        write_changes(uow, pid, changes)
+        if created or changes.identifiers is not None:
             uow.set_identifiers(pid, new.identifiers)
-        added = new.facts[len(state.facts):]
+        added = changes.facts
         envelopes = self.envelopes(events, key, source)
         uow.audit(at=now, patient_id=pid, kind="message", payload={
             "event": event, "msh10": source["msh10"], "sender": source["sender"], "mapping": work.mapping,
@@ -389,12 +373,12 @@ class Pipeline:
 
     # --- API operations -------------------------------------------------------------------------
 
-    def find(self, uow, patient: dict) -> int | None:
+    def find(self, uow: UnitOfWork, patient: dict) -> int | None:
         if patient.get("ins"):
             return uow.find_patient("INS", patient.get("oid"), patient["ins"])
         return uow.find_patient("PI", patient.get("authority"), patient["id"])
 
-    def decide(self, uow, patient: dict, request: DecisionRequest, now: datetime) -> dict:
+    def decide(self, uow: UnitOfWork, patient: dict, request: DecisionRequest, now: datetime) -> dict:
         at = request.at or now
         pid = self.find(uow, patient)
         last = uow.last_reminded(request.user)
@@ -406,11 +390,11 @@ class Pipeline:
                       "triggers": [], "reminder_due": reminder}
             state = None
         else:
-            state = state_from_dict(uow.load_patient(pid))
+            state = patient_view.for_decision(uow, pid, request, now)
             d = rules.decide(state, request, self.policy, now)
             if d.decision == PERMIT and request.mode == "bris_de_glace":
                 state = rules.record_break_glass(state, request, at, d.episode.get("visit"))
-                uow.save_patient(pid, state_to_dict(state), now)
+                uow.add_break_glass(pid, break_glass_row(state.break_glass[-1]))
             result = {"decision": d.decision, "mode": d.mode, "reasons": list(d.reasons), "episode": d.episode,
                       "triggers": [], "reminder_due": reminder}
             if d.habilitation is not None:
@@ -434,23 +418,28 @@ class Pipeline:
         uow.enqueue(made + triggers, self.routes, now)
         return result
 
-    def record_consent(self, uow, patient: dict, values: dict, visit, collected_at, collected_by, now) -> dict:
+    def record_consent(self, uow: UnitOfWork, patient: dict, values: dict, visit, collected_at, collected_by,
+                       now) -> dict:
         pid = self.find(uow, patient)
         created = pid is None
         if created:
             if patient.get("ins"):
                 raise PatientUnknown()
-            pid = uow.create_patient(state_to_dict(PatientState()), now)
-        state = state_from_dict(uow.load_patient(pid))
+            pid = uow.create_patient(header(PatientState()), now)
+        head = uow.patient_header(pid)
         if created:
-            state = rules.replace(state, identifiers=(("PI", patient.get("authority"), patient["id"]),))
+            head = {**head, "identifiers": [["PI", patient.get("authority"), patient["id"]]]}
         source = {"api": True, "collected_by": collected_by}
         if (collected_by or {}).get("id"):
             # DMP/CONF.16: the logged-in user who records the consent has their DMP access checked
             values = {**values, "professionals": [{"id": collected_by["id"], "authority": collected_by.get("authority"),
                                                    "type": "collector"}]}
-        new, events = rules.record_consent(state, values, visit, collected_at, source, self.policy)
-        uow.save_patient(pid, state_to_dict(new), now)
+        state = patient_view.for_message(uow, pid, head, rules.consent_facts(values, visit, collected_at),
+                                         collected_at)
+        changes, events = rules.record_consent(state, values, visit, collected_at, source, self.policy)
+        new = changes.state
+        uow.save_header(pid, header(new), now)
+        write_changes(uow, pid, changes)
         uow.set_identifiers(pid, new.identifiers)
         key = _key_of(patient, new)
         envelopes = self.envelopes(events, key, {"msh10": None, "sender": "api"})
@@ -460,15 +449,16 @@ class Pipeline:
         uow.enqueue(envelopes, self.routes, now)
         return self.view(uow, pid, now)
 
-    def record_dmp_result(self, uow, patient: dict, user: dict, transaction: str, result: str, now) -> bool:
+    def record_dmp_result(self, uow: UnitOfWork, patient: dict, user: dict, transaction: str, result: str, now) -> bool:
         pid = self.find(uow, patient)
         if pid is None:
             return False
-        state = state_from_dict(uow.load_patient(pid))
+        # appended: nothing of the history is read
+        state = from_header(uow.patient_header(pid))
         new, events = rules.record_dmp_result(state, user["id"], transaction, result, now)
         for e in events:
             e["data"]["user"] = {**user}
-        uow.save_patient(pid, state_to_dict(new), now)
+        uow.add_dmp_result(pid, dmp_result_row(new.dmp_results[-1]))
         envelopes = self.envelopes(events, _key_of(patient, new), {"msh10": None, "sender": "api"})
         uow.audit(at=now, patient_id=pid, kind="dmp.result",
                   payload={"user": user, "transaction": transaction, "result": result,
@@ -476,10 +466,12 @@ class Pipeline:
         uow.enqueue(envelopes, self.routes, now)
         return True
 
-    def view(self, uow, pid: int, at: datetime) -> dict:
+    def view(self, uow: UnitOfWork, pid: int, at: datetime) -> dict:
         """The patient's consent state at an instant, each value with its collection date and source."""
-        state = state_from_dict(uow.load_patient(pid))
+        return self.described(patient_view.whole(uow, pid), uow.patient_identifiers(pid), at)
 
+    def described(self, state: PatientState, identities: list[dict], at: datetime) -> dict:
+        """`view`'s answer, from the patient's whole history."""
         def latest(item):
             facts = [f for f in state.facts if f.item == item and f.collected_at <= at and not f.cancelled]
             f = rules.latest(facts)
@@ -489,7 +481,7 @@ class Pipeline:
         gate = rules.gate(state, self.policy, at)
         return {
             "at": at,
-            "identities": uow.patient_identifiers(pid),
+            "identities": identities,
             # as at `at`: an episode begun later was not known yet, a later discharge had not happened
             "episodes": [{"visit": v.number, "nda": v.nda, "patient_class": v.patient_class, "uf": v.uf,
                           "admitted_at": v.admitted_at,
@@ -543,7 +535,7 @@ class MessageWork:
             keys.append(f"SEQ|{self.sender}")
         return keys
 
-    def run(self, uow) -> Outcome:
+    def run(self, uow: UnitOfWork) -> Outcome:
         return self.pipeline.apply_message(uow, self)
 
     def refused(self, uow, error: Exception) -> Outcome:
@@ -571,7 +563,7 @@ class MessageWork:
         """AE 102 naming the field a fact was read from."""
         seg, fld, comp = self.fields.get(fact) or ("", 0, None)
         where = f"{seg}-{fld}{f'-{comp}' if comp else ''} ({fact})" if seg else (fact or column or "a value")
-        return Outcome("AE", [(seg, 1, fld, comp, DATA_TYPE_ERROR, f"{where}: {why}; nothing was applied")])
+        return Outcome("AE", [MessageError(seg, 1, fld, comp, DATA_TYPE_ERROR, f"{where}: {why}; nothing was applied")])
 
     def answered(self, outcome: Outcome) -> Answered:
         return Answered(outcome.code, list(outcome.errors), self.header.get("event"), self.sender,
@@ -580,18 +572,21 @@ class MessageWork:
                         outcome.duplicate)
 
 
-def sequence_number(text: str) -> int | None:
-    """MSH-13 as an integer (HL7 NM, 15 characters at most), or None when it is not one."""
-    text = text.strip()
-    digits = text[1:] if text[:1] in "+-" else text
-    if not digits.isascii() or not digits.isdigit() or len(text) > 15:
-        return None
-    return int(text)
-
-
 def _begun_by(visit, at: datetime) -> bool:
-    start = visit.admitted_at or min((m.start for m in visit.movements if m.start), default=None)
+    start = visit_start(visit)
     return start is None or start <= at
+
+
+def write_changes(uow: UnitOfWork, pid: int, changes: Changes) -> None:
+    """The rows a message changes: the facts it adds, the visit it writes (and its movements that changed),
+    the consents of a visit it cancels."""
+    if changes.facts:
+        uow.add_facts(pid, [fact_row(f) for f in changes.facts])
+    if changes.visit is not None:
+        v = changes.visit
+        uow.put_visit(pid, visit_row(v), [movement_row(v.number, i, m) for i, m in changes.movements()])
+    if changes.cancels_visit:
+        uow.cancel_consents_of_visit(pid, changes.cancels_visit)
 
 
 def _audited(envelopes) -> list[dict]:
@@ -616,12 +611,12 @@ def _locations(trace) -> dict:
 
 def ack_errors(errors) -> list[AckError]:
     """Outcome.errors as the ERR segments of the ACK."""
-    return [AckError(segment=s, sequence=q, field=f, component=c, code=code, severity="E", text=t)
-            for s, q, f, c, code, t in errors]
+    return [AckError(segment=e.segment, sequence=e.sequence, field=e.field, component=e.component, code=e.code,
+                     severity="E", text=e.text) for e in errors]
 
 
-def _err(p) -> tuple:
-    return (p.segment, p.sequence, p.field, p.component, p.code, p.text)
+def _err(p) -> MessageError:
+    return MessageError(p.segment, p.sequence, p.field, p.component, p.code, p.text)
 
 
 def _key_of(patient: dict, state) -> tuple:

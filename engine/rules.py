@@ -1,8 +1,12 @@
 """The consent rules (REM DPI, DMP/CONF.06 and CONF.16) as pure functions over plain data.
 
-`apply(state, facts, source, policy)` folds one message's facts into a patient's state and says what
-changed; `decide(state, request, policy, now)` answers "may this user consult, or feed, now?". Nothing here
-does I/O: the pipeline loads the state, calls these, and stores what they return.
+`apply(view, facts, source, policy)` folds one message's facts into a view of the patient and says what
+changes; `decide(view, request, policy, now)` answers "may this user consult, or feed, now?". Nothing here
+does I/O: the pipeline reads the view (engine/patient_view.py: what these functions read, and no more), calls
+these, and stores the changes they return.
+
+Every answer is a latest value: of an item by an instant, of the visits begun by it, of a user's DMP
+results. So a view that holds those latest rows answers as the whole history would.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from engine.domain import (
     FACILITY_AUTHORIZATION, FEED, I_BREAK_GLASS, I_CENTRE_15, I_LEGACY, LEGACY_CONSENT, OPPOSED, PERMIT,
     R_BG_BLOCKED, R_BG_REASON_MISSING, R_C15_BLOCKED, R_DMP_ABSENT, R_DMP_CLOSED, R_DMP_FORBIDDEN,
     R_EPISODE_CANCELLED, R_EXPIRED, R_FEED_OPPOSED, R_NOT_COLLECTED, R_REFUSED,
-    BreakGlassRequest, Decision, DecisionRequest, DmpResult, Fact, Movement, PatientState, Policy, Visit,
+    BreakGlassRequest, Changes, Decision, DecisionRequest, DmpResult, Fact, Movement, PatientState, Policy, Visit,
+    visit_start,
 )
 
 ADMISSIONS = frozenset({"A01", "A04", "A05", "A14"})
@@ -63,9 +68,7 @@ def validity_end(state: PatientState, fact: Fact, policy: Policy) -> datetime:
 
 def current_visit(state: PatientState, at: datetime) -> Visit | None:
     """The episode current at `at`: the latest visit begun by then and not ended before it."""
-    def start(v):
-        return v.admitted_at or min((m.start for m in v.movements if m.start), default=None)
-
+    start = visit_start
     started = [v for v in state.visits if not v.cancelled and start(v) and start(v) <= at]
     open_ = [v for v in started if v.discharged_at is None or v.discharged_at >= at]
     pool = open_ or started
@@ -266,28 +269,48 @@ def message_time(facts: dict, received_at: datetime) -> datetime:
     return facts.get("message.event_at") or facts.get("message.recorded_at") or received_at
 
 
+def collected_dates(facts: dict, received_at: datetime) -> list[tuple[str, datetime]]:
+    """(item, collection date) of each value this message carries: where a resent value would be found."""
+    when = message_time(facts, received_at)
+    return [(item, facts.get(DATE_OF[name]) or when) for name, item in CONSENT_ITEMS.items()
+            if name in facts and facts[name] is not None and facts[name] != DELETE]
+
+
+def instant(state: PatientState, facts: dict, received_at: datetime) -> datetime:
+    """The instant a message's gating is judged at: its own time, or the latest value it brings that is new.
+    `state` needs only the facts of `collected_dates`."""
+    when = message_time(facts, received_at)
+    return max([when] + [f.collected_at for f in _collected(state, facts, {}, when, 0)])
+
+
 def apply(state: PatientState, facts: dict, source: dict, policy: Policy,
-          received_at: datetime) -> tuple[PatientState, list[dict]]:
-    """Fold one message's facts into the state. Returns the new state and the events it causes."""
+          received_at: datetime) -> tuple[Changes, list[dict]]:
+    """Fold one message's facts into a view of the patient. Returns the changes (with the view after them)
+    and the events they cause. The view needs the facts of `collected_dates`, the latest values by
+    `instant` (for the message's visit, or the visit current then) and that visit."""
     event = facts.get("message.event") or ""
     when = message_time(facts, received_at)
     seq = state.next_seq
     new_facts = _collected(state, facts, source, when, seq)
     visits = _visits(state, facts, event)
-    facts_all = state.facts + new_facts
     cancelled_visits = {v.number for v in visits if v.cancelled}
+    facts_all = state.facts
     if cancelled_visits:
-        # a cancelled admission cancels the consent collected on that episode, whichever came first
-        facts_all = tuple(replace(f, cancelled=True) if f.item == CONSULT and f.visit in cancelled_visits
-                          and not f.cancelled else f for f in facts_all)
-    new = replace(state, identifiers=_identifiers(state, facts), facts=facts_all, visits=visits,
-                  next_seq=seq + 1)
+        # a cancelled admission cancels the consent collected on that episode, whichever came first (the
+        # store cancels the rows of that visit outside this view: Changes.cancels_visit)
+        def cancel(fs):
+            return tuple(replace(f, cancelled=True) if f.item == CONSULT and f.visit in cancelled_visits
+                         and not f.cancelled else f for f in fs)
+        facts_all, new_facts = cancel(facts_all), cancel(new_facts)
+    identifiers = _identifiers(state, facts)
+    new = replace(state, identifiers=identifiers, facts=facts_all + new_facts, visits=visits,
+                  next_seq=seq + 1, known=bool(state.known or state.facts or new_facts or visits))
     # Gating is judged at the message's own instant, so that a replay of old messages is deterministic.
     at = max([when] + [f.collected_at for f in new_facts])
     visit = facts.get("visit.number") or None
     before, after = gate(state, policy, at, visit), gate(new, policy, at, visit)
     events = []
-    if before != after and (state.facts or new_facts or state.visits):
+    if before != after and (state.known or state.facts or new_facts or state.visits):
         events.append({"type": "consent.changed", "time": at, "episode": {"visit": after["visit"]},
                        "data": {k: after[k] for k in ("consult", "feed", "reasons", "valid_until")}})
     newly_consented = any(f.item == CONSULT and f.value in (CONSENT, LEGACY_CONSENT) for f in new_facts)
@@ -296,30 +319,27 @@ def apply(state: PatientState, facts: dict, source: dict, policy: Policy,
         for pro in facts.get("professionals") or ():
             events.append({"type": "dmp.access.verify", "time": at, "episode": {"visit": after["visit"]},
                            "data": {"transaction": "TD0.2", "user": pro, "cause": "consent.collected"}})
-    return new, events
+    number = facts.get("visit.number")
+    written = new.visit(number) if visits is not state.visits and number else None
+    if written is not None and written == state.visit(number):
+        written = None
+    changes = Changes(state=new, facts=new_facts, visit=written,
+                      visit_before=state.visit(number) if written else None,
+                      identifiers=identifiers if identifiers != state.identifiers else None)
+    return changes, events
 
 
-def merge(survivor: PatientState, absorbed: PatientState) -> PatientState:
-    """A40: everything known of the absorbed patient follows the survivor."""
-    offset = survivor.next_seq
-    moved = tuple(replace(f, seq=f.seq + offset) for f in absorbed.facts)
-    known = {v.number for v in survivor.visits}
-    return replace(
-        survivor,
-        facts=survivor.facts + moved,
-        visits=survivor.visits + tuple(v for v in absorbed.visits if v.number not in known),
-        break_glass=survivor.break_glass + absorbed.break_glass,
-        dmp_results=survivor.dmp_results + absorbed.dmp_results,
-        next_seq=offset + absorbed.next_seq,
-    )
+def consent_facts(values: dict, visit: str | None, collected_at: datetime) -> dict:
+    """A change of mind recorded from the DPI (POST /v1/consents), as the facts of a message."""
+    facts = {"visit.number": visit, "consult.collected_at": collected_at, "feed.collected_at": collected_at}
+    facts.update({k: v for k, v in values.items() if v is not None})
+    return facts
 
 
 def record_consent(state: PatientState, values: dict, visit: str | None, collected_at: datetime,
-                   source: dict, policy: Policy) -> tuple[PatientState, list[dict]]:
+                   source: dict, policy: Policy) -> tuple[Changes, list[dict]]:
     """A change of mind recorded from the DPI (POST /v1/consents): the same fold as a message."""
-    facts = {"visit.number": visit, "consult.collected_at": collected_at, "feed.collected_at": collected_at}
-    facts.update({k: v for k, v in values.items() if v is not None})
-    return apply(state, facts, source, policy, collected_at)
+    return apply(state, consent_facts(values, visit, collected_at), source, policy, collected_at)
 
 
 def record_dmp_result(state: PatientState, user: str, transaction: str, result: str, at: datetime):

@@ -62,8 +62,9 @@ def explain(args) -> int:
             refused += 1
             continue
         facts = work.facts
-        state, events = rules.apply(PatientState(), facts, {"msh10": facts.get("message.control_id")},
-                                    pipeline.policy, now)
+        changes, events = rules.apply(PatientState(), facts, {"msh10": facts.get("message.control_id")},
+                                      pipeline.policy, now)
+        state = changes.state
         at = rules.message_time(facts, now)
         print(f"decision, in an empty store, at the message's time {at.isoformat()}:")
         for action in ("consult", "feed"):

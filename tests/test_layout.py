@@ -23,7 +23,8 @@ ALLOWED = {
 }
 ALLOWED["pamgate"] = set(ALLOWED) - {"bench"}
 # inside engine, the rules (consent, habilitation) and the domain types: the standard library, and each other
-PURE = {"engine.rules", "engine.habilitation", "engine.domain"}
+PURE = {"engine.rules", "engine.habilitation", "engine.domain", "engine.identity", "engine.sequence",
+        "engine.unit_of_work"}
 
 
 def modules() -> dict[str, Path]:

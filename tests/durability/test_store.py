@@ -1,4 +1,4 @@
-"""The store on SQLite and PostgreSQL: projections of the state, the migration that backfills them,
+"""The store on SQLite and PostgreSQL: the history rows with their provenance,
 journal retention, identifiers after A47, and the lock order between instances."""
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from sqlalchemy import text
 
-from consent_store import projections
 from consent_store.migrate import upgrade
 from consent_store.store import Store
 from engine.config import Config
@@ -36,19 +35,6 @@ def apply(store, pipeline, *messages):
                 outcomes.append(work.run(uow))
     assert [o.code for o in outcomes] == ["AA"] * len(messages), [o.errors for o in outcomes]
     return outcomes
-
-
-def projected(store) -> dict:
-    """The projection tables as sets of comparable rows (dates to UTC ISO text)."""
-    def norm(v):
-        if isinstance(v, datetime):
-            return (v if v.tzinfo else v.replace(tzinfo=timezone.utc)).astimezone(timezone.utc).isoformat()
-        return v
-    out = {}
-    with store.transaction() as uow:
-        for name in ("episode", "movement", "consent_fact"):
-            out[name] = {tuple(norm(v) for v in r) for r in uow.conn.execute(text(f"SELECT * FROM {name}"))}
-    return out
 
 
 def test_projections_carry_facts_with_provenance_and_follow_each_change(store, pipeline):
@@ -82,12 +68,6 @@ def test_projections_carry_facts_with_provenance_and_follow_each_change(store, p
         assert uow.conn.execute(text(
             "SELECT cancelled FROM consent_fact WHERE source_msh10 = 'c1' AND item = 'consult'")).scalar() in (True, 1)
 
-    # what the incremental saves wrote is exactly what a full rewrite from the state documents writes
-    before = projected(store)
-    with store.transaction() as uow:
-        projections.backfill(uow.conn)
-    assert projected(store) == before
-
 
 def test_api_consent_keeps_its_collector(store, pipeline):
     with store.transaction() as uow:
@@ -117,11 +97,12 @@ def test_merge_moves_the_projection_to_the_survivor(store, pipeline):
 
 
 def test_migration_backfills_a_store_written_before_it(store_url):
-    """A store at 0002 with a patient in it: 0003 derives that patient's rows and seeds the chain's head."""
+    """A store at 0002 with a patient in it: 0003 seeds the chain's head, 0005 derives that patient's rows."""
     store = Store(store_url)
     try:
         with store.engine.begin() as c:
-            for t in ("consent_fact", "movement", "episode", "sender_sequence"):   # the tables after 0002
+            for t in ("consent_fact", "movement", "episode", "sender_sequence", "dmp_result",
+                      "break_glass_request"):   # the tables after 0002
                 c.execute(text(f"DROP TABLE {t}"))
             c.execute(text("DELETE FROM audit_head"))
             c.execute(text("ALTER TABLE applied_message DROP COLUMN content_hash"))   # 0005
@@ -213,7 +194,7 @@ def test_two_instances_reaching_one_patient_by_different_identifiers_do_not_dead
             with a_store.transaction() as uow:
                 uow.conn.execute(text("SET LOCAL deadlock_timeout = '200ms'"))
                 uow.lock_keys(["PI|H|1"])
-                uow.load_patient(pid)
+                uow.patient_header(pid)
                 a_holds_row.set()
                 b_audited.wait(1.5)      # with the right lock order, B cannot get there: it waits for A
                 uow.audit(at=NOW, patient_id=pid, kind="message", payload={"by": "a"})
@@ -228,7 +209,7 @@ def test_two_instances_reaching_one_patient_by_different_identifiers_do_not_dead
                 uow.lock_keys(["INS|O|9"])
                 uow.audit(at=NOW, patient_id=pid, kind="decision", payload={"by": "b"})
                 b_audited.set()
-                uow.load_patient(pid)
+                uow.patient_header(pid)
         except Exception as e:  # noqa: BLE001
             errors.append(("b", type(e).__name__))
 

@@ -67,8 +67,9 @@ def test_a_physicians_specialty_counts_as_the_role(tmp_path):
     table = tmp_path / "t.csv"
     table.write_text("10,SM26,ATTEST-RESID,permit\n")
     policy = Policy(habilitation=tables.load(table))
-    state, _ = rules.apply(PatientState(), {"message.event": "A01", "message.recorded_at": T0, "consult": "consent",
-                                            "visit.number": "V1"}, {}, policy, T0)
+    changes, _ = rules.apply(PatientState(), {"message.event": "A01", "message.recorded_at": T0, "consult": "consent",
+                                              "visit.number": "V1"}, {}, policy, T0)
+    state = changes.state
 
     def ask(**user):
         return rules.decide(state, DecisionRequest(action="consult", user="u", profession="10", at=T0,

@@ -31,7 +31,8 @@ def ask(state, action, minutes, **kw):
 def fold(state, *messages, policy=POLICY):
     events = []
     for m in messages:
-        state, ev = rules.apply(state, m, SRC, policy, T0)
+        changes, ev = rules.apply(state, m, SRC, policy, T0)
+        state = changes.state
         events += ev
     return state, events
 

@@ -136,12 +136,15 @@ def test_values_legacy_and_cancelled_consent_are_not_sent_as_ic():
     at = datetime(2025, 1, 6, 8, tzinfo=UTC)
     legacy, _ = rules.apply(PatientState(), {"message.event": "A01", "visit.number": "V1", "consult": "legacy_consent",
                                              "consult.code": "INO", "consult.collected_at": at}, {}, policy, at)
+    legacy = legacy.state
     assert zfa_values(legacy, policy, "V1").consult == "NA"
     consented, _ = rules.apply(PatientState(), {"message.event": "A01", "visit.number": "V1", "consult": "consent",
                                                 "consult.collected_at": at, "movement.id": "M1",
                                                 "movement.start": at}, {}, policy, at)
+    consented = consented.state
     assert zfa_values(consented, policy, "V1").consult == "IC"
     cancelled, _ = rules.apply(consented, {"message.event": "A11", "visit.number": "V1", "movement.id": "M1",
                                            "movement.action": "CANCEL", "movement.original_trigger": "A01"},
                                {}, policy, at)
+    cancelled = cancelled.state
     assert zfa_values(cancelled, policy, "V1").consult == "NA"

@@ -78,7 +78,7 @@ def test_identifiers_follow_a_merge(store):
         uow.set_identifiers(a, [("PI", "H", "1")])
         uow.set_identifiers(b, [("PI", "H", "2")])
         uow.audit(at=NOW, patient_id=b, kind="message", payload={})
-        uow.merge_patient(b, a, NOW)
+        uow.merge_patient(b, a, 1, NOW)
     with store.transaction() as uow:
         assert uow.find_patient("PI", "H", "2") == a
         assert uow.patient_ids_merged_into(a) == [b]

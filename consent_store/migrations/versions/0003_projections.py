@@ -3,8 +3,8 @@
 Revision ID: 0003
 Revises: 0002
 
-The rows are derived from each patient's JSON state (the one source of truth) and backfilled here with
-consent_store.projections, the same code that keeps them up to date.
+The rows were derived from each patient's JSON state; migration 0005 derives them (and the rest of the
+history) from the documents, so nothing is backfilled here any more.
 """
 from alembic import op
 import sqlalchemy as sa
@@ -73,9 +73,6 @@ def upgrade() -> None:
     if conn.execute(sa.text("SELECT count(*) FROM audit_head WHERE id = 1")).scalar() == 0:
         last = conn.execute(sa.text("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1")).scalar()
         conn.execute(sa.text("INSERT INTO audit_head (id, hash) VALUES (1, :h)"), {"h": last or GENESIS})
-
-    from consent_store.projections import backfill
-    backfill(conn)
 
 
 def downgrade() -> None:

@@ -3,14 +3,14 @@ the sender got); journal.patient_ipp and journal.visit: what `pamgate journal li
 indexed, with MSH-10 (rows written before stay NULL: their ACK was not kept)
 
 Revision ID: 0008
-Revises: 0005
+Revises: 0005_history_rows
 """
 from alembic import op
 import sqlalchemy as sa
 
 
 revision = '0008'
-down_revision = '0005'
+down_revision = '0005_history_rows'
 branch_labels = None
 depends_on = None
 
