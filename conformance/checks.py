@@ -32,6 +32,7 @@ class Ack:
     code: str                  # original mode: an enhanced-mode CA/CE/CR is read as AA/AE/AR
     sent_code: str             # as the gate sent it
     errors: tuple              # "ZBE-4: text (code 101)"
+    note: str = ""             # MSA-3 of an ACK without error (a duplicate: "duplicate: already applied")
 
     @property
     def error_text(self) -> str:
@@ -47,16 +48,19 @@ def read_ack(text: str) -> Ack:
         return Ack(text, "?", "?", ("the ACK has no MSA segment",))
     errors = [f"{e.location + ': ' if e.location else ''}{e.text}{f' (code {e.code})' if e.code else ''}"
               for e in read.errors]
+    code = ENHANCED.get(read.code, read.code)
     if not errors and read.text:
+        if code == "AA":
+            return Ack(text, code, read.code, (), read.text)
         errors.append(read.text)
-    return Ack(text, ENHANCED.get(read.code, read.code), read.code, tuple(errors))
+    return Ack(text, code, read.code, tuple(errors))
 
 
 def check_ack(expected: str, ack: Ack, name: str) -> Check:
     shown = ack.code if ack.sent_code == ack.code else f"{ack.code} (sent as {ack.sent_code})"
     actual = wording.ack_text(ack.code) if ack.sent_code == ack.code else f"{wording.ack_text(ack.code)}, sent as {ack.sent_code}"
-    if ack.errors:
-        actual += " — " + ack.error_text
+    if ack.errors or ack.note:
+        actual += " — " + (ack.error_text or ack.note)
     return Check("ack", name, HELD if ack.code == expected else FAILED, wording.ack_text(expected), actual,
                  detail={"expected_code": expected, "code": shown})
 

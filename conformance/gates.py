@@ -163,7 +163,7 @@ def api_from_config(cfg) -> str | None:
 class RemoteGate:
     mode = "mllp"
 
-    def __init__(self, to: str, api: str | None, cfg, store_readable: bool):
+    def __init__(self, to: str, api: str | None, cfg, store_readable: bool, timeout: float = 30.0):
         m = TO.match(to)
         if not m:
             raise CommandError(f"--to {to}: expected mllp://HOST:PORT")
@@ -175,7 +175,10 @@ class RemoteGate:
             raise CommandError(f"--api {api}: expected http://HOST:PORT")
         self.token = cfg.api.token
         self.where = f"over MLLP to {to}" + (f", decisions through {self.api}" if self.api else "")
-        self.client = BlockingMLLPClient(self.host, self.port, timeout=60)
+        if self.api:
+            self._check_api()   # before any message is sent: a wrong --api or token stops nothing half-way
+        self.timeout = timeout
+        self.client = BlockingMLLPClient(self.host, self.port, timeout=timeout)
         try:
             self.client.connect()
         except OSError as e:
@@ -198,17 +201,43 @@ class RemoteGate:
         raise CommandError("isolation: file replays each file into a fresh store, which only an in-process "
                            "replay can do: leave out --to")
 
+    def _check_api(self) -> None:
+        """The API answers, and takes the token (GET /metrics asks for it when one is configured)."""
+        req = urllib.request.Request(self.api + "/metrics")
+        if self.token:
+            req.add_header("authorization", f"Bearer {self.token}")
+        try:
+            with urllib.request.urlopen(req, timeout=30) as r:
+                status = r.status
+        except urllib.error.HTTPError as e:
+            status = e.code
+        except (urllib.error.URLError, socket.timeout, ConnectionError) as e:
+            reason = getattr(e, "reason", e)
+            raise CommandError(f"--api {self.api}: {getattr(reason, 'strerror', None) or reason}; nothing was "
+                               f"sent") from None
+        if status == 401:
+            raise CommandError(f"--api {self.api}: the server refuses the token "
+                               f"({'none given: set api.token in --config or PAMGATE_API_TOKEN' if not self.token else 'api.token or PAMGATE_API_TOKEN'})")
+        if status >= 400:
+            raise CommandError(f"--api {self.api}: answered HTTP {status} to GET /metrics: is it pamgate's API?")
+
     def send(self, message) -> str:
         raw, codec = message.wire_bytes()
         try:
             try:
                 ack = decode_ack(self.client.send_bytes(raw), codec)
+            except TimeoutError:
+                raise
             except (OSError, MLLPError):
                 # the server may have closed an idle connection: send once more on a new one (a message
                 # that did arrive is a duplicate, acknowledged again and applied once)
                 self.client.close()
                 self.client.connect()
                 ack = decode_ack(self.client.send_bytes(raw), codec)
+        except TimeoutError:
+            raise CommandError(f"--to {self.to}: no ACK within {self.timeout:g} s for message {message.position} "
+                               f"({message.label}), still waiting after {self.sent} acknowledged "
+                               f"(--timeout SECONDS waits longer)") from None
         except (OSError, MLLPError) as e:
             raise CommandError(f"--to {self.to}: no ACK for message {message.position} ({message.label}) after "
                                f"{self.sent} acknowledged: {getattr(e, 'strerror', None) or e}") from None

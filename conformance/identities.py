@@ -2,15 +2,17 @@
 
 Masked: the patient's ids (PID-3, MRG-1: the id itself; its authority and type stay, they say which
 kind of id it is), names (PID-5, PID-6, PID-9, MRG-7, NK1-2), birth date (PID-7), address (PID-11,
-NK1-4), phone numbers (PID-13, PID-14, NK1-5, NK1-6) and the SSN field (PID-19).
+NK1-4), phone numbers (PID-13, PID-14, NK1-5, NK1-6), the SSN field (PID-19), and the numbers that lead to a
+stay: the NDA (PID-18, MRG-3) and the visit number (PV1-19, PV1-50, MRG-5), each id itself.
 """
 from __future__ import annotations
 
 MASK = "•••"
 # segment → {field: which components to mask (None: all of them)}
 FIELDS = {
-    "PID": {3: {1}, 5: None, 6: None, 7: None, 9: None, 11: None, 13: None, 14: None, 19: None},
-    "MRG": {1: {1}, 7: None},
+    "PID": {3: {1}, 5: None, 6: None, 7: None, 9: None, 11: None, 13: None, 14: None, 18: {1}, 19: None},
+    "PV1": {19: {1}, 50: {1}},
+    "MRG": {1: {1}, 3: {1}, 5: {1}, 7: None},
     "NK1": {2: None, 4: None, 5: None, 6: None},
 }
 

@@ -7,7 +7,15 @@ from conformance import checks as C
 
 
 def write(run, path: str) -> None:
+    """One test suite per scenario (a run of several names each), one case per message and expectation."""
     suites = ET.Element("testsuites", name="pamgate replay")
+    for part in run.parts or [run]:
+        _suite(suites, part)
+    ET.indent(suites)
+    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def _suite(suites, run) -> None:
     suite = ET.SubElement(suites, "testsuite", name=run.title, timestamp=run.started_at.isoformat(timespec="seconds"),
                           time=f"{run.seconds:.3f}")
     counts = {"tests": 0, "failures": 0, "skipped": 0}
@@ -33,5 +41,3 @@ def write(run, path: str) -> None:
     for k, v in counts.items():
         suite.set(k, str(v))
     suite.set("errors", "0")
-    ET.indent(suites)
-    ET.ElementTree(suites).write(path, encoding="utf-8", xml_declaration=True)

@@ -27,6 +27,8 @@ def read_message_file(path: str) -> list[str]:
         raw = open(path, "rb").read()
     except OSError as e:
         raise CommandError(f"{path}: {e.strerror}") from None
+    # a file saved from the wire keeps its MLLP framing (0x0B … 0x1C 0x0D): the frame bytes are no part of HL7
+    raw = raw.replace(b"\x0b", b"").replace(b"\x1c", b"")
     text = decode_leniently(raw)
     messages, current = [], []
     for seg in text.split("\r"):

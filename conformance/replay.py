@@ -5,8 +5,9 @@ what came back to the pure checks, then print, and write the JUnit and HTML repo
 """
 from __future__ import annotations
 
+import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -54,6 +55,13 @@ class Run:
     seconds: float = 0.0
     messages: list = field(default_factory=list)
     isolation: str = "none"
+    scenario: str | None = None     # the scenario folder's name, when the run is one
+    parts: list = field(default_factory=list)   # several scenarios: each one's own run
+
+    @property
+    def names(self) -> list:
+        """Each scenario's (name, title, verdict), for the summaries."""
+        return [(r.scenario or "files", r.title, r.ok) for r in self.parts]
 
     def all_checks(self):
         for m in self.messages:
@@ -82,32 +90,91 @@ def main(args) -> int:
     return 0 if execute(args).ok else 1
 
 
+@dataclass
+class Part:
+    """What one replay takes: message paths and the expectations they are checked against. A scenario
+    (a folder holding expect.yaml) is a part of its own, replayed into its own fresh store."""
+    paths: list
+    expect: str | None
+    scenario: str | None = None     # the folder's name, for a scenario
+
+
+def parts(paths, expect: str | None) -> list[Part]:
+    """The scenarios among PATHs (a folder holding expect.yaml, or each such folder inside a folder given),
+    each on its own, then every other path together with --expect (which may also replace the expectations
+    of a single scenario named alone)."""
+    scenarios, loose = [], []
+    for p in map(Path, paths):
+        if p.is_dir() and (p / "expect.yaml").is_file():
+            scenarios.append(p)
+        elif p.is_dir() and any((c / "expect.yaml").is_file() for c in p.iterdir() if c.is_dir()):
+            for c in sorted(p.iterdir()):
+                (scenarios if c.is_dir() and (c / "expect.yaml").is_file() else loose).append(c)
+        else:
+            loose.append(p)
+    loose = [p for p in loose if not (p.is_file() and p.suffix.lower() in (".yaml", ".yml", ".md"))
+             or p in map(Path, paths)]
+    if expect is not None and scenarios and not loose:
+        if len(scenarios) > 1:
+            raise CommandError(f"--expect {expect}: {len(scenarios)} scenario folders are named, each with its own "
+                               f"expect.yaml; --expect replaces the expectations of one only")
+        return [Part(scenarios, expect, scenarios[0].name)]   # one scenario, its expectations replaced
+    out = [Part([s], str(s / "expect.yaml"), s.name) for s in scenarios]
+    if loose:
+        out.append(Part(loose, expect))
+    return out
+
+
 def execute(args) -> Run:
     cfg = configuration.load(args.config)
     # the replay reports every ACK itself; the engine's info lines would only interleave with it
     logs.configure("warning" if cfg.log.level in ("debug", "info") else cfg.log.level, cfg.log.format)
     tz = ZoneInfo(cfg.timezone)
     for option, path in (("--junit", args.junit), ("--report", args.report)):
-        if path and not Path(path).resolve().parent.is_dir():
-            raise CommandError(f"{option} {path}: no such folder {Path(path).parent}")
-    replay = collect(args.paths)
-    expectations, source = X.load(args.expect)
-    planned = X.plan(expectations, replay.messages, source)
+        if path:
+            _writable(option, path)
     to = getattr(args, "to", None)
     api = getattr(args, "api", None)
     if api and not to:
         raise CommandError("--api goes with --to (in-process, decisions are asked in-process)")
-    gate = _open_gate(cfg, to, api, bool(args.config))
+    timeout = getattr(args, "timeout", None) or 30.0
+    if timeout <= 0:
+        raise CommandError(f"--timeout {timeout:g}: give a number of seconds above 0")
+    todo = []
+    for part in parts(args.paths, args.expect):
+        replay = collect(part.paths)
+        expectations, source = X.load(part.expect)
+        todo.append((part, replay, expectations, source, X.plan(expectations, replay.messages, source)))
+    runs = []
+    for part, replay, expectations, source, planned in todo:
+        if len(todo) > 1:
+            print(f"scenario {part.scenario or 'files'}: {expectations.name or ', '.join(map(str, part.paths))}",
+                  flush=True)
+        runs.append(_replay(args, cfg, tz, to, api, timeout, part, replay, expectations, source, planned))
+    run = runs[0] if len(runs) == 1 else combined(runs, args, tz)
+    if len(runs) > 1:
+        Output(0).scenarios(run)
+    lang = getattr(args, "lang", None) or cfg.replay.lang
+    if args.junit:
+        _write(args.junit, "--junit", lambda p: write_junit(run, p))
+    if args.report:
+        _write(args.report, "--report", lambda p: write_report(run, p, lang))
+    return run
+
+
+def _replay(args, cfg, tz, to, api, timeout, part, replay, expectations, source, planned) -> Run:
+    gate = _open_gate(cfg, to, api, bool(args.config), timeout)
     try:
         if to and expectations.isolation == "file":
             gate.fresh()     # says why it cannot
         if to and not gate.api and any(s.decisions for p in planned.values() for s in p.steps):
             raise CommandError("the expectations ask decisions: give --api http://HOST:PORT, the running "
                                "server's HTTP API (or --config with its fixed listeners.http port)")
-        run = Run(title=expectations.name or ", ".join(map(str, args.paths)), description=expectations.description,
-                  paths=list(map(str, args.paths)), expectations_file=source, where=gate.where, mode=gate.mode,
+        run = Run(title=expectations.name or ", ".join(map(str, part.paths)), description=expectations.description,
+                  paths=list(map(str, part.paths)), expectations_file=source, where=gate.where, mode=gate.mode,
                   config=args.config, strict=args.strict, show_identities=args.show_identities, tz=tz,
                   started_at=datetime.now(timezone.utc), isolation=expectations.isolation)
+        run.scenario = part.scenario
         out = Output(len(replay.messages))
         started = time.perf_counter()
         with out:
@@ -124,11 +191,38 @@ def execute(args) -> Run:
     finally:
         gate.close()
     out.summary(run)
-    if args.junit:
-        _write(args.junit, "--junit", lambda p: write_junit(run, p))
-    if args.report:
-        _write(args.report, "--report", lambda p: write_report(run, p))
     return run
+
+
+def combined(runs: list, args, tz) -> Run:
+    """Several scenarios as one run for the reports: the title names every scenario, each message keeps
+    its scenario's name in its label, and `parts` keeps each scenario's own run (its own verdict)."""
+    title = f"{len(runs)} scenarios: " + "; ".join(r.title for r in runs)
+    run = Run(title=title, description=None, paths=list(map(str, args.paths)), expectations_file=None,
+              where=runs[0].where + ", each scenario in its own fresh store" if runs[0].mode != "mllp"
+              else runs[0].where, mode=runs[0].mode, config=args.config, strict=args.strict,
+              show_identities=args.show_identities, tz=tz, started_at=runs[0].started_at,
+              seconds=sum(r.seconds for r in runs), isolation="scenario")
+    for r in runs:
+        for m in r.messages:
+            msg = m.message
+            m.message = replace(msg, position=len(run.messages) + 1,
+                                name=f"{r.scenario}/{msg.name}" if r.scenario else msg.name)
+            run.messages.append(m)
+    run.parts = runs
+    return run
+
+
+def _writable(option: str, path: str) -> None:
+    """An output path is checked before the replay starts: its folder exists and can be written to."""
+    p = Path(path)
+    folder = p.resolve().parent
+    if p.is_dir():
+        raise CommandError(f"{option} {path}: is a folder; give a file name")
+    if not folder.is_dir():
+        raise CommandError(f"{option} {path}: no such folder {p.parent} (mkdir -p {p.parent})")
+    if not os.access(folder, os.W_OK) or (p.exists() and not os.access(p, os.W_OK)):
+        raise CommandError(f"{option} {path}: cannot write there (permission denied)")
 
 
 def _write(path, option, writer):
@@ -138,9 +232,9 @@ def _write(path, option, writer):
         raise CommandError(f"{option} {path}: {e.strerror}") from None
 
 
-def _open_gate(cfg, to, api, has_config):
+def _open_gate(cfg, to, api, has_config, timeout=30.0):
     if to:
-        return RemoteGate(to, api, cfg, store_readable=has_config)
+        return RemoteGate(to, api, cfg, store_readable=has_config, timeout=timeout)
     return InProcessGate(cfg)
 
 
@@ -259,11 +353,23 @@ class Output:
                                    soft_wrap=True)
             return
         held = sum(1 for c in m.checks if c.status == C.HELD)
+        skipped = sum(1 for c in m.checks if c.status == C.SKIPPED)
+        # "ok" only when every check held: a line whose checks were skipped says so
+        verdict = "FAILED" if failed else f"NOT CHECKED ({skipped} skipped)" if skipped else "ok"
+        ack = m.ack.code + (f" {m.ack.note}" if m.ack.note else "")
         line = (f"[{m.message.position:>{width}}/{self.total}] {m.message.label}  {m.message.message_type or '?'}  "
-                f"{m.ack.code}  {'FAILED' if failed else 'ok'} ({held}/{len(m.checks)} held)")
+                f"{ack}  {verdict} ({held}/{len(m.checks)} held)")
         print(line, flush=True)
         for c in failed:
             print(f"    FAILED {c.name}: expected {c.expected}; got {c.actual}", flush=True)
+
+    def scenarios(self, run: Run) -> None:
+        """After several scenarios: each by name, with its verdict, then the whole."""
+        lines = [f"pamgate replay: {len(run.parts)} scenarios, each in its own store"]
+        lines += [f"  {'PASS' if ok else 'FAIL'}  {name}: {title}" for name, title, ok in run.names]
+        failed = sum(1 for _, _, ok in run.names if not ok)
+        lines.append("  result: " + ("PASS: every scenario held" if not failed else f"FAIL: {failed} scenario(s) failed"))
+        print("\n".join(lines), flush=True)
 
     def summary(self, run: Run) -> None:
         held, failed, skipped = run.count(C.HELD), run.count(C.FAILED), run.count(C.SKIPPED)

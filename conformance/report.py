@@ -11,8 +11,8 @@ from datetime import datetime, timezone
 import jinja2
 
 from conformance import checks as C
-from conformance import wording
-from conformance.identities import Pseudonyms, mask
+from conformance import french, wording
+from conformance.identities import MASK, Pseudonyms, mask
 
 SEGMENTS = {
     "MSH": "Message header: sender, receiver, type, version",
@@ -67,7 +67,7 @@ def view(run) -> dict:
             row = {"status": c.status, "kind": c.kind, "name": c.name, "step": c.step, "title": c.title,
                    "expected": c.expected, "actual": c.actual, "anchor": anchor, "question": None}
             if c.kind == "decision" and c.detail.get("action"):
-                row["question"] = _question(c.detail, names, tz)
+                row["question"] = _question(c.detail, names, tz, run.show_identities)
             if c.kind == "event" and c.detail.get("patient"):
                 row["question"] = f"In the outbox, for {names(c.detail['patient'])}"
             checks.append(row)
@@ -75,7 +75,7 @@ def view(run) -> dict:
                 numbered.append(row)
             if c.status == C.FAILED:
                 failures.append({**row, "where": f"message {msg.position} ({msg.label})"})
-        state = _state(m.state, tz)
+        state = _state(m.state, tz, run.show_identities)
         if state and m.patient:
             timeline.setdefault(patient, []).append({"anchor": anchor, "position": msg.position,
                                                      "when": wording.when(m.time, tz),
@@ -87,6 +87,7 @@ def view(run) -> dict:
             "control_id": msg.control_id, "when": wording.when(m.time, tz), "patient": patient,
             "titles": m.titles, "ack": {"code": m.ack.code, "sent": m.ack.sent_code,
                                         "words": wording.ack_text(m.ack.code), "errors": list(m.ack.errors),
+                                        "note": m.ack.note,
                                         "text": m.ack.text.replace("\r", "\n")},
             "ack_check": next((c for c in checks if c["kind"] == "ack"), None),
             "checks": [c for c in checks if c["kind"] != "ack"],
@@ -109,10 +110,16 @@ def view(run) -> dict:
         "version": _version(), "identities": "shown" if run.show_identities else "masked",
         "steps": steps, "numbered": numbered, "failures": failures, "timeline": timeline,
         "generated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scenarios": [{"name": name, "title": title, "ok": ok} for name, title, ok in run.names],
     }
 
 
-def _question(d: dict, names, tz) -> str:
+def _visit(number, show: bool):
+    """A visit number (or NDA) leads to a stay, hence to a patient: masked like the other identities."""
+    return number if show or not number else MASK
+
+
+def _question(d: dict, names, tz, show: bool = False) -> str:
     user = d.get("user") or {}
     who = user.get("id", "?")
     prof = user.get("profession")
@@ -126,11 +133,11 @@ def _question(d: dict, names, tz) -> str:
     elif d.get("mode") == "bris_de_glace":
         out += ", giving no reason"
     if d.get("visit"):
-        out += f", for visit {d['visit']}"
+        out += f", for visit {_visit(d['visit'], show)}"
     return out + f", at {wording.when(d.get('at'), tz)}"
 
 
-def _state(s: dict | None, tz) -> dict | None:
+def _state(s: dict | None, tz, show: bool = False) -> dict | None:
     if not s:
         return None
     gate = s.get("gate") or {}
@@ -146,17 +153,23 @@ def _state(s: dict | None, tz) -> dict | None:
         code = f" ({last['code']})" if last.get("code") else ""
         consent_line = (f"Consent to consultation: none in force — {what}{code} collected "
                         f"{wording.when(last.get('collected_at'), tz)} was cancelled with its episode")
+    feed_line = "Opposition to feeding: " + wording.feed_text(opposition) + (
+        f", collected {wording.when(opposition.get('collected_at'), tz)}" if opposition else "")
     out = {
         "consent": consent_line,
-        "feed": "Opposition to feeding: " + wording.feed_text(opposition)
-                + (f", collected {wording.when(opposition.get('collected_at'), tz)}" if opposition else ""),
+        # the timeline's cells: the same, without the label its column heads
+        "consent_value": consent_line.removeprefix("Consent to consultation: "),
+        "feed_value": feed_line.removeprefix("Opposition to feeding: "),
+        "consult_verdict": consult.removeprefix(wording.ACTIONS["consult"] + ": "),
+        "feed_verdict": feed.removeprefix(wording.ACTIONS["feed"] + ": "),
+        "feed": feed_line,
         "consult_gate": consult, "feed_gate": feed,
         "consult_ok": gate.get("consult") == "permit", "feed_ok": gate.get("feed") == "permit",
         "valid_until": wording.when(gate.get("valid_until"), tz) if gate.get("valid_until") else None,
         "break_glass": [f"{b.get('user')} at {wording.when(b.get('at'), tz)}: “{b.get('reason')}”"
                         for b in s.get("break_glass_requests") or []],
-        "episode": s.get("current_episode"),
-        "episodes": [{"visit": e.get("visit"), "cancelled": e.get("cancelled"),
+        "episode": _masked_episode(s.get("current_episode"), show),
+        "episodes": [{"visit": _visit(e.get("visit"), show), "cancelled": e.get("cancelled"),
                       "admitted": wording.when(e.get("admitted_at"), tz) if e.get("admitted_at") else None,
                       "discharged": wording.when(e.get("discharged_at"), tz) if e.get("discharged_at") else None}
                      for e in s.get("episodes") or []],
@@ -166,10 +179,38 @@ def _state(s: dict | None, tz) -> dict | None:
     return out
 
 
-def render(run) -> str:
-    return _env().get_template("report.html.j2").render(**view(run))
+def render(run, lang: str = "en") -> str:
+    """The page in English, or in French (`lang="fr"`): the template's sentences and the generated ones."""
+    v = view(run)
+    if lang == "fr":
+        v = in_french(v)
+    return _env().get_template("report.html.j2").render(**v, lang=lang, _=french.text if lang == "fr" else str)
 
 
-def write(run, path: str) -> None:
+def in_french(v: dict) -> dict:
+    """The generated sentences of a view (wording.py's labels put together) in French."""
+    tr = french.phrases
+    fields = ("expected", "actual", "question", "event", "words", "consent", "feed", "consult_gate", "feed_gate",
+              "dmp", "consent_value", "feed_value", "consult_verdict", "feed_verdict", "patient", "where")
+
+    def each(node):
+        if isinstance(node, dict):
+            return {k: (tr(x) if k in fields and isinstance(x, str) else each(x)) for k, x in node.items()}
+        if isinstance(node, list):
+            return [each(x) for x in node]
+        return node
+    out = {**v, **{k: each(v[k]) for k in ("steps", "numbered", "failures")}}
+    out["timeline"] = {tr(patient): each(rows) for patient, rows in v["timeline"].items()}
+    out["where"], out["config"] = tr(v["where"]), tr(v["config"])
+    return out
+
+
+def _masked_episode(episode, show: bool):
+    if show or not isinstance(episode, dict):
+        return episode
+    return {k: _visit(v, False) if k in ("visit", "nda", "number") else v for k, v in episode.items()}
+
+
+def write(run, path: str, lang: str = "en") -> None:
     with open(path, "w", encoding="utf-8") as f:
-        f.write(render(run))
+        f.write(render(run, lang))

@@ -35,7 +35,8 @@ Q_APPLIED = Sql(select(_am.content_hash).where(_am.sender_application == bindpar
                                              _am.sender_facility == bindparam("b_facility"),
                                              _am.control_id == bindparam("b_control_id")))
 I_JOURNAL = Sql(insert(journal), columns=["received_at", "sender_application", "sender_facility", "control_id",
-                                          "event", "ack_code", "error", "raw", "patient_id"], returns=journal.c.id)
+                                          "event", "ack_code", "error", "raw", "patient_id", "ack", "patient_ipp",
+                                          "visit"], returns=journal.c.id)
 I_APPLIED = Sql(insert(applied_message), columns=["sender_application", "sender_facility", "control_id",
                                                   "journal_id", "content_hash"])
 Q_FIND = Sql(select(_id.patient_id, patients.c.merged_into)
@@ -434,7 +435,8 @@ class UnitOfWork:
         return None if row is None else (row[0] or "")
 
     def journal(self, *, received_at, app, facility, control_id, event, ack_code, error, raw: bytes,
-                patient_id=None, applied: bool = False, content_hash: str | None = None) -> int:
+                patient_id=None, applied: bool = False, content_hash: str | None = None, ack: str | None = None,
+                ipp: str | None = None, visit: str | None = None) -> int:
         """Journal one message, whatever it holds: the raw bytes keep it whole; a header value that its
         column cannot hold as received (too long, a NUL byte) is left NULL there rather than cut. An applied
         message's key must be storable (NotStorable): it detects its duplicates."""
@@ -444,9 +446,11 @@ class UnitOfWork:
                 storable(f"applied_message.{column}", value)
         header = {column: None if unstorable(f"journal.{column}", value) else value
                   for column, value in (("sender_application", app), ("sender_facility", facility),
-                                        ("control_id", control_id), ("event", event))}
+                                        ("control_id", control_id), ("event", event), ("patient_ipp", ipp),
+                                        ("visit", visit))}
         row = {"received_at": received_at, **header, "ack_code": ack_code,
-               "error": error.replace("\x00", "\\x00") if error else error, "raw": raw, "patient_id": patient_id}
+               "error": error.replace("\x00", "\\x00") if error else error, "raw": raw, "patient_id": patient_id,
+               "ack": ack.replace("\x00", "\\x00") if ack else ack}
         if self.is_postgres:
             jid = self._insert(I_JOURNAL, row)
         else:
@@ -461,6 +465,41 @@ class UnitOfWork:
                 self._write_later(I_APPLIED, [applied_row])
                 self._applied_later[(app or "", facility or "", control_id)] = content_hash or ""
         return jid
+
+    def journal_entries(self, *, since=None, until=None, app=None, facility=None, event=None, ack_code=None,
+                        control_id=None, ipp=None, visit=None, ids=None, limit=None) -> list[dict]:
+        """Journal rows, oldest first, each filter optional: [since, until) on the time received, the sender
+        (MSH-3, MSH-4), MSH-9-2, the ACK code, MSH-10, the IPP and the visit the mapping read, or row ids."""
+        j = journal.c
+        q = select(journal).order_by(j.received_at, j.id)
+        for column, value in ((j.sender_application, app), (j.sender_facility, facility), (j.event, event),
+                              (j.ack_code, ack_code), (j.control_id, control_id), (j.patient_ipp, ipp),
+                              (j.visit, visit)):
+            if value is not None:
+                q = q.where(column == value)
+        if since is not None:
+            q = q.where(j.received_at >= since)
+        if until is not None:
+            q = q.where(j.received_at < until)
+        if ids is not None:
+            q = q.where(j.id.in_(list(ids)))
+        if limit:
+            q = q.limit(limit)
+        return [dict(r._mapping) for r in self.conn.execute(q)]
+
+    def events_of_message(self, control_id: str, sender: str) -> list[dict]:
+        """The outbox events a message caused (their envelope's source names its MSH-10 and sender)."""
+        q = select(outbox).order_by(outbox.c.seq)
+        if json.dumps(control_id, ensure_ascii=False)[1:-1] == control_id:   # as the envelope's JSON holds it
+            like = "%" + control_id.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            q = q.where(outbox.c.envelope.like(like, escape="\\"))
+        rows = self.conn.execute(q)
+        out = []
+        for r in rows:
+            env = json.loads(r.envelope)
+            if (env.get("source") or {}).get("msh10") == control_id and env["source"].get("sender") == sender:
+                out.append({"seq": r.seq, "event_id": r.event_id, "type": r.type, "envelope": env})
+        return out
 
     def prune_journal(self, before: datetime, limit: int | None = None) -> int:
         """Journal retention: raw messages received before `before` go, and so do the events of the outbox
@@ -905,6 +944,11 @@ class UnitOfWork:
                 row[k] = _aware(row[k])
             out.append(row)
         return out
+
+    def count_undelivered_events(self) -> int:
+        """Events of the outbox with no delivery: recorded while no destination took their type."""
+        return self.conn.execute(select(func.count()).select_from(outbox).where(
+            ~select(delivery.c.event_seq).where(delivery.c.event_seq == outbox.c.seq).exists())).scalar()
 
     def count_deliveries(self) -> dict:
         return {r[0]: r[1] for r in self.conn.execute(

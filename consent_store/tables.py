@@ -21,6 +21,9 @@ journal = Table(
     Column("error", Text),
     Column("patient_id", ID),
     Column("raw", LargeBinary, nullable=False),
+    Column("ack", Text),                 # the ACK as sent (NULL: a frame the listener answered by itself)
+    Column("patient_ipp", String(200)),  # the IPP the mapping read, and the visit: journal list --ipp/--visit
+    Column("visit", String(200)),
 )
 Index("ix_journal_received_at", journal.c.received_at)
 # the console's searches (migration 0007_console): by MSH-10, by patient, by sender, by ACK code
@@ -28,6 +31,9 @@ Index("ix_journal_control_id", journal.c.control_id)
 Index("ix_journal_patient_time", journal.c.patient_id, journal.c.received_at)
 Index("ix_journal_sender_time", journal.c.sender_application, journal.c.sender_facility, journal.c.received_at)
 Index("ix_journal_ack_time", journal.c.ack_code, journal.c.received_at)
+# pamgate journal (migration 0008)
+Index("ix_journal_patient_ipp", journal.c.patient_ipp)
+Index("ix_journal_visit", journal.c.visit)
 
 # Messages applied, for duplicate detection on MSH-3, MSH-4, MSH-10.
 applied = Table(

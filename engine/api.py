@@ -9,10 +9,10 @@ JSON.
 from __future__ import annotations
 
 import hmac
+import time
 import json
 import math
 import re
-import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Literal
@@ -309,6 +309,9 @@ def _reactor():
     from twisted.internet import reactor
     return reactor
 
+# the API's other paths, logged as they are (any other path is not: see logged_path)
+ROUTES = frozenset({b"/healthz", b"/metrics", b"/v1/decisions", b"/v1/consents", b"/v1/dmp/results", b"/v1/audit", b"/livez", b"/readyz", b"/v1/status"})
+
 
 class Api(resource.Resource):
     """The HTTP API (`/v1/...`, `/healthz`, `/metrics`) as one Twisted resource: it checks the token and the
@@ -335,6 +338,7 @@ class Api(resource.Resource):
         # Twisted names itself and its version here by default: an attacker's first look-up
         request.setHeader(b"server", b"pamgate")
         method = request.method.decode("ascii", "replace")
+        _access_logged(request, method)
         try:
             answer = self._answer(method, request)
         except ApiError as e:
@@ -419,13 +423,19 @@ class Api(resource.Resource):
             return
         given = request.getHeader(b"authorization")
         if given is None:
+            self._auth_failed(request, "none")
             request.setHeader(b"www-authenticate", b'Bearer realm="pamgate"')
             raise ApiError(401, "auth.required", "Authorization: Bearer <token> is required")
         scheme, _, token = given.strip().partition(b" ")
         if scheme.lower() != b"bearer" or not hmac.compare_digest(token.strip(), self.token.encode()):
+            self._auth_failed(request, "given")
             request.setHeader(b"www-authenticate", b'Bearer realm="pamgate", error="invalid_token"')
             raise ApiError(401, "auth.invalid", "the Authorization header does not hold the API token "
                                                 "(Bearer <token>)")
+
+    def _auth_failed(self, request, token: str) -> None:
+        log.warning("http.auth_failed", method=_escaped(request.method.decode("ascii", "replace"))[:20],
+                    path=logged_path(request.path), peer=_peer(request), token=token)
 
     def _body(self, request, model):
         raw = request.content.read(self.max_body + 1)
@@ -637,6 +647,31 @@ def consent_operation(pipeline, patient: dict, consult: str | None, feed: str | 
         except PatientUnknown:   # raised before anything was written
             return 404, {"error": "patient.unknown", "detail": "no patient with that national identifier"}
     return record, [_lock_key(patient)]
+
+
+def logged_path(path: bytes) -> str:
+    """The request's path as the access log shows it: the patient's segments masked (a patient path names
+    the patient), the query never (it may name one too)."""
+    if path in ROUTES:
+        return path.decode("ascii")
+    if PATIENT_PATH.match(path) or PATIENT_INS_PATH.match(path):
+        return "/v1/patients/•••/•••/consent"
+    return "(another path)"   # whatever a client wrote there, it may name a patient or forge a line
+
+
+def _peer(request) -> str:
+    peer = request.getClientAddress()
+    return getattr(peer, "host", None) or str(peer)
+
+
+def _access_logged(request, method: str) -> None:
+    """One info line per HTTP request once answered: method, path (masked), status, duration, peer."""
+    started = time.perf_counter()
+
+    def done(_):
+        log.info("http.request", method=method[:20], path=logged_path(request.path), status=request.code,
+                 duration_ms=round((time.perf_counter() - started) * 1000, 1), peer=_peer(request))
+    request.notifyFinish().addBoth(done)
 
 
 def _lock_key(patient: dict) -> str:

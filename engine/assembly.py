@@ -51,6 +51,64 @@ def build_pipeline(cfg) -> Pipeline:
                     sequenced=cfg.sequence_number_protocol.keys())
 
 
+def listener_endpoints(cfg) -> list[tuple[str, str]]:
+    """(key, endpoint string) of every configured listener, the MLLP ones then the HTTP API."""
+    return ([(f"listeners.mllp.{i}.endpoint", m.endpoint) for i, m in enumerate(cfg.listeners.mllp)]
+            + [("listeners.http", cfg.listeners.http)])
+
+
+def parse_endpoint(reactor, key: str, description: str):
+    """The server endpoint of one listener (`key` as listener_endpoints names it); a bad string is a
+    StartError naming the key."""
+    from twisted.internet.endpoints import serverFromString
+
+    from mllp.endpoints import server_endpoint
+    try:
+        return (server_endpoint(reactor, description) if key != "listeners.http"
+                else serverFromString(reactor, description))
+    except Exception as e:  # noqa: BLE001 — Twisted's parsers raise many kinds; the one line says why
+        raise StartError(f"{key}: {description!r}: not a valid endpoint: {e}") from None
+
+
+def server_endpoints(reactor, cfg) -> dict:
+    """key -> the parsed endpoint of every listener, all parsed before any is opened, so a bad one stops
+    the start with nothing bound."""
+    return {key: parse_endpoint(reactor, key, description) for key, description in listener_endpoints(cfg)}
+
+
+def check_configuration(cfg) -> tuple[list[str], list[str]]:
+    """What `serve` would refuse in a loaded configuration, found without opening a socket or a store:
+    (what was checked, one line per problem). `pamgate config check` and `mappings check` use it."""
+    from twisted.internet import reactor
+
+    from outbound.mllp import client_endpoint
+    checked, problems = configuration.check_files(cfg)
+    checked.append("mappings: " + ", ".join([str(configuration.SHIPPED_MAPPINGS)] + cfg.mappings.paths))
+    checked.append(f"habilitation: {cfg.habilitation_file()}")
+    try:
+        build_pipeline(cfg)
+    except StartError as e:
+        problems.append(str(e))
+    for key, description in listener_endpoints(cfg):
+        checked.append(f"{key}: {description}")
+        if any(p.startswith(f"{key} ") for p in problems):
+            continue   # a file it names is missing: check_files said so, the parser would say it again
+        try:
+            parse_endpoint(reactor, key, description)
+        except StartError as e:
+            problems.append(str(e))
+    if in_memory(cfg.store.url):
+        problems.append(f"store.url: {cfg.store.url}: an in-memory store cannot be served")
+    for i, d in enumerate(cfg.destinations):
+        checked.append(f"destinations.{i}: {d.name} ({d.type})")
+        if d.type == "mllp":
+            try:
+                client_endpoint(reactor, d.endpoint, d.timeout)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"destinations.{i}.endpoint: {str(e).splitlines()[0]}")
+    return checked, problems
+
+
 def document_reference():
     """The DMP's document types and categories, as the habilitation matrix reads them (shipped with the
     mappings): what `document.type` and `document.category` may name."""

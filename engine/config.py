@@ -264,6 +264,10 @@ class LogConfig(Strict):
         return v.lower() if isinstance(v, str) else v
 
 
+class ReplayConfig(Strict):
+    lang: Literal["fr", "en"] = "fr"      # the HTML report's language: its auditors (Ségur) read French
+
+
 class Config(Strict):
     store: StoreConfig = Field(default_factory=StoreConfig)
     listeners: Listeners = Field(default_factory=Listeners)
@@ -282,6 +286,7 @@ class Config(Strict):
     api: ApiConfig = Field(default_factory=ApiConfig)
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
     log: LogConfig = Field(default_factory=LogConfig)
+    replay: ReplayConfig = Field(default_factory=ReplayConfig)
     _v = field_validator("reminder_period")(classmethod(lambda cls, v: _duration(v)))
     # where the configuration came from (None: the defaults), and the sender rules as read, with their lines
     source: str | None = Field(None, exclude=True, init=False)

@@ -14,7 +14,7 @@ import structlog
 
 from engine import metrics
 from engine.commit import StoreUnavailable
-from engine.pipeline import INTERNAL_ERROR, INTERNAL_TEXT, now_utc
+from engine.pipeline import INTERNAL_ERROR, INTERNAL_TEXT, ack_errors, now_utc
 from mllp.ack import AckError, build_ack
 
 log = structlog.get_logger("pamgate.serve")
@@ -43,8 +43,6 @@ def message_handler(apply, on_events=None):
         started = time.perf_counter()
 
         def ack(answered):
-            errors = [AckError(segment=e.segment, sequence=e.sequence, field=e.field, component=e.component,
-                               code=e.code, severity="E", text=e.text) for e in answered.errors]
             if answered.events and on_events is not None:
                 on_events()
             metrics.ack_latency.observe(time.perf_counter() - started)
@@ -56,13 +54,22 @@ def message_handler(apply, on_events=None):
                             hl7_event=answered.event,
                             detail="this MSH-3/4/10 was already applied to a message with other content: "
                                    "answered AA, journaled, not applied")
+            # one line per message at info, without identity: who sent it, its MSH-10 (a control id, no
+            # identity), its event, the ACK code and how long it took; for a refusal, where and which code only
+            # (an error's text may quote a field's value)
+            fields = dict(sender=answered.sender, msh10=answered.control_id, hl7_event=answered.event,
+                          ack=answered.code, duration_ms=round((time.perf_counter() - started) * 1000, 1))
             if answered.code != "AA":
-                # where and which code only: an error's text may quote a field's value
-                log.info("message.refused", ack=answered.code, hl7_event=answered.event, sender=answered.sender,
-                         errors=[f"{e.segment}{f'-{e.field}' if e.field else ''}:{e.code}" for e in answered.errors])
-            log.debug("message.answered", ack=answered.code, msh10=answered.control_id, patient=answered.patient,
+                fields["errors"] = [f"{e.segment}{f'-{e.field}' if e.field else ''}:{e.code}" for e in answered.errors]
+            if answered.duplicate:
+                fields["duplicate"] = True
+            log.info("message.answered", **fields)
+            log.debug("message.patient", msh10=answered.control_id, patient=answered.patient,
                       errors=[e.text for e in answered.errors])
-            return build_ack(frame.text, answered.code, errors, expected_sequence=answered.expected_sequence)
+            if answered.ack:
+                return answered.ack   # built and journaled in the transaction: the journal shows what is sent
+            return build_ack(frame.text, answered.code, ack_errors(answered.errors),
+                             expected_sequence=answered.expected_sequence)
 
         def internal(failure):
             # a store that cannot commit is the listener's "store unavailable" (207, retry later); anything

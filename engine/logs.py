@@ -74,3 +74,20 @@ def configure(level: str = "info", fmt: str = "console", stream=None) -> None:
         logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
         cache_logger_on_first_use=False,
     )
+
+
+def announcer(fmt: str = "console", stream=None):
+    """say(event, text, **fields): what `serve` tells its operator on stdout (the configuration loaded, each
+    listener, the stop): `pamgate: text` on a console, one JSON object per line with `log.format: json`."""
+    import json
+    from datetime import datetime, timezone
+
+    def say(event: str, text: str, **fields) -> None:
+        out = stream or sys.stdout
+        if fmt == "json":
+            line = json.dumps({"timestamp": datetime.now(timezone.utc).isoformat().replace("+00:00", "Z"),
+                               "level": "info", "event": event, "detail": text, **fields}, ensure_ascii=False)
+        else:
+            line = f"pamgate: {text}"
+        print(line, file=out, flush=True)
+    return say

@@ -25,6 +25,7 @@ from engine.forward import forwarded_message
 from engine.sequence import sequence_number
 from engine.unit_of_work import UnitOfWork
 from mappings.message import Message
+from mllp.ack import AckError, build_ack
 
 log = structlog.get_logger("pamgate.pipeline")
 
@@ -57,6 +58,8 @@ class Outcome:
     patient_id: int | None = None
     events: list = field(default_factory=list)
     expected_sequence: int | None = None   # MSA-4, for a sender that uses the sequence number protocol
+    ack: str | None = None      # the ACK as journaled, sent as it is once the transaction commits
+    note: str | None = None     # MSA-3 of an ACK without error: what a duplicate is told
 
     def __post_init__(self):
         self.errors = [e if isinstance(e, MessageError) else MessageError(*e) for e in self.errors]
@@ -74,6 +77,8 @@ class Answered(NamedTuple):
     expected_sequence: int | None = None   # MSA-4 (sequence number protocol senders only)
     events: int = 0       # events it put in the outbox: the server wakes the dispatcher for them
     conflicting: bool = False   # a resend under an MSH-3/4/10 already applied, with other content
+    ack: str | None = None      # the ACK text journaled with the message: the one to send
+    duplicate: bool = False
 
 
 class PatientUnknown(Exception):
@@ -204,19 +209,33 @@ class Pipeline:
             return self._apply_sequenced(uow, work)
         return self._apply(uow, work)
 
-    def _apply(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
+    def _apply(self, uow: UnitOfWork, work: "MessageWork", numbered: tuple | None = None) -> Outcome:
+        """`numbered`: (number, expected) of a sender that uses the sequence number protocol, for MSA-4."""
         h = work.header
         if work.outcome is None and h.get("control_id"):
             applied = uow.applied_hash(h["app"], h["facility"], h["control_id"])
             if applied is not None:
-                return self._duplicate(uow, work, applied)
+                # answered AA: the number is taken, as for a message applied (MSA-4 the next one)
+                return self._duplicate(uow, work, applied, expected=numbered[0] + 1 if numbered else None)
         outcome = work.outcome or self._apply_facts(uow, work)
-        uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
-                    control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code,
-                    error="; ".join(e.text for e in outcome.errors) or None, raw=work.raw,
-                    patient_id=outcome.patient_id, applied=outcome.code == "AA",
-                    content_hash=work.content_hash if outcome.code == "AA" else None)
+        if numbered is not None:
+            number, expected = numbered
+            outcome.expected_sequence = number + 1 if outcome.code == "AA" else expected
+        self._journal(uow, work, outcome, error="; ".join(e.text for e in outcome.errors) or None,
+                      patient_id=outcome.patient_id, applied=outcome.code == "AA",
+                      content_hash=work.content_hash if outcome.code == "AA" else None)
         return outcome
+
+    def _journal(self, uow: UnitOfWork, work: "MessageWork", outcome: Outcome, **row) -> None:
+        """Journal the message with the ACK it gets, built here, in the transaction: the text the sender is
+        sent after the commit is this very one (its MSH-7 and MSH-10 are drawn once), so the journal shows the
+        ACK as sent. Rebuilt later it would carry another time and control id."""
+        h, facts = work.header, work.facts or {}
+        outcome.ack = build_ack(work.text, outcome.code, ack_errors(outcome.errors),
+                                expected_sequence=outcome.expected_sequence, text=outcome.note) if work.text else None
+        uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
+                    control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code, raw=work.raw,
+                    ack=outcome.ack, ipp=facts.get("patient.ipp"), visit=facts.get("visit.number"), **row)
 
     def _apply_sequenced(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
         """The HL7 sequence number protocol (v2.5 2.10.1), for a sender configured for it. The sender's last
@@ -241,30 +260,27 @@ class Pipeline:
             applied = uow.applied_hash(app, facility, h["control_id"]) if h.get("control_id") else None
             if applied is not None:
                 # a resend of a message applied before: answered AA, applied once (as any duplicate)
-                outcome = self._duplicate(uow, work, applied)
-                outcome.expected_sequence = v.expected
-                return outcome
+                return self._duplicate(uow, work, applied, expected=v.expected)
             refused = MessageError("MSH", 1, 13, None, *sequence.reused(v))
             return self._answered_alone(uow, work, Outcome("AR", [refused], expected_sequence=v.expected))
-        outcome = self._apply(uow, work)
-        outcome.expected_sequence = v.expected
+        outcome = self._apply(uow, work, (v.number, v.expected))
         if outcome.code == "AA":
             uow.set_sequence(app, facility, v.number, work.received_at)
-            outcome.expected_sequence = v.number + 1
         return outcome
 
-    def _duplicate(self, uow: UnitOfWork, work: "MessageWork", applied_hash: str) -> Outcome:
+    def _duplicate(self, uow: UnitOfWork, work: "MessageWork", applied_hash: str,
+                   expected: int | None = None) -> Outcome:
         """A message already applied under this MSH-3/4/10: AA, not applied again (interface.md). When its
         content differs from the one applied (a sender reusing control ids), it is still journaled, marked,
         for the engineer to see (the server logs it and counts it)."""
         h = work.header
         conflicting = bool(applied_hash) and applied_hash != work.content_hash
-        uow.journal(received_at=work.received_at, app=h["app"], facility=h["facility"],
-                    control_id=h["control_id"], event=h.get("event"), ack_code="AA",
-                    error=("duplicate with different content: this MSH-3/4/10 was already applied to another "
-                           "message; this one was not applied") if conflicting else "duplicate: already applied",
-                    raw=work.raw, applied=False)
-        return Outcome("AA", duplicate=True, conflicting=conflicting)
+        # the ACK's MSA-3 says it too, so a sender (or a replay) sees why nothing changed
+        note = ("duplicate with different content: this MSH-3/4/10 was already applied to another message; this "
+                "one was not applied") if conflicting else "duplicate: already applied"
+        outcome = Outcome("AA", duplicate=True, conflicting=conflicting, expected_sequence=expected, note=note)
+        self._journal(uow, work, outcome, error=note, applied=False)
+        return outcome
 
     def refusal(self, work: "MessageWork", error: Exception) -> Outcome:
         """The answer to a message whose operation failed by its own fault (its savepoint rolled back)."""
@@ -282,10 +298,7 @@ class Pipeline:
     def _answered_alone(self, uow: UnitOfWork, work: "MessageWork", outcome: Outcome,
                         note: str | None = None) -> Outcome:
         """A message answered without being applied: journaled with the ACK code it got, and why."""
-        h = work.header
-        uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
-                    control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code,
-                    error="; ".join(e.text for e in outcome.errors) or note, raw=work.raw, applied=False)
+        self._journal(uow, work, outcome, error="; ".join(e.text for e in outcome.errors) or note, applied=False)
         return outcome
 
     def _apply_facts(self, uow: UnitOfWork, work: "MessageWork") -> Outcome:
@@ -555,7 +568,8 @@ class MessageWork:
     def answered(self, outcome: Outcome) -> Answered:
         return Answered(outcome.code, list(outcome.errors), self.header.get("event"), self.sender,
                         self.header.get("control_id"), (self.facts or {}).get("patient.ipp"),
-                        outcome.expected_sequence, len(outcome.events), outcome.conflicting)
+                        outcome.expected_sequence, len(outcome.events), outcome.conflicting, outcome.ack,
+                        outcome.duplicate)
 
 
 def _begun_by(visit, at: datetime) -> bool:
@@ -593,6 +607,12 @@ def _locations(trace) -> dict:
         if m:
             out[fact.name] = (m[1], int(m[2]), int(m[3]) if m[3] else None)
     return out
+
+
+def ack_errors(errors) -> list[AckError]:
+    """Outcome.errors as the ERR segments of the ACK."""
+    return [AckError(segment=e.segment, sequence=e.sequence, field=e.field, component=e.component, code=e.code,
+                     severity="E", text=e.text) for e in errors]
 
 
 def _err(p) -> MessageError:

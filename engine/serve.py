@@ -9,16 +9,14 @@ from datetime import datetime, timezone
 import structlog
 from twisted.internet import reactor
 from twisted.internet.defer import DeferredList, maybeDeferred
-from twisted.internet.endpoints import serverFromString
 
 from engine import config as configuration
 from engine import logs, metrics
 from engine.api import Api, site
 from engine.apply_process import ApplyProcess
-from engine.assembly import StartError, build_pipeline, in_memory, listener_settings, open_store
+from engine.assembly import StartError, build_pipeline, in_memory, listener_settings, open_store, server_endpoints
 from engine.commit import GroupCommit, JournalPruner
 from engine.inbound import message_handler, prepared, rejections_journaled
-from mllp.endpoints import server_endpoint
 from mllp.listener import MLLPServerFactory
 from outbound.dispatcher import Dispatcher
 
@@ -30,21 +28,15 @@ def serve(config_path: str | None, mount=None) -> int:
     resources of the layers above the engine (the web console) to the HTTP site."""
     cfg = configuration.load(config_path)
     logs.configure(cfg.log.level, cfg.log.format)
-    print(f"pamgate: configuration {cfg.source}" if cfg.source else
-          "pamgate: no configuration file: running on the defaults", flush=True)
+    say = logs.announcer(cfg.log.format)
+    say("serve.configuration", f"configuration {cfg.source}" if cfg.source else
+        "no configuration file: running on the defaults", file=cfg.source)
     _, problems = configuration.check_files(cfg)
     if problems:
         raise StartError(problems[0])
     pipeline = build_pipeline(cfg)
     # every endpoint string is parsed before any is opened, so a bad one stops the start with nothing bound
-    endpoints = {}
-    for key, description in ([(f"listeners.mllp.{i}.endpoint", m.endpoint) for i, m in enumerate(cfg.listeners.mllp)]
-                             + [("listeners.http", cfg.listeners.http)]):
-        try:
-            endpoints[key] = (server_endpoint(reactor, description) if key != "listeners.http"
-                              else serverFromString(reactor, description))
-        except Exception as e:  # noqa: BLE001 — Twisted's parsers raise many kinds; the one line says why
-            raise StartError(f"{key}: {description!r}: not a valid endpoint: {e}") from None
+    endpoints = server_endpoints(reactor, cfg)
     if in_memory(cfg.store.url):
         # the apply process and the server would each have a store of their own, and both vanish at exit
         raise StartError(f"store.url: {cfg.store.url}: an in-memory store cannot be served; give a file "
@@ -71,7 +63,8 @@ def serve(config_path: str | None, mount=None) -> int:
         def report(port):
             ports.append(port)
             host = port.getHost()
-            print(f"pamgate: {kind} listening on {description} ({host.host}:{host.port})", flush=True)
+            say("serve.listening", f"{kind} listening on {description} ({host.host}:{host.port})", kind=kind,
+                endpoint=description, host=host.host, port=host.port)
             return port
         return report
 
@@ -129,6 +122,7 @@ def serve(config_path: str | None, mount=None) -> int:
     reactor.addSystemEventTrigger("before", "shutdown", graceful)
     reactor.run()
     store.dispose()
+    say("serve.stopped", "stopped" + (f" ({failures[0]})" if failures else ""), failed=bool(failures))
     return 1 if failures else 0
 
 

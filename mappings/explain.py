@@ -13,13 +13,13 @@ from .model import Extraction, Selection
 __all__ = ["describe", "as_dict"]
 
 
-def _show(value) -> str:
+def show(value) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if isinstance(value, list):
-        return "[" + ", ".join(_show(v) for v in value) + "]"
+        return "[" + ", ".join(show(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {v}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{k}: {show(v)}" for k, v in value.items()) + "}"
     return repr(value) if isinstance(value, str) else str(value)
 
 
@@ -66,7 +66,7 @@ def describe(selection: Selection, extraction: Extraction) -> str:
         out.append("facts")
         for f in extraction.trace:
             raw = f.raw if not isinstance(f.raw, list) else "~".join(f.raw)
-            out.append(f"  {f.name:<{w_name}}  {f.path:<{w_path}}  {raw!r} -> {_show(f.value)}")
+            out.append(f"  {f.name:<{w_name}}  {f.path:<{w_path}}  {raw!r} -> {show(f.value)}")
     if extraction.ignored:
         out.append("read, no fact")
         for f in extraction.ignored:

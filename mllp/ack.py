@@ -226,13 +226,15 @@ def build_ack(
     *,
     control_id: str | None = None,
     expected_sequence: int | None = None,
+    text: str | None = None,
 ) -> str:
     """The ACK for ``message_text`` (which may be None or garbage), segments joined by ``\\r``.
 
     ``code`` is ``AA``, ``AE`` or ``AR`` (original mode); it becomes ``CA/CE/CR`` when MSH-15 asks
     for an accept acknowledgment. ``control_id`` sets the ACK's own MSH-10 (a new unique one when
     None); MSA-2 is always the inbound MSH-10. ``expected_sequence`` fills MSA-4, the expected
-    sequence number of the HL7 sequence number protocol (v2.5 2.10.1); None leaves it out.
+    sequence number of the HL7 sequence number protocol (v2.5 2.10.1); None leaves it out. ``text``
+    fills MSA-3 when there is no error to put there (a duplicate says so).
     """
     if code not in _ORIGINAL_CODES:
         raise ValueError(f"code must be one of {_ORIGINAL_CODES}, not {code!r}")
@@ -260,8 +262,8 @@ def build_ack(
         msh += [""] * 5 + [charset]  # MSH-13..17 empty, MSH-18
     acknowledgment = _ENHANCED[code] if _wants_accept_ack(header) else code
     msa = ["MSA", acknowledgment, header.get(10)]
-    if errors or expected_sequence is not None:
-        msa.append(escape(errors[0].text, seps) if errors else "")
+    if errors or expected_sequence is not None or text:
+        msa.append(escape(errors[0].text if errors else text or "", seps))
     if expected_sequence is not None:
         msa.append(str(int(expected_sequence)))  # MSA-4
     segments = [f.join(msh), f.join(msa)]

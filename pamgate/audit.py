@@ -3,8 +3,7 @@ from __future__ import annotations
 
 import sys
 
-from engine.errors import CommandError
-from pamgate.db import configured_store
+from pamgate.db import configured_store, unreadable
 
 
 def verify(args) -> int:
@@ -12,8 +11,10 @@ def verify(args) -> int:
     try:
         with store.transaction() as uow:
             n, broken, why = uow.verify_audit()
-    except Exception as e:  # noqa: BLE001
-        raise CommandError(f"cannot read the audit trail: {str(e).splitlines()[0]}") from None
+    except Exception as e:  # noqa: BLE001 — a store that cannot answer: one line, never a traceback
+        raise unreadable("the audit trail", e) from None
+    finally:
+        store.dispose()
     if why:
         where = f"entry {broken}" if broken is not None else "the chain's end"
         print(f"pamgate: audit chain broken at {where}: {why} ({n} entries read)", file=sys.stderr)

@@ -7,7 +7,7 @@ from datetime import timezone
 from engine.errors import CommandError
 from outbound.delivery import public_envelope
 from outbound.dispatcher import utcnow
-from pamgate.db import configured_store
+from pamgate.db import configured_store, unreadable
 
 LIST_LIMIT = 1000
 
@@ -19,9 +19,7 @@ def outbox(args) -> int:
     except CommandError:
         raise
     except Exception as e:  # noqa: BLE001 — a store that cannot answer: one line, never a traceback
-        first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
-        raise CommandError(f"cannot read the outbox: {first} (is the store at the latest schema? "
-                           f"pamgate db upgrade)") from None
+        raise unreadable("the outbox", e) from None
     finally:
         store.dispose()
 
@@ -49,7 +47,12 @@ def _list(store, args) -> int:
     with store.transaction() as uow:
         counts = uow.count_deliveries()
         rows = uow.deliveries(status=args.status, limit=LIST_LIMIT + 1)
+        nowhere = uow.count_undelivered_events()
     print("outbox: " + ", ".join(f"{counts.get(s, 0)} {s}" for s in ("pending", "done", "dead")))
+    if nowhere:
+        print(f"{nowhere} event(s) wait for no destination: none configured took their type when they were "
+              f"recorded, so they are not delivered; add one under `destinations:` in the configuration "
+              f"(README, Outbound events) and restart: events recorded from then on are delivered to it")
     if not rows:
         print(f"no {args.status + ' ' if args.status else ''}deliveries")
         return 0

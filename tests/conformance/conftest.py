@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from pamgate.cli import parser
+from tests.samples import SAMPLES
 
 ROOT = Path(__file__).resolve().parents[2]
 SCENARIOS = ROOT / "conformance" / "scenarios"
 SCENARIO_NAMES = sorted(p.name for p in SCENARIOS.iterdir() if (p / "expect.yaml").is_file())
-SAMPLES = ROOT.parent / "shared" / "samples"
 
 
 def scenario_args(name: str, *extra) -> list[str]:

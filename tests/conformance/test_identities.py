@@ -15,8 +15,15 @@ def test_ids_names_birth_date_address_and_phone_are_masked_and_the_rest_kept():
         assert secret not in out, secret
     pid = out.split("\r")[1].split("|")
     assert pid[3] == "•••^^^H&1.2.3&ISO^PI~•••^^^ASIP&1.2.250.1.213.1.4.10&ISO^INS"   # kind of id stays
-    assert pid[8] == "F" and pid[18] == "N1^^^H^AN"
+    # the NDA is masked too (issue 15), its authority and type kept
+    assert pid[8] == "F" and pid[18] == "•••^^^H^AN"
     assert out.split("\r")[0] == MSG.split("\r")[0] and out.endswith("PV1|1|I")
+
+
+def test_the_visit_number_is_masked():
+    msg = "MSH|^~\\&|A|B|C|D|20250101||ADT^A01|1|P|2.5\rPV1|1|I|" + "|" * 16 + "V12345^^^H^VN"
+    out = mask(msg)
+    assert "V12345" not in out and out.split("\r")[1].split("|")[19] == "•••^^^H^VN"
 
 
 def test_pseudonyms_follow_order_of_appearance():

@@ -49,7 +49,7 @@ def wrong_conf06(tmp_path):
 def test_a_wrong_expectation_fails_the_replay_and_the_reports_name_the_step(tmp_path):
     junit, report = tmp_path / "junit.xml", tmp_path / "report.html"
     r = command(["replay", str(SCENARIOS / "conf06"), "--expect", str(wrong_conf06(tmp_path)),
-                 "--junit", str(junit), "--report", str(report)])
+                 "--junit", str(junit), "--report", str(report), "--lang", "en"])
     assert r.returncode == 1, r.stderr
     assert "FAILED step 7: consult: expected Consultation: PERMITTED; got Consultation: DENIED — consent refused" \
         in r.stdout

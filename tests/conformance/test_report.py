@@ -48,7 +48,7 @@ def text_of(fragment: str) -> str:
 @pytest.fixture(scope="module")
 def conf06_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("report") / "conf06.html"
-    run = execute(scenario_args("conf06", "--report", str(out)))
+    run = execute(scenario_args("conf06", "--report", str(out), "--lang", "en"))
     assert run.ok
     return out
 
@@ -79,14 +79,14 @@ def test_the_report_is_self_contained_and_masks_identities(conf06_report, tmp_pa
     for secret in ("LEFÈVRE", "Hélène", "19720415", "700601", "rue des Lilas"):
         assert secret not in page, secret
     shown = tmp_path / "shown.html"
-    execute(scenario_args("conf06", "--report", str(shown), "--show-identities"))
+    execute(scenario_args("conf06", "--report", str(shown), "--show-identities", "--lang", "en"))
     page = shown.read_text(encoding="utf-8")
     assert all(s in page for s in ("LEFÈVRE", "19720415", "700601 (CH-DEMO)"))
 
 
 def test_the_report_says_a_cancelled_admission_took_its_consent_with_it(tmp_path):
     out = tmp_path / "movements.html"
-    assert execute(scenario_args("movements", "--report", str(out))).ok
+    assert execute(scenario_args("movements", "--report", str(out), "--lang", "en")).ok
     page = text_of(out.read_text(encoding="utf-8"))
     assert ("Consent to consultation: none in force — the consent (IC) collected 2025-04-15 09:00 was cancelled "
             "with its episode") in page

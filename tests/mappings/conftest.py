@@ -5,9 +5,9 @@ from pathlib import Path
 import pytest
 
 import mappings
+from tests.samples import SAMPLES
 
 REPO = Path(__file__).resolve().parents[2]
-SAMPLES = REPO.parent / "shared" / "samples"
 
 
 @pytest.fixture(scope="session")
