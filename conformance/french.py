@@ -3,33 +3,15 @@
 The checks and the terminal speak English (conformance/wording.py); the report translates at its edge: the
 template's own sentences through `text`, and the sentences built from wording.py's labels through `phrases`,
 each English label beside its French one. The reason codes are worded as the web console words them
-(console/wording.py, issue 14), so an auditor reads the same words in both.
+(engine/reason_words.py), so an auditor reads the same words in both.
 """
 from __future__ import annotations
 
 import re
 
 from conformance import wording
+from engine.reason_words import REASONS
 
-REASONS = {
-    "consent.not_collected": "consentement non recueilli",
-    "consent.refused": "refus du patient",
-    "consent.expired": "consentement expiré (fin de validité)",
-    "feed.opposed": "opposition du patient",
-    "break_glass.reason_missing": "motif justificatif du bris de glace non renseigné",
-    "break_glass.blocked": "le patient a bloqué l'accès en mode bris de glace",
-    "centre_15.blocked": "le patient a bloqué l'accès par le centre 15",
-    "profession.not_authorized": "profession non habilitée pour ce document",
-    "dmp.closed": "DMP fermé",
-    "dmp.absent": "le patient n'a pas de DMP",
-    "dmp.access_forbidden": "accès au DMP interdit (TD0.2)",
-    "patient.unknown": "patient inconnu",
-    "episode.cancelled": "séjour annulé",
-    "break_glass": "accès en mode bris de glace",
-    "centre_15": "accès par le centre 15",
-    "consent.legacy_non_opposition": "non-opposition reçue dans l'ancien format",
-    "habilitation.unknown_cell": "cas non prévu par la matrice d'habilitation",
-}
 ACTIONS = {"consult": "Consultation", "feed": "Alimentation du DMP"}
 MODES = {"normal": "", "bris_de_glace": " en mode bris de glace", "centre_15": " par le centre 15"}
 ACKS = {"AA": "accepté et appliqué (AA)", "AE": "refusé : une erreur dans le message (AE)",
