@@ -455,17 +455,6 @@ class Api(resource.Resource):
         except ValidationError as e:
             raise ApiError(400, *_validation_detail(e)) from None
 
-    def _at(self, query: dict) -> datetime | None:
-        value = query.get("at")
-        if not value:
-            return None
-        try:
-            return _in_range(datetime.fromisoformat(value))
-        except PydanticCustomError as e:
-            raise ApiError(400, e.type, f"at: {e.message()}") from None
-        except ValueError:
-            raise ApiError(400, "query.invalid", "at: not an ISO 8601 date-time") from None
-
     def _submit(self, work, keys=()):
         return self.committer.submit(work, keys).addErrback(_store_failed)
 
@@ -508,7 +497,7 @@ class Api(resource.Resource):
             first, second = (_decoded(m.group(1), "oid" if m_ins else "authority", "path.invalid"),
                              _decoded(m.group(2), "ins" if m_ins else "id", "path.invalid"))
             patient = {"oid": first, "ins": second} if m_ins else {"authority": first, "id": second}
-            at = self._at(_query(request)) or now_utc()
+            at = self._instant(_query(request), "at") or now_utc()
 
             def read(uow):
                 pid = p.find(uow, patient)
