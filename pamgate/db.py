@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+from contextlib import contextmanager
 from pathlib import Path
 
 from engine import config as configuration
@@ -27,6 +28,21 @@ def unreadable(what: str, e: Exception) -> CommandError:
     """A store that cannot answer a read-only command: one line, and what to do."""
     first = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
     return CommandError(f"cannot read {what}: {first} (is the store at the latest schema? pamgate db upgrade)")
+
+
+@contextmanager
+def reading(args, what: str):
+    """The store of a read-only command, disposed of after; a store that cannot answer is one line saying
+    what could not be read, never a traceback."""
+    store = configured_store(args, upgrade=False)
+    try:
+        yield store
+    except CommandError:
+        raise
+    except Exception as e:  # noqa: BLE001 — a store that cannot answer: one line, never a traceback
+        raise unreadable(what, e) from None
+    finally:
+        store.dispose()
 
 
 def upgrade(args) -> int:

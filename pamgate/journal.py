@@ -13,7 +13,7 @@ from conformance.identities import MASK, mask
 from engine import config as configuration
 from engine.errors import CommandError
 from outbound.dispatcher import utcnow
-from pamgate.db import configured_store, unreadable
+from pamgate.db import reading
 from pamgate.outbox import _when
 
 LIST_LIMIT = 1000
@@ -24,21 +24,13 @@ def journal(args) -> int:
     filters = _filters(args, zone) if args.journal_command != "show" else None
     if args.journal_command == "export":
         _export_folder(args.folder)
-    store = configured_store(args, upgrade=False)
-    try:
-        with store.transaction() as uow:
-            if args.journal_command == "show":
-                return _show(uow, args)
-            rows = uow.journal_entries(**filters, limit=LIST_LIMIT + 1)
-            if args.journal_command == "list":
-                return _list(rows, args)
-            return _export(rows, args)
-    except CommandError:
-        raise
-    except Exception as e:  # noqa: BLE001 — a store that cannot answer: one line, never a traceback
-        raise unreadable("the journal", e) from None
-    finally:
-        store.dispose()
+    with reading(args, "the journal") as store, store.transaction() as uow:
+        if args.journal_command == "show":
+            return _show(uow, args)
+        rows = uow.journal_entries(**filters, limit=LIST_LIMIT + 1)
+        if args.journal_command == "list":
+            return _list(rows, args)
+        return _export(rows, args)
 
 
 def instant(text: str, zone: ZoneInfo, option: str, now: datetime) -> datetime:

@@ -7,21 +7,14 @@ from datetime import timezone
 from engine.errors import CommandError
 from outbound.delivery import public_envelope
 from outbound.dispatcher import utcnow
-from pamgate.db import configured_store, unreadable
+from pamgate.db import reading
 
 LIST_LIMIT = 1000
 
 
 def outbox(args) -> int:
-    store = configured_store(args, upgrade=False)
-    try:
+    with reading(args, "the outbox") as store:
         return {"list": _list, "show": _show, "retry": _retry}[args.outbox_command](store, args)
-    except CommandError:
-        raise
-    except Exception as e:  # noqa: BLE001 — a store that cannot answer: one line, never a traceback
-        raise unreadable("the outbox", e) from None
-    finally:
-        store.dispose()
 
 
 def delivery_id(row: dict) -> str:
