@@ -1,19 +1,29 @@
 """The decision API under load: POST /v1/decisions per second, p50 and p99, at 1 and 8 concurrent clients.
 
-    python bench/decisions.py [--patients 100000] [--requests 3000] [--clients 1,8]
+    python bench/decisions.py [--patients 100000] [--head 3000] [--requests 3000] [--clients 1,8]
 
-A SQLite store is filled in process (run_batch, 500 messages a transaction) with the realistic feed
-(bench/feed.py, over a population twice as large) until it holds `--patients` patients; then the real `pamgate serve` opens it, and
-`--clients` keep-alive HTTP/1.1 connections each ask decisions one after the other (consult or feed, for a
-patient drawn from the feed's own weights: the long-history ones are asked most), waiting for each answer.
-Every answer must be 200. Each decision is a write (audited, its events in the outbox), committed before it
-is answered.
+A SQLite store holding `--patients` patients of the realistic feed (bench/feed.py) is filled in process
+(pipeline.prepare and run_batch, 1,000 messages a transaction). Drawing patients at random by the feed's
+weights would take millions of messages before the tail's patients all appear; the fill instead gives each
+patient the number of messages its rank would get, 1/rank^1.1 scaled so that the first has `--head` (every
+patient at least one), shuffled, each patient's messages in the feed's own order (admission, moves,
+discharge, ZFA). The filled store is kept under var/bench/ keyed by its parameters and the schema's
+revision; a run works on a copy of it, so reruns do not fill again.
+
+Then the real `pamgate serve` opens the copy, and `--clients` keep-alive HTTP/1.1 connections each ask
+decisions one after the other (consult or feed, for a patient drawn from the feed's own weights: the
+long-history ones are asked most), waiting for each answer. Every answer must be 200. Each decision is a
+write (audited, its events in the outbox), committed before it is answered. The server's CPU time (both
+processes) over each level is printed per decision.
 """
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
+import random
+import shutil
 import re
 import statistics
 import subprocess
@@ -29,25 +39,81 @@ sys.path.insert(0, str(ROOT))
 from bench.feed import AUTHORITY, Feed  # noqa: E402
 
 
-def fill(url: str, patients: int, seed: int) -> tuple[int, int]:
+class Fill(Feed):
+    """The feed, its patients drawn from a schedule: rank r gets max(1, round(head / r^1.1)) messages."""
+
+    def __init__(self, seed: int, patients: int, head: int):
+        super().__init__(seed=seed, patients=1)
+        counts = [max(1, round(head / (r + 1) ** 1.1)) for r in range(patients)]
+        self.schedule = [p for p, n in enumerate(counts) for _ in range(n)]
+        random.Random(seed).shuffle(self.schedule)
+
+    def patient(self) -> int:
+        return self.schedule[self.count]
+
+
+def fill(path: Path, patients: int, head: int, seed: int) -> tuple[int, int]:
     from consent_store.store import Store
     from engine.commit import run_batch
     from engine.config import Config
     from engine.serve import build_pipeline
     pipeline = build_pipeline(Config())
-    store = Store(url)
+    store = Store(f"sqlite:///{path}")
     store.upgrade()
-    feed = Feed(seed=seed, patients=2 * patients)
+    feed = Fill(seed, patients, head)
     now = datetime.now(timezone.utc)
-    sent = 0
-    while len(feed.state) < patients:
-        texts = [feed.next() for _ in range(500)]
+    total = len(feed.schedule)
+    while feed.count < total:
+        texts = [feed.next() for _ in range(min(1000, total - feed.count))]
         works = [pipeline.prepare(t, t.encode(), now) for t in texts]
         results, committed = run_batch(store, [(w.run, w.keys()) for w in works])
         assert committed and all(ok and v.code == "AA" for ok, v in results)
-        sent += len(texts)
+        if feed.count % 20_000 < 1000:
+            print(f"  fill: {feed.count:,} of {total:,} messages", flush=True)
     store.dispose()
-    return sent, len(feed.state)
+    return total, len(feed.state)
+
+
+def schema_revision() -> str:
+    """A short digest of the migrations' names: a store filled under another schema is not reused."""
+    import hashlib
+    names = sorted(p.stem for p in (ROOT / "consent_store" / "migrations" / "versions").glob("*.py"))
+    return hashlib.blake2b("|".join(names).encode(), digest_size=4).hexdigest()
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user and system) of a process and of its children that are still running (the apply
+    process), from /proc."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    total += (int(fields[11]) + int(fields[12])) / tick
+    return total + sum(cpu_seconds(int(k)) for k in kids)
+
+
+def filled(patients: int, head: int, seed: int) -> Path:
+    """The filled store for these parameters, from var/bench/ when an earlier run left it there."""
+    cache = ROOT / "var" / "bench"
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"decisions-p{patients}-h{head}-s{seed}-{schema_revision()}.db"
+    if path.exists():
+        print(f"store: {path.relative_to(ROOT)} (filled by an earlier run)", flush=True)
+        return path
+    partial = path.with_suffix(".filling")
+    for leftover in cache.glob(partial.name + "*"):
+        leftover.unlink()
+    started = time.perf_counter()
+    sent, n = fill(partial, patients, head, seed)
+    for suffix in ("-wal", "-shm"):
+        assert not Path(str(partial) + suffix).exists(), "the store was not closed"
+    partial.rename(path)
+    print(f"store: {n:,} patients from {sent:,} messages of the feed, filled in "
+          f"{time.perf_counter() - started:.0f} s, kept as {path.relative_to(ROOT)}", flush=True)
+    return path
 
 
 async def client(port: int, bodies: list[bytes], latencies: list, problems: list) -> None:
@@ -82,7 +148,6 @@ async def client(port: int, bodies: list[bytes], latencies: list, problems: list
 
 
 def bodies(n: int, feed: Feed, seed: int) -> list[bytes]:
-    import random
     rng = random.Random(seed)
     out = []
     for i in range(n):
@@ -109,14 +174,15 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=100_000)
     ap.add_argument("--requests", type=int, default=3000)
     ap.add_argument("--clients", default="1,8")
+    ap.add_argument("--head", type=int, default=3000, help="messages of the first-ranked patient")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--pause", action="store_true", help="print the server's process id (to profile it)")
     args = ap.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        url = f"sqlite:///{tmp}/decisions.db"
-        started = time.perf_counter()
-        sent, patients = fill(url, args.patients, args.seed)
-        print(f"store: {patients:,} patients from {sent:,} messages of the feed, filled in "
-              f"{time.perf_counter() - started:.0f} s", flush=True)
+    source = filled(args.patients, args.head, args.seed)
+    with tempfile.TemporaryDirectory(dir=ROOT / "var" / "bench") as tmp:
+        db = Path(tmp) / "decisions.db"
+        shutil.copyfile(source, db)     # the decisions write: each run starts from the same store
+        url = f"sqlite:///{db}"
         cfg = Path(tmp) / "config.yaml"
         cfg.write_text(f"""store: {{url: "{url}"}}
 listeners: {{mllp: [{{endpoint: "tcp:0:interface=127.0.0.1"}}], http: "tcp:0:interface=127.0.0.1"}}
@@ -132,18 +198,21 @@ log: {{level: warning}}
                 port = int(m.group(1)) if m else None
             if port is None:
                 raise SystemExit("the server did not say where its HTTP API listens")
-            feed = Feed(seed=args.seed, patients=2 * args.patients)
+            if args.pause:
+                print(f"server process {proc.pid}, http port {port}", flush=True)
+            feed = Feed(seed=args.seed, patients=args.patients)
             asyncio.run(level(port, 1, 200, feed, 1))   # warm-up
-            print("| clients | decisions/s | p50 ms | p99 ms | not 200 |")
-            print("|---|---|---|---|---|")
+            print("| clients | decisions/s | p50 ms | p99 ms | server CPU per decision | not 200 |")
+            print("|---|---|---|---|---|---|")
             for n in (int(x) for x in args.clients.split(",")):
+                cpu = cpu_seconds(proc.pid)
                 c, rate, p50, p99, problems = asyncio.run(level(port, n, args.requests, feed, n))
-                print(f"| {c} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | "
+                cpu = cpu_seconds(proc.pid) - cpu
+                print(f"| {c} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {cpu / args.requests * 1000:.2f} ms | "
                       f"{', '.join(sorted(set(problems))) or 'none'} |", flush=True)
         finally:
             proc.terminate()
             proc.wait(60)
-
 
 if __name__ == "__main__":
     main()
