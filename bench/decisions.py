@@ -81,18 +81,32 @@ def schema_revision() -> str:
     return hashlib.blake2b("|".join(names).encode(), digest_size=4).hexdigest()
 
 
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user and system) of a process and of its children that are still running (the apply
-    process), from /proc."""
+def commits(port: int) -> tuple[float, float, float]:
+    """The server's commit figures so far (/metrics): transactions, operations in them, seconds spent."""
+    import urllib.request
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read().decode()
+    value = {m.group(1): float(m.group(2)) for m in re.finditer(
+        r"^pamgate_commit_(batch_size_count|batch_size_sum|seconds_sum) (\S+)$", text, re.M)}
+    return value["batch_size_count"], value["batch_size_sum"], value["seconds_sum"]
+
+
+def cpu_seconds(pid: int) -> tuple[float, float, float]:
+    """CPU time (user and system) of the server from /proc: its main thread (the reactor), its other threads
+    (the store thread of the API's group commit), its child processes (the apply process)."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    total += (int(fields[11]) + int(fields[12])) / tick
-    return total + sum(cpu_seconds(int(k)) for k in kids)
+
+    def used(stat: str) -> float:
+        fields = Path(stat).read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / tick
+    reactor = threads = children = 0.0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        if int(task.name) == pid:
+            reactor = used(task / "stat")
+        else:
+            threads += used(task / "stat")
+        for kid in (task / "children").read_text().split():
+            children += sum(used(t / "stat") for t in Path(f"/proc/{kid}/task").iterdir())
+    return reactor, threads, children
 
 
 def filled(patients: int, head: int, seed: int) -> Path:
@@ -202,13 +216,16 @@ log: {{level: warning}}
                 print(f"server process {proc.pid}, http port {port}", flush=True)
             feed = Feed(seed=args.seed, patients=args.patients)
             asyncio.run(level(port, 1, 200, feed, 1))   # warm-up
-            print("| clients | decisions/s | p50 ms | p99 ms | server CPU per decision | not 200 |")
-            print("|---|---|---|---|---|---|")
+            print("| clients | decisions/s | p50 ms | p99 ms | server CPU per decision: reactor + store thread + apply "
+                  "process | decisions per commit | ms per commit | not 200 |")
+            print("|---|---|---|---|---|---|---|---|")
             for n in (int(x) for x in args.clients.split(",")):
-                cpu = cpu_seconds(proc.pid)
+                cpu, before = cpu_seconds(proc.pid), commits(port)
                 c, rate, p50, p99, problems = asyncio.run(level(port, n, args.requests, feed, n))
-                cpu = cpu_seconds(proc.pid) - cpu
-                print(f"| {c} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {cpu / args.requests * 1000:.2f} ms | "
+                cpu = [(b - a) / args.requests * 1000 for a, b in zip(cpu, cpu_seconds(proc.pid))]
+                batches, ops, seconds = (b - a for a, b in zip(before, commits(port)))
+                print(f"| {c} | {rate:,.0f} | {p50:.2f} | {p99:.2f} | {sum(cpu):.2f} ms: {cpu[0]:.2f} + {cpu[1]:.2f} + {cpu[2]:.2f} | "
+                      f"{ops / batches:.1f} | {seconds / batches * 1000:.2f} | "
                       f"{', '.join(sorted(set(problems))) or 'none'} |", flush=True)
         finally:
             proc.terminate()
