@@ -692,7 +692,10 @@ def _lock_key(patient: dict) -> str:
 
 
 def site(api: Api) -> server.Site:
-    s = server.Site(api)
+    # bodies are left as they came: the API reads JSON, and Twisted's form parsing would first parse each
+    # request's Content-Type with the email package (a sixth of the reactor's time per decision); the
+    # console reads its own forms (console.pages._form)
+    s = server.Site(api, parsePOSTFormSubmission=False)
     s.displayTracebacks = False
     s.noisy = False
     # the API writes its own access line (_access_logged, the patient's path segments masked); Twisted's
