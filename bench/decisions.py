@@ -1,6 +1,6 @@
 """The decision API under load: POST /v1/decisions per second, p50 and p99, at 1 and 8 concurrent clients.
 
-    python bench/decisions.py [--patients 100000] [--head 3000] [--requests 3000] [--clients 1,8]
+    python bench/decisions.py [--patients 100000] [--head 3000] [--requests 3000] [--clients 1,8] [--store-cpu]
 
 A SQLite store holding `--patients` patients of the realistic feed (bench/feed.py) is filled in process
 (pipeline.prepare and run_batch, 1,000 messages a transaction). Drawing patients at random by the feed's
@@ -13,8 +13,10 @@ revision; a run works on a copy of it, so reruns do not fill again.
 Then the real `pamgate serve` opens the copy, and `--clients` keep-alive HTTP/1.1 connections each ask
 decisions one after the other (consult or feed, for a patient drawn from the feed's own weights: the
 long-history ones are asked most), waiting for each answer. Every answer must be 200. Each decision is a
-write (audited, its events in the outbox), committed before it is answered. The server's CPU time (both
-processes) over each level is printed per decision.
+write (audited, its events in the outbox), committed before it is answered. Per level, the server's CPU
+time per decision (from /proc: the reactor thread, the API's store thread, the apply process) and its
+commits (from /metrics: decisions per commit, milliseconds per commit). `--store-cpu` first times the
+store's part alone, in process, on a copy of the same store.
 """
 from __future__ import annotations
 
@@ -172,6 +174,37 @@ def bodies(n: int, feed: Feed, seed: int) -> list[bytes]:
     return out
 
 
+def store_cpu(url: str, patients: int, seed: int, requests: int) -> None:
+    """The store's part alone, in process: the API's decision operation (engine.api.decision_operation)
+    through run_batch, in batches of 1 and of 8, thread CPU time per decision (the commit's fsync waits
+    are not CPU; its system calls are)."""
+    from consent_store.store import Store
+    from engine.api import decision_operation
+    from engine.commit import run_batch
+    from engine.config import Config
+    from engine.domain import DecisionRequest
+    from engine.serve import build_pipeline
+    pipeline, store, feed = build_pipeline(Config()), Store(url), Feed(seed=seed, patients=patients)
+    rng = random.Random(seed)
+
+    def operations(n):
+        return [decision_operation(pipeline, {"id": f"{9_000_000 + feed.patient()}", "authority": AUTHORITY},
+                                   DecisionRequest(action=rng.choice(("consult", "feed")),
+                                                   user=f"rpps-{rng.randrange(200)}", profession="10"))
+                for _ in range(n)]
+    for size in (1, 8):
+        for _ in range(20):
+            run_batch(store, operations(size))    # warm-up
+        batches = [operations(size) for _ in range(requests // size)]
+        started = time.thread_time()
+        for batch in batches:
+            assert run_batch(store, batch)[1]
+        print(f"store work in process, batches of {size}: "
+              f"{(time.thread_time() - started) / (len(batches) * size) * 1000:.3f} ms of CPU per decision",
+              flush=True)
+    store.dispose()
+
+
 async def level(port: int, clients: int, requests: int, feed: Feed, seed: int):
     work = bodies(requests, feed, seed)
     latencies, problems = [], []
@@ -191,12 +224,15 @@ def main() -> None:
     ap.add_argument("--head", type=int, default=3000, help="messages of the first-ranked patient")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--pause", action="store_true", help="print the server's process id (to profile it)")
+    ap.add_argument("--store-cpu", action="store_true", help="also the store's part alone, in process")
     args = ap.parse_args()
     source = filled(args.patients, args.head, args.seed)
     with tempfile.TemporaryDirectory(dir=ROOT / "var" / "bench") as tmp:
         db = Path(tmp) / "decisions.db"
         shutil.copyfile(source, db)     # the decisions write: each run starts from the same store
         url = f"sqlite:///{db}"
+        if args.store_cpu:
+            store_cpu(url, args.patients, args.seed, min(args.requests, 2000))
         cfg = Path(tmp) / "config.yaml"
         cfg.write_text(f"""store: {{url: "{url}"}}
 listeners: {{mllp: [{{endpoint: "tcp:0:interface=127.0.0.1"}}], http: "tcp:0:interface=127.0.0.1"}}
