@@ -55,7 +55,13 @@ class DriverSql:
         if self.names:
             getter = itemgetter(*self.names)
             self._get = getter if len(self.names) > 1 else (lambda values: (getter(values),))
-            self._convert = tuple((i, procs[n]) for i, n in enumerate(self.names) if n in procs)
+            # a name bound at several positions (a UNION of seeks, each bounded by the same instant) is
+            # converted once
+            positions: dict = {}
+            for i, n in enumerate(self.names):
+                if n in procs:
+                    positions.setdefault(n, []).append(i)
+            self._convert = tuple((tuple(at), procs[n]) for n, at in positions.items())
         else:
             self._get = self._convert = None
 
@@ -67,8 +73,10 @@ class DriverSql:
             if not self._convert:
                 return row
             row = list(row)
-            for i, f in self._convert:
-                row[i] = f(row[i])
+            for at, f in self._convert:
+                value = f(row[at[0]])
+                for i in at:
+                    row[i] = value
             return tuple(row)
         if self.processors:
             values = dict(values)

@@ -187,6 +187,13 @@ I_OUTBOX = Sql(insert(outbox), columns=["event_id", "type", "patient_key", "crea
                returns=outbox.c.seq)
 I_DELIVERY = Sql(insert(delivery), columns=["event_seq", "destination", "patient_key", "status", "attempts",
                                             "next_attempt_at"])
+# the professionals' reminders: read by every decision, written when one is due
+Q_REMINDED = Sql(select(users.c.last_reminded_at).where(users.c.id == bindparam("b_user")))
+U_REMINDED = {
+    name: Sql(ins(users).on_conflict_do_update(
+        index_elements=[users.c.id], set_={"last_reminded_at": ins(users).excluded.last_reminded_at}),
+        columns=["id", "last_reminded_at"])
+    for name, ins in (("sqlite", sqlite_insert), ("postgresql", pg_insert))}
 # the sequence number protocol (MSH-13), for the senders that use it: read once per transaction, then kept
 _ss = sender_sequence.c
 Q_SEQUENCE = Sql(select(_ss.last_accepted).where(_ss.sender_application == bindparam("b_app"),
@@ -972,14 +979,15 @@ class UnitOfWork:
         return self.conn.execute(update(delivery).where(delivery.c.status == "dead").values(
             status="pending", attempts=0, next_attempt_at=now)).rowcount
 
-    # --- professionals ---
+    # --- professionals (on every decision: the driver's statements, nothing kept for later is written first,
+    # as these rows are never kept for later) ---
     def last_reminded(self, user_id: str):
-        return _aware(self.conn.execute(select(users.c.last_reminded_at).where(users.c.id == user_id)).scalar())
+        row = self._run(Q_REMINDED, {"b_user": user_id}).fetchone()
+        return None if row is None else _date(row[0])
 
     def set_reminded(self, user_id: str, at: datetime) -> None:
         storable("professional.id", user_id)
-        if self.conn.execute(update(users).where(users.c.id == user_id).values(last_reminded_at=at)).rowcount == 0:
-            self.conn.execute(insert(users).values(id=user_id, last_reminded_at=at))
+        self._run(U_REMINDED[self._conn.dialect.name], {"id": user_id, "last_reminded_at": at})
 
 
 __all__ = ["Store", "UnitOfWork", "metadata", "chain_hash"]

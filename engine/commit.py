@@ -31,6 +31,7 @@ from consent_store import errors as store_errors
 log = structlog.get_logger("pamgate.commit")
 _STOP = object()
 CONFLICT_RETRIES = 5
+LINGER = 0.002    # seconds a batch of the API's operations may wait for the callers the last one answered
 
 
 class StoreUnavailable(Exception):
@@ -44,6 +45,8 @@ class GroupCommit:
         self.max_batch = max_batch
         self.on_commit = on_commit       # metrics hook: (batch size, seconds)
         self._q: queue.Queue = queue.Queue()
+        self._answered = 1          # operations the last commit answered
+        self._linger = 0.0          # how long the next batch may wait for them (_take)
         self._thread = threading.Thread(target=self._loop, name="pamgate-store", daemon=True)
         self._thread.start()
 
@@ -60,15 +63,27 @@ class GroupCommit:
         self._thread.join(timeout)
 
     def _take(self):
+        """What is waiting, at least one operation. The callers answered by the last commit (API clients,
+        each waiting for its answer before it asks again) mostly come back at once: when fewer than they
+        are waiting, the batch waits for them a little (half the last commit's time, at most LINGER), so that
+        they share this commit rather than split into two groups that take turns, each waiting for the
+        other's fsync. A lone caller (the last batch held one operation) never waits."""
         first = self._q.get()
         if first is _STOP:
             return None, True
-        batch, stop = [first], False
+        batch, stop, deadline = [first], False, None
         while len(batch) < self.max_batch:
             try:
                 item = self._q.get_nowait()
             except queue.Empty:
-                break
+                if len(batch) >= self._answered:
+                    break
+                if deadline is None:
+                    deadline = time.monotonic() + self._linger
+                try:
+                    item = self._q.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
             if item is _STOP:
                 stop = True
                 break
@@ -90,6 +105,7 @@ class GroupCommit:
     def _run(self, batch) -> None:
         started = time.perf_counter()
         results, committed = run_batch(self.store, [(work, keys, refused) for work, keys, refused, _ in batch])
+        self._answered, self._linger = len(batch), min(LINGER, (time.perf_counter() - started) / 2)
         if committed and self.on_commit:
             try:
                 self.on_commit(len(batch), time.perf_counter() - started)

@@ -49,8 +49,30 @@ def document(reference, type_code: str | None, category: str | None) -> tuple[st
     return None, category
 
 
+# Answers already worked out, per matrix and question: a loaded matrix never changes, the questions asked are
+# few (professions × roles × documents), and the question for the DMP as a whole walks every document type.
+# Kept with their matrix, so that another matrix at the same address is never answered from here.
+_JUDGED: dict = {}
+_JUDGED_MAX = 4096
+
+
 def judge(matrix, unknown: str, profession: str | None, role: str | None, document_type: str | None = None,
           category: str | None = None) -> Judgement:
+    """The matrix's answer (see the module's docstring); the same Judgement object for the same question, to
+    be read, never changed."""
+    key = (id(matrix), unknown, profession, role, document_type, category)
+    known = _JUDGED.get(key)
+    if known is not None and known[0] is matrix:
+        return known[1]
+    judgement = _judge(matrix, unknown, profession, role, document_type, category)
+    if len(_JUDGED) >= _JUDGED_MAX:
+        _JUDGED.clear()
+    _JUDGED[key] = (matrix, judgement)
+    return judgement
+
+
+def _judge(matrix, unknown: str, profession: str | None, role: str | None, document_type: str | None,
+           category: str | None) -> Judgement:
     if matrix is None:
         return Judgement((), (), None)
     ref = matrix.reference
