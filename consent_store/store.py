@@ -27,6 +27,8 @@ from consent_store.tables import (audit, audit_head, break_glass_request, consen
 GENESIS = "0" * 64
 # the kind of the audit entry that records a verification of the chain (`pamgate audit verify`, the console)
 AUDIT_VERIFICATION = "audit.verification"
+Q_LAST_VERIFICATION = (select(audit.c.seq, audit.c.at, audit.c.payload).where(audit.c.kind == AUDIT_VERIFICATION)
+                       .order_by(audit.c.seq.desc()).limit(1))
 
 
 # The statements of the message path: Core, built once, run on the driver's cursor (consent_store/sql.py says
@@ -833,9 +835,7 @@ class UnitOfWork:
 
     def last_audit_verification(self) -> dict | None:
         """The latest verification recorded (ix_audit_kind: one index probe), or None."""
-        r = self.conn.execute(select(audit.c.seq, audit.c.at, audit.c.payload)
-                              .where(audit.c.kind == AUDIT_VERIFICATION)
-                              .order_by(audit.c.seq.desc()).limit(1)).first()
+        r = self.conn.execute(Q_LAST_VERIFICATION).first()
         return None if r is None else {"seq": r.seq, "at": _aware(r.at), **json.loads(r.payload)}
 
     # --- outbox ---
