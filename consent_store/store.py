@@ -321,14 +321,15 @@ class Store:
 
     def verify_audit(self) -> dict:
         """The audit chain walked from its start on one snapshot (the writers go on): what a verification
-        records (`UnitOfWork.record_audit_verification`) - entries checked, the last entry's seq, the first
-        broken entry's seq and why (None: intact), when it started and how long it took."""
+        records (`UnitOfWork.record_audit_verification`) - entries checked, the snapshot's last entry (`through`,
+        a seq), the first broken entry's seq and why (None: intact), when it started and how long it took."""
         started = datetime.now(timezone.utc)
         with self.snapshot() as uow:
             n, broken, why = uow.verify_audit()
             last = uow.conn.execute(select(func.max(audit.c.seq))).scalar()
+        seconds = (datetime.now(timezone.utc) - started).total_seconds()
         return {"entries": n, "through": last, "ok": why is None, "broken_at": broken, "why": why,
-                "started_at": started.isoformat(), "seconds": round((datetime.now(timezone.utc) - started).total_seconds(), 3)}
+                "started_at": started.isoformat(), "seconds": round(seconds, 3)}
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -86,15 +86,16 @@ class Console(resource.Resource):
         # one's failure (it could not be read or recorded), until the next
         self.verifying: dict | None = None
         self.verify_failed: str | None = None
+        self._verification = None    # its Deferred: the board waits on it (two seconds at most)
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                                       trim_blocks=True, lstrip_blocks=True)
-        self.env.filters.update(when=self.when, age=_age, thousands=lambda n: f"{n or 0:,}".replace(",", "\u202f"),
-                                pp=patient_path, reason=reason_fr,
+        self.env.filters.update(when=self.when, age=_age, pp=patient_path, reason=reason_fr,
                                 mask=masking.shown, action=lambda a: ACTION_FR.get(a, a),
                                 choice=choice_fr, item=lambda i: ITEMS.get(i, i), kind=lambda k: KIND_FR.get(k, k),
                                 decision=lambda d: DECISION_FR.get(d, d), value=lambda v: VALUE_FR.get(str(v), v),
-                                hl7_event=lambda e: EVENT_FR.get(e or "", ""), movement_action=lambda a: ACTION_WORDS.get(a, a),
-                                movement_state=movement_state)
+                                thousands=lambda n: f"{n or 0:,}".replace(",", "\u202f"),
+                                hl7_event=lambda e: EVENT_FR.get(e or "", ""),
+                                movement_action=lambda a: ACTION_WORDS.get(a, a), movement_state=movement_state)
 
     # --- the request's life ----------------------------------------------------------------------------
     def render(self, request):
@@ -460,7 +461,7 @@ class Console(resource.Resource):
     def patient(self, request, session, form, authority, ipp):
         q = _query(request)
         at = self.local(q.get("at")) or _now()
-        first = int(q["moves_from"]) if q.get("moves_from", "").isdigit() else 0
+        first = min(int(q["moves_from"]), 10**9) if q.get("moves_from", "").isdigit() else 0
 
         def shown(found):
             if found is None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console.conftest import IDENTITY, PASSWORDS, conf06_messages, users_config
+from tests.console.conftest import IDENTITY, PASSWORDS, conf06_messages, movement_message, users_config
 from tests.serving import Server
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -134,6 +134,10 @@ def test_the_console_scenario_in_a_browser(tmp_path, driver):
             "700601^^^CH-DEMO&1.2.250.1.999.1.1&ISO^PI", "")
         refused_ack = server.send(bad)
         assert "MSA|AE" in refused_ack
+        # a transfer and a pending transfer of the same stay, for the patient's movements
+        for m in (movement_message("A02", "C06-M2", "MVT-0602", "20250303120000", "3001"),
+                  movement_message("A15", "C06-M3", "MVT-0603", "20250304090000", "4001")):
+            assert "MSA|AA" in server.send(m)
         p = Pages(driver, f"http://127.0.0.1:{server.http_port}", shots)
 
         # --- log in (operator) -------------------------------------------------------------------------
@@ -183,9 +187,10 @@ def test_the_console_scenario_in_a_browser(tmp_path, driver):
         # --- the patient: consultation permitted at the consent, refused after the refusal -----------------
         p.go("/console/patients/CH-DEMO/700601?at=2025-03-03T09:15")
         assert p.text("#gate-consult") == "autorisée"
-        movement = p.els("#movements tr.movement")[0].text
-        assert all(w in movement for w in ("MVT-0601", "A01 admission", "03/03/2025 08:55", "2001", "effectué"))
-        assert "séjour 1 — n° de venue •••" in p.text("#movements")
+        moves = [r.text for r in p.els("#movements tr.movement")]
+        assert len(moves) == 3 and "séjour 1 — n° de venue •••" in p.text("#movements")
+        assert all(w in moves[0] for w in ("MVT-0601", "A01 admission", "03/03/2025 08:55", "2001", "effectué"))
+        assert "A02 mutation" in moves[1] and "3001" in moves[1] and moves[2].endswith("prévu")
         assert not [w for w in IDENTITY if w in driver.page_source], "a masked page shows an identity"
         p.shot("patient-at-consent")
         driver.execute_script("document.getElementById('at').value = '2025-03-03T09:25:00'")

@@ -5,7 +5,7 @@ import re
 import sqlite3
 import time
 
-from tests.console.conftest import IDENTITY, Browser, conf06_messages, start
+from tests.console.conftest import IDENTITY, Browser, conf06_messages, movement_message, start
 
 PATIENT = {"authority": "CH-DEMO", "id": "700601"}
 
@@ -158,16 +158,9 @@ def test_the_board_shows_the_audit_chain_last_verification(open_server):
 
 
 def test_the_patient_page_shows_each_visits_movements_masked_and_paged(open_server):
-    first = conf06_messages()[0]
-
-    def movement(event, control_id, mvt, when, uf, visit="V060001"):
-        return (first.replace("ADT^A01^ADT_A01", f"ADT^{event}^ADT_A01").replace("C06-0001", control_id)
-                .replace("MVT-0601", mvt).replace("|20250303085500||INSERT", f"|{when}||INSERT")
-                .replace("Unité 2001^^^^^CH-DEMO^UF^^^2001", f"Unité {uf}^^^^^CH-DEMO^UF^^^{uf}")
-                .replace("V060001^", f"{visit}^"))
-    for m in (movement("A02", "C06-M2", "MVT-0602", "20250303120000", "3001"),
-              movement("A15", "C06-M3", "MVT-0603", "20250304090000", "4001"),
-              movement("A01", "C06-M4", "MVT-0701", "20250410080000", "5001", visit="V070002")):
+    for m in (movement_message("A02", "C06-M2", "MVT-0602", "20250303120000", "3001"),
+              movement_message("A15", "C06-M3", "MVT-0603", "20250304090000", "4001"),
+              movement_message("A01", "C06-M4", "MVT-0701", "20250410080000", "5001", visit="V070002")):
         assert "MSA|AA" in open_server.send(m)
     b = Browser(f"http://127.0.0.1:{open_server.http_port}")
     status, html = b.get("/console/patients/CH-DEMO/700601")
@@ -194,8 +187,8 @@ def test_movements_are_read_a_page_at_a_time(open_server):
     from consent_store.store import Store, UnitOfWork
     from console import reads
     for i in range(2, 6):
-        assert "MSA|AA" in open_server.send(conf06_messages()[0].replace("ADT^A01^ADT_A01", "ADT^A02^ADT_A01")
-                                            .replace("C06-0001", f"C06-P{i}").replace("MVT-0601", f"MVT-060{i}"))
+        assert "MSA|AA" in open_server.send(movement_message("A02", f"C06-P{i}", f"MVT-060{i}",
+                                                             f"2025030{i}120000", "3001"))
     store = Store(f"sqlite:///{open_server.tmp / 'store.db'}")
     try:
         with store.engine.connect() as conn:
