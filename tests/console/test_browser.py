@@ -91,11 +91,23 @@ class Pages:
 
     def click(self, target):
         """Clicks what submits a form or follows a link, and waits for the next page."""
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
         old = self.el("html")
         (self.el(target) if isinstance(target, str) else target).click()
-        WebDriverWait(self.d, 30).until(expected_conditions.staleness_of(old))
+
+        def gone(_):
+            try:
+                old.is_enabled()
+                return False
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as e:
+                # chromedriver may say it so, when asked about a node of the page just left
+                if "does not belong to the document" in str(e):
+                    return True
+                raise
+        WebDriverWait(self.d, 30).until(gone)
 
     def login(self, name: str):
         self.go("/console/login")
@@ -149,6 +161,7 @@ def test_the_console_scenario_in_a_browser(tmp_path, driver):
         assert "GAM" in p.text("#senders") and "tcp:0:interface=127.0.0.1" in p.text("#listeners")
         # the audit chain: never verified, then verified from the board
         assert p.text("#chain-result") == "jamais vérifiée" and p.els("#chain-stale")
+        p.shot("board-chain-never-verified")
         p.click("#verify-audit")
         p.wait_for(lambda: p.text("#chain-result") == "chaîne intègre", what="the audit chain's verification")
         assert "par alice (console)" in p.text("#audit-chain") and not p.els("#chain-stale")
