@@ -25,6 +25,10 @@ from consent_store.tables import (audit, audit_head, break_glass_request, consen
                                   sender_sequence, storable, unstorable, users)
 
 GENESIS = "0" * 64
+# the kind of the audit entry that records a verification of the chain (`pamgate audit verify`, the console)
+AUDIT_VERIFICATION = "audit.verification"
+Q_LAST_VERIFICATION = (select(audit.c.seq, audit.c.at, audit.c.payload).where(audit.c.kind == AUDIT_VERIFICATION)
+                       .order_by(audit.c.seq.desc()).limit(1))
 
 
 # The statements of the message path: Core, built once, run on the driver's cursor (consent_store/sql.py says
@@ -277,8 +281,9 @@ def make_engine(url: str) -> Engine:
 
         @event.listens_for(eng, "begin")
         def _sqlite_begin(conn):
-            # IMMEDIATE takes the write lock first: writers queue on the busy timeout, never deadlock
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # IMMEDIATE takes the write lock first: writers queue on the busy timeout, never deadlock; a
+            # snapshot (Store.snapshot) only reads, so it takes no lock and holds no writer back
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get("snapshot") else "BEGIN IMMEDIATE")
 
         return eng
     # pre_ping: a connection that died with the server is replaced at the next checkout, so the service
@@ -308,6 +313,30 @@ class Store:
             uow = UnitOfWork(conn, self.is_postgres)
             yield uow
             uow.flush()
+
+    @contextmanager
+    def snapshot(self):
+        """A unit of work that only reads, on one consistent snapshot, taking no write lock: for a long read
+        beside the writers, which go on meanwhile (SQLite in WAL: a deferred BEGIN; PostgreSQL: REPEATABLE
+        READ). Whatever it wrote would be rolled back."""
+        with self.engine.connect() as conn:
+            conn = conn.execution_options(**({"isolation_level": "REPEATABLE READ"} if self.is_postgres
+                                              else {"snapshot": True}))
+            with conn.begin() as t:
+                yield UnitOfWork(conn, self.is_postgres)
+                t.rollback()
+
+    def verify_audit(self) -> dict:
+        """The audit chain walked from its start on one snapshot (the writers go on): what a verification
+        records (`UnitOfWork.record_audit_verification`) - entries checked, the snapshot's last entry (`through`,
+        a seq), the first broken entry's seq and why (None: intact), when it started and how long it took."""
+        started = datetime.now(timezone.utc)
+        with self.snapshot() as uow:
+            n, broken, why = uow.verify_audit()
+            last = uow.conn.execute(select(func.max(audit.c.seq))).scalar()
+        seconds = (datetime.now(timezone.utc) - started).total_seconds()
+        return {"entries": n, "through": last, "ok": why is None, "broken_at": broken, "why": why,
+                "started_at": started.isoformat(), "seconds": round(seconds, 3)}
 
     def dispose(self) -> None:
         self.engine.dispose()
@@ -805,6 +834,18 @@ class UnitOfWork:
             return n, None, "the chain's head does not match its last entry (entries removed at the end)"
         return n, None, None
 
+    def record_audit_verification(self, result: dict, at: datetime, by: str | None, via: str, **who) -> str:
+        """A verification of the chain (`Store.verify_audit`'s result), as an entry of the chain itself: who ran
+        it, how (`via`: cli, console), and what it found. Appended after the head like any entry, so a chain
+        broken at its end shows the break at this entry next time."""
+        return self.audit(at=at, patient_id=None, kind=AUDIT_VERIFICATION,
+                          payload={**result, "by": by, "via": via, **who})
+
+    def last_audit_verification(self) -> dict | None:
+        """The latest verification recorded (ix_audit_kind: one index probe), or None."""
+        r = self.conn.execute(Q_LAST_VERIFICATION).first()
+        return None if r is None else {"seq": r.seq, "at": _aware(r.at), **json.loads(r.payload)}
+
     # --- outbox ---
     def enqueue(self, envelopes: list[dict], routes: dict, now: datetime) -> None:
         """Write events and, for each destination that takes its type, a pending delivery.
@@ -990,4 +1031,4 @@ class UnitOfWork:
         self._run(U_REMINDED[self._conn.dialect.name], {"id": user_id, "last_reminded_at": at})
 
 
-__all__ = ["Store", "UnitOfWork", "metadata", "chain_hash"]
+__all__ = ["Store", "UnitOfWork", "metadata", "chain_hash", "AUDIT_VERIFICATION"]

@@ -94,6 +94,8 @@ audit = Table(
 Index("ix_audit_patient", audit.c.patient_id)
 Index("ix_audit_user", audit.c.user_id, audit.c.seq)
 Index("ix_audit_at", audit.c.at)
+# the latest entry of a kind (the audit chain's last verification, the console's last actions): migration 0010
+Index("ix_audit_kind", audit.c.kind, audit.c.seq)
 
 # One row holding the chain's head, locked by each writer so the chain stays linear across instances.
 audit_head = Table(

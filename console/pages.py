@@ -23,7 +23,8 @@ from twisted.web.http import parse_qs
 
 from console import masking, reads
 from console.access import COOKIE, Access, is_loopback
-from console.wording import ACTION_FR, DECISION_FR, ITEMS, KIND_FR, VALUE_FR, choice_fr, reason_fr, results_fr
+from console.wording import (ACTION_FR, ACTION_WORDS, DECISION_FR, EVENT_FR, ITEMS, KIND_FR, VALUE_FR,
+                             chain_break_fr, choice_fr, movement_state, reason_fr, results_fr)
 
 log = structlog.get_logger("pamgate.console")
 
@@ -80,15 +81,22 @@ class Console(resource.Resource):
         self.closed = self.access.open and bool(cfg.api.token)
         self.professions = {u.name: u.profession for u in cfg.console.users}
         self.zone = ZoneInfo(cfg.timezone)
-        from engine.config import period
-        p = period(cfg.console.silent_after)
-        self.silent_after = timedelta(days=p.days + 30 * p.months) + p.delta
+        self.silent_after = _span(cfg.console.silent_after)
+        self.verify_every = _span(cfg.console.audit_verify_every)
+        # the audit chain's verification asked from the board, while it runs ({"by", "since"}), and the last
+        # one's failure (it could not be read or recorded), until the next
+        self.verifying: dict | None = None
+        self.verify_failed: str | None = None
+        self._verification = None    # its Deferred: the board waits on it (two seconds at most)
         self.env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
                                       trim_blocks=True, lstrip_blocks=True)
         self.env.filters.update(when=self.when, age=_age, pp=patient_path, reason=reason_fr,
                                 mask=masking.shown, action=lambda a: ACTION_FR.get(a, a),
                                 choice=choice_fr, item=lambda i: ITEMS.get(i, i), kind=lambda k: KIND_FR.get(k, k),
-                                decision=lambda d: DECISION_FR.get(d, d), value=lambda v: VALUE_FR.get(str(v), v))
+                                decision=lambda d: DECISION_FR.get(d, d), value=lambda v: VALUE_FR.get(str(v), v),
+                                thousands=lambda n: f"{n or 0:,}".replace(",", "\u202f"),
+                                hl7_event=lambda e: EVENT_FR.get(e or "", ""),
+                                movement_action=lambda a: ACTION_WORDS.get(a, a), movement_state=movement_state)
 
     # --- the request's life ----------------------------------------------------------------------------
     def render(self, request):
@@ -247,12 +255,54 @@ class Console(resource.Resource):
 
         def read(uow):
             return (reads.feed_board(uow, now, self.silent_after), reads.outbox_board(uow, now),
-                    reads.audit_console(uow, tuple(ACTION_FR), limit=15))
+                    reads.audit_console(uow, tuple(ACTION_FR), limit=15), uow.last_audit_verification())
         return self.store(read).addCallback(lambda r: self.page(
             session, "board.html", title="Tableau des flux", senders=r[0], destinations=r[1], actions=r[2],
-            apply_ready=self.inbound_ready(), silent_after=self.cfg.console.silent_after, now=now,
+            chain=self._chain(r[3], now), apply_ready=self.inbound_ready(),
+            silent_after=self.cfg.console.silent_after, now=now,
             listeners=[{"name": f.settings.name, "peers": sorted(_peer(c) for c in list(f.connections))}
                        for f in self.listeners]))
+
+    def _chain(self, last: dict | None, now: datetime) -> dict:
+        """The audit chain's box on the board: its last verification, and whether it is too old (or none)."""
+        age = now - last["at"] if last else None
+        return {"last": last, "age": age, "stale": last is None or age > self.verify_every,
+                "every": self.cfg.console.audit_verify_every, "why": last and chain_break_fr(last.get("why")),
+                "running": self.verifying, "failed": self.verify_failed}
+
+    @route("POST", "/audit/verify", operator=True)
+    def verify_audit(self, request, session, form):
+        """Walks the audit chain off the reactor thread, on a snapshot of a connection of its own (no write lock:
+        the API and the apply process go on), then records it through the committer, naming who asked. The
+        board is shown again once it is done, or after two seconds (it then says it runs)."""
+        from twisted.internet import defer, reactor
+        if self.verifying is None:
+            self.verifying, self.verify_failed = {"by": session.user, "since": _now()}, None
+            log.info("console.audit_verify", user=session.user)
+
+            def record(result):
+                return self.store(lambda uow: uow.record_audit_verification(
+                    result, _now(), by=session.user, via="console", role=session.role))
+
+            def failed(f):
+                log.error("console.audit_verify_failed", error=f.type.__name__)
+                self.verify_failed = f.type.__name__
+
+            def over(_):
+                self.verifying = None
+            self._verification = threads.deferToThread(self.committer.store.verify_audit).addCallback(
+                record).addErrback(failed).addBoth(over)
+        shown = defer.Deferred()
+        timer = reactor.callLater(2.0, lambda: shown.called or shown.callback(None))
+
+        def done(result):
+            if timer.active():
+                timer.cancel()
+            if not shown.called:
+                shown.callback(None)
+            return result
+        self._verification.addBoth(done)
+        return shown.addCallback(lambda _: raise_redirect("/console/#audit-chain"))
 
     # --- messages -------------------------------------------------------------------------------------------
     @route("GET", "/messages")
@@ -339,12 +389,9 @@ class Console(resource.Resource):
             facts = [{"name": n, "value": v if revealed or not masking.identity_fact(n) else masking.MASK,
                       "where": "-".join(str(x) for x in work.fields.get(n, ()) if x)}
                      for n, v in sorted((work.facts or {}).items())]
-            ack = next((row[k] for k in ("ack", "ack_raw", "ack_sent", "ack_message") if row.get(k)), None)
-            if isinstance(ack, bytes):
-                ack = ack.decode("utf-8", "replace")
             return self.page(session, "trace.html", title=f"Message {row['control_id'] or row['id']}", row=row,
                              charset=charset, size=len(raw), segments=_segments(shown_text), text=shown_text,
-                             work=work, facts=facts, entry=entry, deliveries=deliveries, ack=ack, ipp=ipp,
+                             work=work, facts=facts, entry=entry, deliveries=deliveries, ack=row["ack"], ipp=ipp,
                              revealed=revealed, outcome=work.outcome, around=around)
         return self._message(journal_id, gates=True).addCallback(shown)
 
@@ -393,7 +440,9 @@ class Console(resource.Resource):
         return self.store(write).addCallback(lambda _: raise_redirect("/console/refusals"))
 
     # --- patients -------------------------------------------------------------------------------------------
-    def _patient(self, authority, ipp, at, with_history=True):
+    def _patient(self, authority, ipp, at, with_history=True, movements_from=None):
+        """(pid, view, audit entries, messages, movements) of a patient, or None; the movements only when
+        `movements_from` (the page's offset) is given."""
         patient = {"authority": authority, "id": ipp}
 
         def read(uow):
@@ -404,23 +453,34 @@ class Console(resource.Resource):
             view = self.pipeline.view(uow, pid, at)
             entries = uow.audit_entries(ids) if with_history else []
             msgs = reads.patient_messages(uow, ids, limit=200 if with_history else 1)
-            return pid, view, entries, msgs
+            # a merged patient's rows are its survivor's: the movements are read for `pid` alone
+            moves = None if movements_from is None else reads.patient_movements(uow, pid, movements_from)
+            return pid, view, entries, msgs, moves
         return self.store(read)
 
     @route("GET", r"/patients/([^/]+)/([^/]+)")
     def patient(self, request, session, form, authority, ipp):
         q = _query(request)
         at = self.local(q.get("at")) or _now()
+        first = min(int(q["moves_from"]), 10**9) if q.get("moves_from", "").isdigit() else 0
 
         def shown(found):
             if found is None:
                 raise Refused(404, "Patient inconnu.")
-            pid, view, entries, msgs = found
+            pid, view, entries, msgs, moves = found
             revealed = session.reveals(pid)
+            more = len(moves) > reads.MOVEMENTS
+            moves = moves[:reads.MOVEMENTS]
+            here = f"/console/patients/{patient_path(authority, ipp)}?" + (
+                f"at={quote(q['at'], safe='')}&" if q.get("at") else "")
+            pages = {"older": f"{here}moves_from={first + reads.MOVEMENTS}#movements" if more else None,
+                     "newer": f"{here}moves_from={max(0, first - reads.MOVEMENTS)}#movements" if first else None,
+                     "first": first + 1, "last": first + len(moves)}
             return self.page(session, "patient.html", title="Patient", authority=authority, ipp=ipp, pid=pid,
                              view=view, entries=entries, header=_header(msgs, revealed), messages=msgs,
+                             movements=moves, moves_pages=pages, stays=_stays(view, moves),
                              revealed=revealed, at=at, at_input=self.local_input(at), asked_at=q.get("at"))
-        return self._patient(authority, ipp, at).addCallback(shown)
+        return self._patient(authority, ipp, at, movements_from=first).addCallback(shown)
 
     @route("POST", r"/patients/([^/]+)/([^/]+)/reveal", operator=True)
     def reveal(self, request, session, form, authority, ipp):
@@ -515,7 +575,7 @@ class Console(resource.Resource):
             if found is None:
                 raise Refused(404, "Patient inconnu : il doit avoir été reçu par un message ADT (ou un appel "
                                    "POST /v1/consents) avant le recueil.")
-            pid, view, entries, msgs = found
+            pid, view, entries, msgs, _ = found
             revealed = session.reveals(pid)
             return self.page(
                 session, "capture.html", title="Recueil du consentement", authority=authority, ipp=ipp, pid=pid,
@@ -666,6 +726,13 @@ def _lock(authority, ipp) -> str:
     return patient_key(authority, ipp)
 
 
+def _span(text: str) -> timedelta:
+    """An ISO 8601 duration of the configuration as a timedelta (a month counts 30 days)."""
+    from engine.config import period
+    p = period(text)
+    return timedelta(days=p.days + 30 * p.months) + p.delta
+
+
 def _age(delta) -> str:
     if delta is None:
         return "—"
@@ -746,6 +813,16 @@ def _header(msgs: list, revealed: bool) -> dict:
 def _date(hl7_date: str) -> str:
     d = hl7_date[:8]
     return f"{d[6:8]}/{d[4:6]}/{d[0:4]}" if len(d) == 8 and d.isdigit() else hl7_date
+
+
+def _stays(view, movements) -> dict:
+    """visit number -> "séjour N": the visits in the order they began (the episodes' table, in the history's
+    order), so that a masked visit number is still told from another on the page."""
+    numbers = [e["visit"] for e in view["episodes"]]
+    for m in movements:
+        if m["visit"] not in numbers:
+            numbers.append(m["visit"])
+    return {n: f"séjour {i}" for i, n in enumerate(numbers, 1)}
 
 
 def _current_break_glass(view) -> list:

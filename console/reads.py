@@ -9,7 +9,7 @@ from datetime import datetime, timedelta, timezone
 
 from sqlalchemy import case, func, select
 
-from consent_store.tables import audit, delivery, journal, outbox
+from consent_store.tables import audit, delivery, episode, journal, movement, outbox
 
 PAGE = 50
 HANDLED = "console.refusal_handled"
@@ -109,6 +109,24 @@ def patient_messages(uow, patient_ids: list, limit: int = 200) -> list[dict]:
     return [{**r._mapping, "received_at": _aware(r.received_at)} for r in rows]
 
 
+MOVEMENTS = 50
+_MOVEMENT_COLUMNS = ("visit", "ordinal", "movement_id", "event", "action", "start", "historic", "nature",
+                     "uf_medical", "uf_care", "cancelled")
+
+
+def patient_movements(uow, patient_id: int, offset: int = 0, limit: int = MOVEMENTS) -> list[dict]:
+    """One page of the patient's movements (`limit` + 1 rows: one more says there is a next page): by visit,
+    the latest begun first, and in the visit's own order (as received). Read through the primary keys of
+    movement and episode (patient, visit, ...): the patient's rows only, whatever the store holds."""
+    m, e = movement.c, episode.c
+    q = (select(*[m[n] for n in _MOVEMENT_COLUMNS])
+         .join_from(movement, episode, (e.patient_id == m.patient_id) & (e.visit == m.visit))
+         .where(m.patient_id == patient_id)
+         .order_by(e.started_at.desc().nulls_last(), m.visit.desc(), m.ordinal)
+         .offset(offset).limit(limit + 1))
+    return [{**r._mapping, "start": _aware(r.start)} for r in uow.conn.execute(q)]
+
+
 def refusals(uow, since: datetime) -> list[dict]:
     """AE/AR messages since `since`, grouped by ERR reason, without the ones marked handled."""
     handled = {}
@@ -176,4 +194,5 @@ def events_of_message(uow, patient_ids: list, control_id: str | None, sender: st
 
 
 __all__ = ["feed_board", "outbox_board", "messages", "message", "refusals", "reason_group", "audit_console",
-           "dead_letters", "events_of_message", "patient_messages", "PAGE", "HANDLED"]
+           "dead_letters", "events_of_message", "patient_messages", "patient_movements", "PAGE", "MOVEMENTS",
+           "HANDLED"]

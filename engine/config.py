@@ -246,12 +246,14 @@ class ConsoleUser(Strict):
 
 
 class ConsoleConfig(Strict):
-    """The web console (console/): its users (none: open on loopback only), the capture screen's option, and
-    how long a sender may stay quiet before the feed board calls it silent."""
+    """The web console (console/): its users (none: open on loopback only), the capture screen's option, how
+    long a sender may stay quiet before the feed board calls it silent, and how old the audit chain's last
+    verification may be before the board warns."""
     users: list[ConsoleUser] = Field(default_factory=list)
     capture_option: int = Field(1, ge=1, le=2)   # the ANS slides' Option 1 (one question) or Option 2 (two boxes)
     silent_after: str = "PT1H"
-    _v = field_validator("silent_after")(classmethod(lambda cls, v: _duration(v)))
+    audit_verify_every: str = "P7D"
+    _v = field_validator("silent_after", "audit_verify_every")(classmethod(lambda cls, v: _duration(v)))
 
 
 class LogConfig(Strict):

@@ -85,9 +85,9 @@ def message_handler(apply, on_events=None):
 
 
 def rejections_journaled(pipeline, submit):
-    """The listener's `on_rejected(raw, error)`: a frame it answered AR by itself (no MSH, undecodable, too
-    large) goes into the journal too, through `submit` like any message."""
-    def journal_rejected(raw, error):
-        work = pipeline.rejected(raw, "", now_utc(), "AR", error)
+    """The listener's `on_rejected(raw, error, ack)`: a frame it answered AR by itself (no MSH, undecodable, too
+    large) goes into the journal too, with the ACK it was sent, through `submit` like any message."""
+    def journal_rejected(raw, error, ack):
+        work = pipeline.rejected(raw, "", now_utc(), "AR", error, ack)
         submit(work).addErrback(lambda f: log.warning("journal.rejected_frame_failed", error=f.type.__name__))
     return journal_rejected

@@ -147,10 +147,12 @@ class Pipeline:
             work.outcome = Outcome("AE", [MessageError("", 1, 0, None, INTERNAL_ERROR, INTERNAL_TEXT)])
         return work
 
-    def rejected(self, raw: bytes, text: str, received_at: datetime, code: str, error: str) -> "MessageWork":
-        """A frame the listener answered by itself (no MSH, undecodable, too large): journaled as answered."""
+    def rejected(self, raw: bytes, text: str, received_at: datetime, code: str, error: str,
+                 ack: str | None = None) -> "MessageWork":
+        """A frame the listener answered by itself (no MSH, undecodable, too large): journaled as answered,
+        with `ack`, the text the listener sent."""
         work = MessageWork(self, text, raw, received_at)
-        work.outcome = Outcome(code, [MessageError("", 1, 0, None, 0, error)])
+        work.outcome = Outcome(code, [MessageError("", 1, 0, None, 0, error)], ack=ack)
         return work
 
     def _prepare(self, work: "MessageWork") -> None:
@@ -231,8 +233,10 @@ class Pipeline:
         sent after the commit is this very one (its MSH-7 and MSH-10 are drawn once), so the journal shows the
         ACK as sent. Rebuilt later it would carry another time and control id."""
         h, facts = work.header, work.facts or {}
-        outcome.ack = build_ack(work.text, outcome.code, ack_errors(outcome.errors),
-                                expected_sequence=outcome.expected_sequence, text=outcome.note) if work.text else None
+        if work.text:
+            outcome.ack = build_ack(work.text, outcome.code, ack_errors(outcome.errors),
+                                    expected_sequence=outcome.expected_sequence, text=outcome.note)
+        # else: a frame the listener answered by itself, whose ACK (already sent) came with it
         uow.journal(received_at=work.received_at, app=h.get("app"), facility=h.get("facility"),
                     control_id=h.get("control_id"), event=h.get("event"), ack_code=outcome.code, raw=work.raw,
                     ack=outcome.ack, ipp=facts.get("patient.ipp"), visit=facts.get("visit.number"), **row)

@@ -264,7 +264,7 @@ class MLLPServerProtocol(MLLPReceiver):
         except Exception:  # noqa: BLE001 — still answer, with what needs no reading
             ack = build_ack(None, "AR", [READ_FAILED])
         self._answer(ack, answer, "ascii")
-        self.factory.rejected(raw, READ_FAILED.text)
+        self.factory.rejected(raw, READ_FAILED.text, answer.text)
 
     # -- answers -------------------------------------------------------------------------------
 
@@ -301,7 +301,7 @@ class MLLPServerProtocol(MLLPReceiver):
         except UndecodableFrame:
             codec = self.settings.default_encoding
         self._answer(build_ack(text, "AR", [error]), answer, codec)
-        self.factory.rejected(raw, error.text)
+        self.factory.rejected(raw, error.text, answer.text)
 
     def _enqueue(self) -> _Answer:
         answer = _Answer()
@@ -437,7 +437,8 @@ class MLLPServerFactory(Factory):
             from twisted.internet import reactor as clock
         self.handler = handler
         self.on_ack = on_ack
-        # on_rejected(raw, error): a frame answered AR here, without the handler, is journaled through it
+        # on_rejected(raw, error, ack): a frame answered AR here, without the handler, is journaled through
+        # it, with the ACK text it was sent
         self.on_rejected = on_rejected
         self.settings = settings or ListenerSettings()
         self.clock = clock
@@ -467,11 +468,11 @@ class MLLPServerFactory(Factory):
         except Exception:  # noqa: BLE001 — counting must never cost an ACK
             log.exception("mllp.on_ack_failed", listener=self.settings.name)
 
-    def rejected(self, raw: bytes, error: str) -> None:
+    def rejected(self, raw: bytes, error: str, ack: str) -> None:
         if self.on_rejected is None:
             return
         try:
-            self.on_rejected(raw, error)
+            self.on_rejected(raw, error, ack)
         except Exception as e:  # noqa: BLE001 — the AR is already on its way; the journal's failure is logged
             log.error("mllp.journal_rejected_failed", listener=self.settings.name, error=type(e).__name__)
 

@@ -150,7 +150,11 @@ def parser() -> argparse.ArgumentParser:
     a = sub.add_parser("audit", help="the audit trail", description="The audit trail.")
     asub = _commands(a, "audit_command")
     command(asub, "verify", help="check the audit trail's hash chain from its start; exit 1 if broken",
-            description="Check the audit trail's hash chain from its start; exit 1 if broken.")
+            description="Check the audit trail's hash chain from its start, beside a running server (it takes "
+                        "no write lock), and record the verification in the trail (the console's feed board "
+                        "shows the last one); exit 1 if broken.").add_argument(
+        "--no-record", action="store_true",
+        help="do not record the verification (a backup copy, a store opened read-only)")
 
     o = sub.add_parser("outbox", help="inspect the outbox and replay dead letters",
                        description="Inspect the outbox and put dead letters back in the queue.")

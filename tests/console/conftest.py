@@ -26,6 +26,15 @@ def conf06_messages() -> list[str]:
             for p in sorted(CONF06.glob("*.hl7"))]
 
 
+def movement_message(event: str, control_id: str, movement_id: str, when: str, uf: str,
+                     visit: str = "V060001") -> str:
+    """The CONF.06 admission turned into another movement of the patient (ZBE-1, ZBE-2, ZBE-7, PV1-19)."""
+    return (conf06_messages()[0].replace("ADT^A01^ADT_A01", f"ADT^{event}^ADT_A01").replace("C06-0001", control_id)
+            .replace("MVT-0601", movement_id).replace("|20250303085500||INSERT", f"|{when}||INSERT")
+            .replace("Unité 2001^^^^^CH-DEMO^UF^^^2001", f"Unité {uf}^^^^^CH-DEMO^UF^^^{uf}")
+            .replace("V060001^", f"{visit}^"))
+
+
 def users_config(option: int = 1, **extra) -> dict:
     return {"console": {"capture_option": option, "users": [
         {"name": "alice", "password_hash": console_hash_password(PASSWORDS["alice"]), "role": "operator"},

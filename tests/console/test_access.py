@@ -88,10 +88,12 @@ def test_a_viewer_reads_but_is_refused_every_action(users_server):
                          ("/console/patients/CH-DEMO/700601/reveal", {"reason": "curiosité"}),
                          ("/console/capture/CH-DEMO/700601/consent", {"option": "1", "answer": "oui"}),
                          ("/console/capture/CH-DEMO/700601/break-glass", {"reason": "urgence"}),
-                         ("/console/refusals/handled", {"group": "AR x", "through": "1"})]:
+                         ("/console/refusals/handled", {"group": "AR x", "through": "1"}),
+                         ("/console/audit/verify", {})]:
         status, html = b.post(path, fields)
         assert status == 403 and "réservée aux opérateurs" in html, path
     assert b.get("/console/messages/1.hl7")[0] == 403
+    assert 'id="verify-audit"' not in b.get("/console/")[1]      # no button that would be refused
     # nothing was recorded: the consent is still the one of the messages
     assert users_server.decide({"authority": "CH-DEMO", "id": "700601"}, "consult")[1]["reasons"] == ["consent.refused"]
 

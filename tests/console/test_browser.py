@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console.conftest import IDENTITY, PASSWORDS, conf06_messages, users_config
+from tests.console.conftest import IDENTITY, PASSWORDS, conf06_messages, movement_message, users_config
 from tests.serving import Server
 
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
@@ -91,11 +91,23 @@ class Pages:
 
     def click(self, target):
         """Clicks what submits a form or follows a link, and waits for the next page."""
-        from selenium.webdriver.support import expected_conditions
+        from selenium.common.exceptions import StaleElementReferenceException, WebDriverException
         from selenium.webdriver.support.ui import WebDriverWait
         old = self.el("html")
         (self.el(target) if isinstance(target, str) else target).click()
-        WebDriverWait(self.d, 30).until(expected_conditions.staleness_of(old))
+
+        def gone(_):
+            try:
+                old.is_enabled()
+                return False
+            except StaleElementReferenceException:
+                return True
+            except WebDriverException as e:
+                # chromedriver may say it so, when asked about a node of the page just left
+                if "does not belong to the document" in str(e):
+                    return True
+                raise
+        WebDriverWait(self.d, 30).until(gone)
 
     def login(self, name: str):
         self.go("/console/login")
@@ -128,11 +140,16 @@ def test_the_console_scenario_in_a_browser(tmp_path, driver):
     receiver = None
     try:
         # the CONF.06 scenario over MLLP, and one message refused (no IPP)
-        for text in conf06_messages():
-            assert "MSA|AA" in server.send(text)
+        acks = [server.send(text) for text in conf06_messages()]
+        assert all("MSA|AA" in a for a in acks)
         bad = conf06_messages()[0].replace("C06-0001", "C06-BAD1").replace(
             "700601^^^CH-DEMO&1.2.250.1.999.1.1&ISO^PI", "")
-        assert "MSA|AE" in server.send(bad)
+        refused_ack = server.send(bad)
+        assert "MSA|AE" in refused_ack
+        # a transfer and a pending transfer of the same stay, for the patient's movements
+        for m in (movement_message("A02", "C06-M2", "MVT-0602", "20250303120000", "3001"),
+                  movement_message("A15", "C06-M3", "MVT-0603", "20250304090000", "4001")):
+            assert "MSA|AA" in server.send(m)
         p = Pages(driver, f"http://127.0.0.1:{server.http_port}", shots)
 
         # --- log in (operator) -------------------------------------------------------------------------
@@ -142,6 +159,13 @@ def test_the_console_scenario_in_a_browser(tmp_path, driver):
         p.login("alice")
         assert "alice (opérateur)" in p.text("header")
         assert "GAM" in p.text("#senders") and "tcp:0:interface=127.0.0.1" in p.text("#listeners")
+        # the audit chain: never verified, then verified from the board
+        assert p.text("#chain-result") == "jamais vérifiée" and p.els("#chain-stale")
+        p.shot("board-chain-never-verified")
+        p.click("#verify-audit")
+        p.wait_for(lambda: p.text("#chain-result") == "chaîne intègre", what="the audit chain's verification")
+        assert "par alice (console)" in p.text("#audit-chain") and not p.els("#chain-stale")
+        assert int(p.text("#chain-entries")) >= 4
         p.shot("board")
 
         # --- find a message by MSH-10, see its trace -----------------------------------------------------
@@ -158,15 +182,28 @@ def test_the_console_scenario_in_a_browser(tmp_path, driver):
         assert "refusée" in before.text and "consentement non recueilli" in before.text
         assert after.text.split()[4:6] == ["autorisée", "autorisée"], after.text
         assert not [w for w in IDENTITY if w in driver.page_source]
+        # the ACK exactly as it was sent, one segment a line
+        assert p.text("#ack") == acks[1].rstrip("\r").replace("\r", "\n")
         p.shot("trace")
         p.click("#replay")
         assert p.text("#replay-code") == "AA" and "autorisée" in p.text("#replay-decisions")
         assert not [w for w in IDENTITY if w in driver.page_source]
         p.shot("replay")
 
+        # the refused message's trace: its ACK with its ERR segment, as sent
+        p.go("/console/messages?control_id=C06-BAD1")
+        p.click(p.els("#messages a.msh10")[0])
+        assert p.text("#ack") == refused_ack.rstrip("\r").replace("\r", "\n")
+        assert [line[:3] for line in p.text("#ack").splitlines()] == ["MSH", "MSA", "ERR"]
+        p.shot("trace-refused")
+
         # --- the patient: consultation permitted at the consent, refused after the refusal -----------------
         p.go("/console/patients/CH-DEMO/700601?at=2025-03-03T09:15")
         assert p.text("#gate-consult") == "autorisée"
+        moves = [r.text for r in p.els("#movements tr.movement")]
+        assert len(moves) == 3 and "séjour 1 — n° de venue •••" in p.text("#movements")
+        assert all(w in moves[0] for w in ("MVT-0601", "A01 admission", "03/03/2025 08:55", "2001", "effectué"))
+        assert "A02 mutation" in moves[1] and "3001" in moves[1] and moves[2].endswith("prévu")
         assert not [w for w in IDENTITY if w in driver.page_source], "a masked page shows an identity"
         p.shot("patient-at-consent")
         driver.execute_script("document.getElementById('at').value = '2025-03-03T09:25:00'")
