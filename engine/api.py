@@ -669,8 +669,98 @@ def _lock_key(patient: dict) -> str:
     return patient_key(patient.get("authority"), patient["id"])
 
 
-def site(api: Api) -> server.Site:
-    s = server.Site(api)
+class _Request(server.Request):
+    """A request whose headers and body must all arrive within the site's `request_timeout` of its first
+    line (a client that trickles them, slowloris, would hold its connection forever), and whose body may not
+    pass `max_body` bytes (Twisted keeps a body whole, in a temporary file past 100 KB, before the API reads
+    it: a huge one would fill the disk). Either is answered on the wire and the connection closed."""
+
+    def __init__(self, channel, *args, **kwargs):
+        super().__init__(channel, *args, **kwargs)
+        guard = getattr(channel, "site", None)
+        self._limit = getattr(guard, "max_body", None)
+        self._received = 0
+        timeout = getattr(guard, "request_timeout", None)
+        self._deadline = channel.callLater(timeout, self._too_slow) if timeout else None
+
+    def gotLength(self, length):
+        if self._limit is not None and length is not None and length > self._limit:
+            return self._refuse(413, "body.too_large", f"the body is over {self._limit} bytes")
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        self._received += len(data)
+        if self._limit is not None and self._received > self._limit:
+            return self._refuse(413, "body.too_large", f"the body is over {self._limit} bytes")
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        self._stop_deadline()
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason):
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def _stop_deadline(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self):
+        self._deadline = None
+        log.warning("http.request_too_slow", peer=_peer(self), limit=self.channel.site.request_timeout)
+        self._refuse(408, "request.timeout", "the request did not arrive in time")
+
+    def _refuse(self, status: int, code: str, detail: str):
+        """Answered before the request is whole, so outside `render`: raw, then the connection closed. Only
+        when it is the connection's first request in line: an answer still owed before it must not be cut
+        into (then the connection is only closed)."""
+        self._stop_deadline()
+        channel, transport = self.channel, self.channel.transport
+        if transport is None or getattr(self, "_refused", False):
+            return
+        self._refused = True
+        if channel.requests and channel.requests[0] is self:
+            body = json.dumps({"error": code, "detail": detail}).encode()
+            reason = {408: b"Request Timeout", 413: b"Content Too Large"}[status]
+            transport.write(b"HTTP/1.1 %d %s\r\nServer: pamgate\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                            % (status, reason, len(body), body))
+        transport.loseConnection()
+
+
+class _Site(server.Site):
+    """The HTTP listener: at most `max_connections` connections (one more is closed at once, as the MLLP
+    listener does, so that clients cannot take every file descriptor of the process and starve the MLLP
+    listeners and the store), an idle connection closed after `idle_timeout` (Twisted's default is 12 h),
+    and each request bounded by `_Request`."""
+
+    def __init__(self, api, *, max_connections, idle_timeout, request_timeout, max_body):
+        super().__init__(api, requestFactory=_Request, timeout=idle_timeout)
+        self.max_connections, self.request_timeout, self.max_body = max_connections, request_timeout, max_body
+        self.open_connections = 0
+
+    def buildProtocol(self, addr):
+        if self.open_connections >= self.max_connections:
+            log.warning("http.connection_refused", peer=getattr(addr, "host", str(addr)),
+                        reason="max_connections", limit=self.max_connections)
+            return None
+        channel = super().buildProtocol(addr)
+        self.open_connections += 1
+        lost = channel.connectionLost
+
+        def connectionLost(reason):
+            self.open_connections -= 1
+            return lost(reason)
+        channel.connectionLost = connectionLost
+        return channel
+
+
+def site(api: Api, *, max_connections: int = 256, idle_timeout: float = 300.0, request_timeout: float = 30.0,
+         max_body: int = 65_536) -> server.Site:
+    s = _Site(api, max_connections=max_connections, idle_timeout=idle_timeout, request_timeout=request_timeout,
+              max_body=max_body)
     s.displayTracebacks = False
     s.noisy = False
     return s
