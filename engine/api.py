@@ -13,7 +13,7 @@ import time
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote_to_bytes
@@ -30,15 +30,12 @@ from twisted.web import resource, server
 from consent_store.tables import audit, episode, identifiers, max_chars, outbox, users
 from engine import habilitation, metrics
 from engine.commit import StoreUnavailable
-from engine.domain import DMP_RESULTS, YEARS, DecisionRequest
+from engine.domain import CLOCK_SKEW, DMP_RESULTS, YEARS, DecisionRequest
 from engine.pipeline import PatientUnknown, now_utc, patient_key
 from mappings.codes import meanings
 
 log = structlog.get_logger("pamgate.api")
 
-# How far ahead of our clock a client's "now" may be: a collection date or a decision instant later than
-# this is in the future, and refused.
-CLOCK_SKEW = timedelta(minutes=5)
 # JSON nested deeper than this is refused: no body of the API needs more than a few levels.
 MAX_DEPTH = 32
 INT64 = 2 ** 63
@@ -305,6 +302,19 @@ AUDIT_PAGE, AUDIT_PAGE_MAX = 100, 1000
 STORE_READ_TIMEOUT = 3.0     # seconds /metrics and /v1/status wait for the store's figures
 
 
+_GET = ("GET", "HEAD")
+_METHODS = {b"/healthz": _GET, b"/livez": _GET, b"/readyz": _GET, b"/metrics": _GET, b"/v1/status": _GET,
+            b"/v1/audit": _GET, b"/v1/decisions": ("POST",), b"/v1/consents": ("POST",),
+            b"/v1/dmp/results": ("POST",)}
+
+
+def _allowed(path: bytes) -> tuple:
+    """The methods a path of the API takes; () for a path that is not one."""
+    if PATIENT_PATH.match(path) or PATIENT_INS_PATH.match(path):
+        return _GET
+    return _METHODS.get(path, ())
+
+
 def _reactor():
     from twisted.internet import reactor
     return reactor
@@ -355,6 +365,9 @@ class Api(resource.Resource):
     def _answer(self, method, request):
         """bytes answered at once, or a Deferred of (status, body)."""
         path = request.path
+        if method == "HEAD":
+            # HTTP: a HEAD is answered as the GET, without the body (Twisted leaves it out); probes use it
+            method = "GET"
         if path == b"/livez" and method == "GET":
             # the process answers: nothing else is looked at, so a store outage never restarts it
             return self._finish_now(request, 200, {"status": "ok"})
@@ -506,7 +519,13 @@ class Api(resource.Resource):
         if method == "GET" and path == b"/v1/audit":
             return self._audit(_query(request))
         shown = path.decode("utf-8", "replace")[:200]
-        raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {shown}")
+        allowed = _allowed(path)
+        if allowed:
+            # a path of the API asked with another method: 405 naming those it takes (RFC 9110 §15.5.6)
+            request.setHeader(b"allow", ", ".join(allowed).encode())
+            raise ApiError(405, "method.not_allowed", f"{method[:20]} is not allowed here; this path takes "
+                                                      f"{', '.join(allowed)}")
+        raise ApiError(404, "route.unknown", f"no route {method[:20]} {shown}")
 
     def _audit(self, args: dict):
         """GET /v1/audit: by patient (IPP: authority and id; or INS: ins and oid, with the patients merged

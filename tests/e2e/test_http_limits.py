@@ -89,3 +89,29 @@ def test_held_connections_past_the_limit_are_refused_and_mllp_serves_on(server):
     finally:
         for s in held:
             s.close()
+
+
+def raw(server, request: bytes) -> bytes:
+    with socket.create_connection(("127.0.0.1", server.http_port)) as s:
+        s.sendall(request)
+        return answer(s)
+
+
+def test_head_is_answered_as_get_without_a_body_and_405_names_the_methods(server):
+    """HTTP: every server takes HEAD where it takes GET (probes send it), and a 405 carries `Allow`."""
+    deadline = time.monotonic() + 30
+    while healthz(server) != 200:
+        assert time.monotonic() < deadline
+        time.sleep(0.2)
+    for path in (b"/livez", b"/healthz", b"/readyz", b"/metrics"):
+        data = raw(server, b"HEAD " + path + b" HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        head, _, body = data.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200 ") and body == b"", (path, data)
+    data = raw(server, b"OPTIONS /v1/decisions HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: POST" in head
+    assert json.loads(body)["error"] == "method.not_allowed"
+    data = raw(server, b"DELETE /v1/patients/HOSP-T/P1/consent HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 405 ") and b"\r\nAllow: GET, HEAD" in data
+    data = raw(server, b"PUT /nowhere HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+    assert data.startswith(b"HTTP/1.1 404 ") and b'"route.unknown"' in data
