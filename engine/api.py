@@ -13,7 +13,7 @@ import time
 import json
 import math
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote_to_bytes
@@ -31,15 +31,12 @@ from twisted.web import resource, server
 from consent_store.tables import audit, episode, identifiers, max_chars, outbox, users
 from engine import habilitation, metrics
 from engine.commit import StoreUnavailable
-from engine.domain import DMP_RESULTS, YEARS, DecisionRequest
+from engine.domain import CLOCK_SKEW, DMP_RESULTS, YEARS, DecisionRequest
 from engine.pipeline import PatientUnknown, now_utc, patient_key
 from mappings.codes import meanings
 
 log = structlog.get_logger("pamgate.api")
 
-# How far ahead of our clock a client's "now" may be: a collection date or a decision instant later than
-# this is in the future, and refused.
-CLOCK_SKEW = timedelta(minutes=5)
 # JSON nested deeper than this is refused: no body of the API needs more than a few levels.
 MAX_DEPTH = 32
 INT64 = 2 ** 63
@@ -317,6 +314,19 @@ AUDIT_PAGE, AUDIT_PAGE_MAX = 100, 1000
 STORE_READ_TIMEOUT = 3.0     # seconds /metrics and /v1/status wait for the store's figures
 
 
+_GET = ("GET", "HEAD")
+_METHODS = {b"/healthz": _GET, b"/livez": _GET, b"/readyz": _GET, b"/metrics": _GET, b"/v1/status": _GET,
+            b"/v1/audit": _GET, b"/v1/decisions": ("POST",), b"/v1/consents": ("POST",),
+            b"/v1/dmp/results": ("POST",)}
+
+
+def _allowed(path: bytes) -> tuple:
+    """The methods a path of the API takes; () for a path that is not one."""
+    if PATIENT_PATH.match(path) or PATIENT_INS_PATH.match(path):
+        return _GET
+    return _METHODS.get(path, ())
+
+
 def _reactor():
     from twisted.internet import reactor
     return reactor
@@ -367,6 +377,9 @@ class Api(resource.Resource):
     def _answer(self, method, request):
         """bytes answered at once, or a Deferred of (status, body)."""
         path = request.path
+        if method == "HEAD":
+            # HTTP: a HEAD is answered as the GET, without the body (Twisted leaves it out); probes use it
+            method = "GET"
         if path == b"/livez" and method == "GET":
             # the process answers: nothing else is looked at, so a store outage never restarts it
             return self._finish_now(request, 200, {"status": "ok"})
@@ -528,7 +541,13 @@ class Api(resource.Resource):
         if method == "GET" and path == b"/v1/audit":
             return self._audit(_query(request))
         shown = path.decode("utf-8", "replace")[:200]
-        raise ApiError(404 if method in ("GET", "POST") else 405, "route.unknown", f"no route {method} {shown}")
+        allowed = _allowed(path)
+        if allowed:
+            # a path of the API asked with another method: 405 naming those it takes (RFC 9110 §15.5.6)
+            request.setHeader(b"allow", ", ".join(allowed).encode())
+            raise ApiError(405, "method.not_allowed", f"{method[:20]} is not allowed here; this path takes "
+                                                      f"{', '.join(allowed)}")
+        raise ApiError(404, "route.unknown", f"no route {method[:20]} {shown}")
 
     def _audit(self, args: dict):
         """GET /v1/audit: by patient (IPP: authority and id; or INS: ins and oid, with the patients merged
@@ -691,11 +710,101 @@ def _lock_key(patient: dict) -> str:
     return patient_key(patient.get("authority"), patient["id"])
 
 
-def site(api: Api) -> server.Site:
-    # bodies are left as they came: the API reads JSON, and Twisted's form parsing would first parse each
-    # request's Content-Type with the email package (a sixth of the reactor's time per decision); the
-    # console reads its own forms (console.pages._form)
-    s = server.Site(api, parsePOSTFormSubmission=False)
+class _Request(server.Request):
+    """A request whose headers and body must all arrive within the site's `request_timeout` of its first
+    line (a client that trickles them, slowloris, would hold its connection forever), and whose body may not
+    pass `max_body` bytes (Twisted keeps a body whole, in a temporary file past 100 KB, before the API reads
+    it: a huge one would fill the disk). Either is answered on the wire and the connection closed."""
+
+    def __init__(self, channel, *args, **kwargs):
+        super().__init__(channel, *args, **kwargs)
+        guard = getattr(channel, "site", None)
+        self._limit = getattr(guard, "max_body", None)
+        self._received = 0
+        timeout = getattr(guard, "request_timeout", None)
+        self._deadline = channel.callLater(timeout, self._too_slow) if timeout else None
+
+    def gotLength(self, length):
+        if self._limit is not None and length is not None and length > self._limit:
+            return self._refuse(413, "body.too_large", f"the body is over {self._limit} bytes")
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        self._received += len(data)
+        if self._limit is not None and self._received > self._limit:
+            return self._refuse(413, "body.too_large", f"the body is over {self._limit} bytes")
+        super().handleContentChunk(data)
+
+    def requestReceived(self, command, path, version):
+        self._stop_deadline()
+        super().requestReceived(command, path, version)
+
+    def connectionLost(self, reason):
+        self._stop_deadline()
+        super().connectionLost(reason)
+
+    def _stop_deadline(self):
+        if self._deadline is not None and self._deadline.active():
+            self._deadline.cancel()
+        self._deadline = None
+
+    def _too_slow(self):
+        self._deadline = None
+        log.warning("http.request_too_slow", peer=_peer(self), limit=self.channel.site.request_timeout)
+        self._refuse(408, "request.timeout", "the request did not arrive in time")
+
+    def _refuse(self, status: int, code: str, detail: str):
+        """Answered before the request is whole, so outside `render`: raw, then the connection closed. Only
+        when it is the connection's first request in line: an answer still owed before it must not be cut
+        into (then the connection is only closed)."""
+        self._stop_deadline()
+        channel, transport = self.channel, self.channel.transport
+        if transport is None or getattr(self, "_refused", False):
+            return
+        self._refused = True
+        if channel.requests and channel.requests[0] is self:
+            body = json.dumps({"error": code, "detail": detail}).encode()
+            reason = {408: b"Request Timeout", 413: b"Content Too Large"}[status]
+            transport.write(b"HTTP/1.1 %d %s\r\nServer: pamgate\r\nContent-Type: application/json\r\n"
+                            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                            % (status, reason, len(body), body))
+        transport.loseConnection()
+
+
+class _Site(server.Site):
+    """The HTTP listener: at most `max_connections` connections (one more is closed at once, as the MLLP
+    listener does, so that clients cannot take every file descriptor of the process and starve the MLLP
+    listeners and the store), an idle connection closed after `idle_timeout` (Twisted's default is 12 h),
+    and each request bounded by `_Request`."""
+
+    def __init__(self, api, *, max_connections, idle_timeout, request_timeout, max_body):
+        # bodies are left as they came: the API reads JSON, and Twisted's form parsing would first parse each
+        # request's Content-Type with the email package (a sixth of the reactor's time per decision); the
+        # console reads its own forms (console.pages._form)
+        super().__init__(api, requestFactory=_Request, timeout=idle_timeout, parsePOSTFormSubmission=False)
+        self.max_connections, self.request_timeout, self.max_body = max_connections, request_timeout, max_body
+        self.open_connections = 0
+
+    def buildProtocol(self, addr):
+        if self.open_connections >= self.max_connections:
+            log.warning("http.connection_refused", peer=getattr(addr, "host", str(addr)),
+                        reason="max_connections", limit=self.max_connections)
+            return None
+        channel = super().buildProtocol(addr)
+        self.open_connections += 1
+        lost = channel.connectionLost
+
+        def connectionLost(reason):
+            self.open_connections -= 1
+            return lost(reason)
+        channel.connectionLost = connectionLost
+        return channel
+
+
+def site(api: Api, *, max_connections: int = 256, idle_timeout: float = 300.0, request_timeout: float = 30.0,
+         max_body: int = 65_536) -> server.Site:
+    s = _Site(api, max_connections=max_connections, idle_timeout=idle_timeout, request_timeout=request_timeout,
+              max_body=max_body)
     s.displayTracebacks = False
     s.noisy = False
     # the API writes its own access line (_access_logged, the patient's path segments masked); Twisted's

@@ -57,6 +57,10 @@ DELETE = '""'  # HL7's explicit null: delete the value
 # The years a date given to the product may fall in. Periods are added to dates and the calendar ends in
 # 9999, so a date near either edge is refused where it comes in, never stored.
 YEARS = range(1900, 2200)
+# How far ahead of our clock a collection date may be (a sender's or a client's clock may run a little
+# fast), no more: a value dated later would outrank, by its collection date, every value collected
+# until then.
+CLOCK_SKEW = timedelta(minutes=5)
 
 # What each DMP web-service transaction may answer (domain.md): TD0.2 tests the access, TD0.3 sets it.
 DMP_RESULTS = {"TD0.2": ("VALIDE", "EXPIRE", "INTERDIT", "NON_EXISTE"), "TD0.3": ("OK", "FAILED")}

@@ -18,7 +18,7 @@ import structlog
 from consent_store import errors as store_errors
 from consent_store.tables import NotStorable
 from engine import identity, patient_view, rules, sequence
-from engine.domain import (CONSULT, DMP_STATUS, EARLIEST, FEED, LATEST, PERMIT, Changes, DecisionRequest,
+from engine.domain import (CLOCK_SKEW, CONSULT, DMP_STATUS, EARLIEST, FEED, LATEST, PERMIT, Changes, DecisionRequest,
                            PatientState, Policy, R_PATIENT_UNKNOWN, break_glass_row, dmp_result_row, fact_row,
                            from_header, header, movement_row, usable_instant, visit_row, visit_start)
 from engine.forward import forwarded_message
@@ -196,6 +196,14 @@ class Pipeline:
         except UnusableDate as e:
             work.outcome = work.data_type_error(e.fact, e.why)
             return
+        latest = work.received_at + CLOCK_SKEW
+        for name, value in work.facts.items():
+            # as the API's collected_at (date.in_future): a collection dated ahead would win over later ones
+            if name.endswith(".collected_at") and isinstance(value, datetime) and value > latest:
+                work.outcome = work.data_type_error(
+                    name, f"the collection date is in the future (our clock says "
+                          f"{work.received_at.isoformat(timespec='seconds')})")
+                return
         if not work.facts.get("patient.ipp"):
             work.outcome = Outcome("AE", [MessageError("PID", 1, 3, 1, 101,
                                                         "no patient identifier of type PI in PID-3")])

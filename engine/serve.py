@@ -85,7 +85,8 @@ def serve(config_path: str | None, mount=None) -> int:
                   inbound_ready=lambda: applier.ready, on_events=wake,
                   destinations=[d.name for d in cfg.destinations],
                   about=lambda: about(cfg, store, ports, applier, started_at))
-        http_site = site(api)
+        http_site = site(api, max_connections=cfg.limits.max_connections, idle_timeout=cfg.limits.idle_timeout,
+                         request_timeout=cfg.limits.frame_timeout, max_body=cfg.limits.max_body_bytes)
         if mount is not None:
             mount(http_site, api, cfg, listeners=factories)
         endpoints["listeners.http"].listen(http_site).addCallbacks(

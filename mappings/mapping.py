@@ -134,7 +134,7 @@ class Mapping:
     accepted: frozenset                  # every event of every group
     groups: dict                         # group name -> frozenset of events
     excluded: dict                       # event -> why it is refused
-    segments: tuple                      # ((segment, Requirement), ...)
+    segments: tuple                      # ((segment, Requirement or None, once), ...)
     forbidden: tuple                     # ((Path, reason), ...)
     facts: tuple                         # FactRule, independent ones first
     policy: dict = field(default_factory=dict)
@@ -174,11 +174,16 @@ class Mapping:
             return ex
         segments = msg.segments
         missing = set()          # segments already reported missing: their fields are not reported again
-        for seg, req in self.segments:
-            if seg not in segments and req.applies(msg, event):
+        for seg, req, once in self.segments:
+            if req is not None and seg not in segments and req.applies(msg, event):
                 missing.add(seg)
                 ex.problems.append(Problem(seg, 1, None, None, SEGMENT_SEQUENCE_ERROR,
                                            f"segment {seg} is required on {event} and is missing"))
+            elif once and len(segments.get(seg, ())) > 1:
+                # which one would count is a guess: a later ZFA may hold the patient's refusal
+                ex.problems.append(Problem(seg, 2, None, None, SEGMENT_SEQUENCE_ERROR,
+                                           f"segment {seg} appears {len(segments[seg])} times; "
+                                           f"it may appear once"))
         self._run(self._plan, msg, event, ex, missing)
         facts = ex.facts
         dependent = [x for x in self._dependent if x[0].only_with in facts]

@@ -23,14 +23,25 @@ class FileChannel:
 
     def _append(self, line: bytes) -> None:
         with self._lock:
+            start = None
             try:
                 if self._file is None:
                     self.path.parent.mkdir(parents=True, exist_ok=True)
-                    self._file = open(self.path, "ab")
-                self._file.write(line)
-                self._file.flush()
-                os.fsync(self._file.fileno())
+                    self._file = open(self.path, "ab", buffering=0)
+                fd = self._file.fileno()
+                start = os.lseek(fd, 0, os.SEEK_END)
+                written = 0
+                while written < len(line):   # an unbuffered write may be short
+                    written += os.write(fd, line[written:])
+                os.fsync(fd)
             except OSError as e:
+                # A full disk may have taken part of the line: cut it off, or the retry's line
+                # would be glued to it and a reader would lose both.
+                if start is not None:
+                    try:
+                        os.ftruncate(self._file.fileno(), start)
+                    except OSError:
+                        pass
                 self._close()
                 raise DeliveryFailed(f"{self.path}: {e.strerror or e}") from None
 

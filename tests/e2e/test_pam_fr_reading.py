@@ -78,3 +78,43 @@ def test_six_months_of_validity_are_counted_in_paris_time_across_the_summer_chan
     assert d["reasons"] == ["consent.expired"]
     _, d = server.decide({"id": "D1", "authority": "HOSP-T"}, "consult", at="2025-09-03T07:00:00Z")
     assert d["decision"] == "permit"
+
+
+def test_a_repeated_zfa_or_zbe_is_refused_naming_the_second_not_half_read(server):
+    """ZFA is [0..1] and ZBE [1..1]: a second one (here the patient's later refusal) was dropped and the first
+    applied, `AA`. Which one counts is a guess, so the message is refused whole, `AE` 100 at the second."""
+    later = "ZFA|ACTIF|20250106090000|||||||INO|20250106090000|INC|20250106100000"
+    ack = server.send(adt("A01", ipp="Z2", visit="VZ2", zfa=zfa_2111("INO", "IC")) + "\r" + later)
+    assert ack_code(ack) == "AE"
+    assert "ERR||ZFA^2|100^" in ack and "segment ZFA appears 2 times; it may appear once" in ack
+    status, _ = server.http("GET", "/v1/patients/HOSP-T/Z2/consent")
+    assert status == 404                                    # nothing of it applied
+    a01 = adt("A01", ipp="Z3", visit="VZ3", zfa=zfa_2111("INO", "IC"))
+    zbe = next(s for s in a01.split("\r") if s.startswith("ZBE"))
+    ack = server.send(a01.replace(zbe, zbe + "\r" + zbe.replace("|INSERT|", "|CANCEL|")))
+    assert ack_code(ack) == "AE" and "ERR||ZBE^2|100^" in ack
+    # two messages in one frame: the first was applied, the second (here a refusal) dropped, AA
+    two = adt("A31", ipp="Z5", zfa=zfa_2111("INO", "IC")) + "\r" + adt("A31", ipp="Z5", zfa=zfa_2111("INO", "INC"))
+    ack = server.send(two)
+    assert ack_code(ack) == "AE" and "ERR||MSH^2|100^" in ack and "segment MSH appears 2 times" in ack
+    status, _ = server.http("GET", "/v1/patients/HOSP-T/Z5/consent")
+    assert status == 404
+    assert ack_code(server.send(adt("A01", ipp="Z4", visit="VZ4", zfa=zfa_2111("INO", "IC")))) == "AA"
+
+
+def test_a_collection_date_in_the_future_is_refused_naming_the_field(server):
+    """A ZFA-12 years ahead (a sender's clock, or a typo) was AA and stored: invisible until then, it would then
+    outrank every consent or refusal collected before it. Refused as the API refuses `collected_at` (more than
+    5 minutes ahead), AE 102 naming ZFA-12; a few minutes of skew pass."""
+    ahead = "20990106090000"
+    ack = server.send(adt("A01", ipp="F1", visit="VF1", zfa=zfa_2111("INO", "IC").replace(
+        "|IC|20250106090000", f"|IC|{ahead}")))
+    assert ack_code(ack) == "AE"
+    assert "ERR||ZFA^1^12|102^" in ack and "the collection date is in the future" in ack
+    status, _ = server.http("GET", "/v1/patients/HOSP-T/F1/consent")
+    assert status == 404
+    from datetime import datetime, timedelta
+    from zoneinfo import ZoneInfo
+    soon = (datetime.now(ZoneInfo("Europe/Paris")) + timedelta(minutes=2)).strftime("%Y%m%d%H%M%S")
+    ack = server.send(adt("A01", ipp="F2", visit="VF2", zfa=zfa_2111("INO", "IC", when=soon)))
+    assert ack_code(ack) == "AA"

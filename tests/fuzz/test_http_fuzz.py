@@ -14,6 +14,10 @@ from tests.fuzz.hostile_requests import TOKEN, RequestFactory
 from tests.fuzz.wire import Findings, http_exchange
 
 
+# the probes answer without the token (README), to GET and to HEAD, which HTTP answers as the GET
+PROBES = tuple(m + p for m in (b"GET ", b"HEAD ") for p in (b"/healthz ", b"/livez ", b"/readyz "))
+
+
 def area(raw: bytes) -> str:
     """The route a request aims at, coarsely: /v1/decisions, /v1/patients, /console, other."""
     parts = raw.split(b" ", 2)
@@ -44,7 +48,7 @@ def judge(port, raw, findings):
         except (ValueError, AttributeError):
             detail = "JSON" if body.startswith(b"{") else "HTML page" if b"<html>" in body else "not JSON"
         findings.add(f"HTTP {status} on {area(raw)} ({detail})", raw[:600])
-    elif status < 400 and not authorized(raw) and not raw.startswith((b"GET /healthz ", b"GET /livez ", b"GET /readyz ")):
+    elif status < 400 and not authorized(raw) and not raw.startswith(PROBES):
         findings.add(f"{status} without the API token on {area(raw)}", raw[:600])
     elif status == 400 and raw.startswith((b"POST /v1/", b"GET /v1/")) and b"content-type: application/json" in head.lower():
         try:

@@ -349,3 +349,54 @@ async def test_stop_waits_for_deliveries_in_flight_and_records_them(sqlite_store
     assert len(done) == len(http_receiver.accepted) == 2          # the two in flight, recorded; no new claim
     assert all(r["claimed_by"] is None for r in rows)
     assert {r["status"] for r in rows} == {"done", "pending"}
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KiB tmpfs, mounted for the test (root only): a real filesystem that fills up."""
+    import os
+    import subprocess
+    where = tmp_path / "small"
+    where.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
+                                           capture_output=True).returncode != 0:
+        pytest.skip("a full filesystem needs root and mount (tmpfs): not available here")
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_full_disk_leaves_no_torn_line_in_the_file_destination(sqlite_store, full_disk):
+    """ENOSPC in the middle of a line: the part written is cut off, so that the retry's line is not glued
+    to it (a JSON-lines reader would lose both); every event is there once when space comes back."""
+    store = sqlite_store
+    path = full_disk / "events.jsonl"
+    earlier = json.dumps({"earlier": "x" * 3900}) + "\n"      # the file's last page nearly full
+    path.write_text(earlier)
+    filler = full_disk / "filler"
+    with open(filler, "wb", buffering=0) as f:              # then no page left
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    cfg = config({"name": "journal", "type": "file", "path": str(path), "max_attempts": 1000, **FAST})
+    enqueue(store, [envelope("A", n) for n in range(3)], cfg.routes())
+    d = Dispatcher(store, cfg, reactor, metrics)
+    await d.start()
+    try:
+        await until(lambda: statuses(store).get("pending", 0) and _attempted(store), what="a failed attempt")
+        filler.unlink()
+        await drained(store, 3)
+    finally:
+        await stop(d)
+    lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+    assert lines[0] == earlier
+    assert order_by_patient(json.loads(x) for x in lines[1:]) == {"A": [0, 1, 2]}
+
+
+def _attempted(store) -> bool:
+    with store.transaction() as uow:
+        return any(row["last_error"] for row in uow.deliveries())
