@@ -364,7 +364,7 @@ class Pipeline:
         return [{
             "id": str(uuid.uuid4()),
             "type": e["type"],
-            "time": e.get("time") or now_utc(),
+            "time": _in_utc(e.get("time")) or now_utc(),
             "patient": dict(named) if named else {"id": ipp, "authority": authority},
             "patient_key": patient_key(authority, ipp),
             "episode": e.get("episode") or {},
@@ -625,6 +625,11 @@ def ack_errors(errors) -> list[AckError]:
 
 def _err(p) -> MessageError:
     return MessageError(p.segment, p.sequence, p.field, p.component, p.code, p.text)
+
+
+def _in_utc(t):
+    """Events carry their times in UTC (docs/outbound.md), whatever offset a decision's `at` was asked with."""
+    return t.astimezone(timezone.utc) if isinstance(t, datetime) and t.tzinfo is not None else t
 
 
 def _named_by_ins(patient: dict, key: tuple) -> dict | None:

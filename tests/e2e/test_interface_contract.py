@@ -1,6 +1,6 @@
 """The outer interface as ../shared/docs/interface.md words it, read through a real `pamgate serve`: a decision's
-`triggers` are events (the envelope the outbox delivers), an event names the patient as the caller did when
-no IPP is known, and every value of a patient's consent view carries its collection date and its source."""
+`triggers` are events (the envelope the outbox delivers, times in UTC), an event names the patient as the caller
+did when no IPP is known, and every value of a patient's consent view carries its collection date and source."""
 from __future__ import annotations
 
 import json
@@ -39,16 +39,24 @@ def test_triggers_are_the_events_delivered_and_unknown_ins_is_named_as_asked(tmp
             assert t["patient"] == IPP and t["source"] == {"msh10": None, "sender": "api"}
             assert t["episode"] == answer["episode"]
 
+        # asked at a past instant with an offset, the events still carry their time in UTC
+        status, past = server.decide(IPP, "consult", at="2025-01-06T10:00:00+01:00", user="doc2")
+        assert status == 200 and past["decision"] == "permit" and past["triggers"], past
+        assert {t["time"] for t in past["triggers"]} == {"2025-01-06T09:00:00+00:00"}
+
         ins = {"ins": "1990199123456", "oid": "1.2.250.1.213.1.4.8"}
         status, unknown = server.decide(ins, "consult")
         assert status == 200 and unknown["reasons"] == ["patient.unknown"]
 
-        ids = {t["id"] for t in answer["triggers"]}
+        ids = {t["id"] for t in answer["triggers"] + past["triggers"]}   # kept in order per patient: the
+        # decision.made written before each trigger is delivered before it
         events = delivered(out, lambda es: ids <= {e["id"] for e in es}
                            and any(e["patient"] == ins for e in es))
         by_id = {e["id"]: e for e in events}
         for t in answer["triggers"]:     # the answer's trigger is the very event delivered, same id and content
             assert by_id[t["id"]] == t
+        assert {e["time"] for e in events if e["data"].get("request", {}).get("user") == "doc2"} \
+            == {"2025-01-06T09:00:00+00:00"}
         made = [e for e in events if e["type"] == "decision.made" and e["data"]["reasons"] == ["patient.unknown"]]
         assert [e["patient"] for e in made] == [ins]
 
