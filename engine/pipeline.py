@@ -370,13 +370,14 @@ class Pipeline:
         return {"type": "adt.forward", "time": work.received_at, "episode": {"visit": work.facts.get("visit.number")},
                 "data": {"message": text, "event": work.facts.get("message.event")}}
 
-    def envelopes(self, events, key, source) -> list[dict]:
+    def envelopes(self, events, key, source, named: dict | None = None) -> list[dict]:
+        """`named`: the patient as the events name them, where not by the IPP of `key` (an unknown INS)."""
         authority, ipp = key
         return [{
             "id": str(uuid.uuid4()),
             "type": e["type"],
-            "time": e.get("time") or now_utc(),
-            "patient": {"id": ipp, "authority": authority},
+            "time": _in_utc(e.get("time")) or now_utc(),
+            "patient": dict(named) if named else {"id": ipp, "authority": authority},
             "patient_key": patient_key(authority, ipp),
             "episode": e.get("episode") or {},
             "data": e.get("data") or {},
@@ -412,10 +413,11 @@ class Pipeline:
             if d.habilitation is not None:
                 result["habilitation"] = d.habilitation
         key = _key_of(patient, state)
+        named = _named_by_ins(patient, key)
         source = {"msh10": None, "sender": "api"}
         triggers = self.envelopes([{"type": t["type"], "time": at, "episode": result["episode"],
                                     "data": t["data"]} for t in (d.triggers if pid is not None else ())],
-                                  key, source)
+                                  key, source, named)
         request_view = {"action": request.action, "user": request.user, "profession": request.profession,
                         "mode": request.mode, "reason": request.reason, "visit": request.visit, "at": at}
         if request.role or request.document_type or request.category:
@@ -423,10 +425,13 @@ class Pipeline:
                                                              "category": request.category})
         made = self.envelopes([{"type": "decision.made", "time": at, "episode": result["episode"],
                                 "data": {**{k: result[k] for k in ("decision", "mode", "reasons")},
-                                         "request": request_view}}], key, source)
-        result["triggers"] = [{"id": t["id"], "type": t["type"], "data": t["data"]} for t in triggers]
+                                         "request": request_view}}], key, source, named)
+        # each trigger as the outbox delivers it (interface: `"triggers": [EVENT…]`), the ordering key aside
+        result["triggers"] = [{k: v for k, v in t.items() if k != "patient_key"} for t in triggers]
         result["audit_id"] = uow.audit(at=now, patient_id=pid, kind="decision", user=request.user,
-                                       payload={"request": request_view, "patient": patient, **result})
+                                       payload={"request": request_view, "patient": patient, **result,
+                                                "triggers": [{"id": t["id"], "type": t["type"], "data": t["data"]}
+                                                             for t in triggers]})
         uow.enqueue(made + triggers, self.routes, now)
         return result
 
@@ -504,7 +509,10 @@ class Pipeline:
             "feed_opposition": latest(FEED),
             "dmp_status": latest(DMP_STATUS),
             "blocks": {"break_glass": latest("block.break_glass"), "centre_15": latest("block.centre_15")},
-            "break_glass_requests": [{"user": b.user, "reason": b.reason, "at": b.at, "visit": b.visit}
+            # a request is collected by the decision that asked for it: `collected_at` and `source` as for
+            # every other value (`at` is its older name, kept)
+            "break_glass_requests": [{"user": b.user, "reason": b.reason, "at": b.at, "collected_at": b.at,
+                                      "visit": b.visit, "source": {"api": True, "user": b.user}}
                                      for b in state.break_glass if b.at <= at],
             "gate": {k: gate[k] for k in ("consult", "feed", "reasons", "valid_until")},
             "history": [{"item": f.item, "value": f.value, "code": f.code, "collected_at": f.collected_at,
@@ -629,6 +637,18 @@ def ack_errors(errors) -> list[AckError]:
 
 def _err(p) -> MessageError:
     return MessageError(p.segment, p.sequence, p.field, p.component, p.code, p.text)
+
+
+def _in_utc(t):
+    """Events carry their times in UTC (docs/outbound.md), whatever offset a decision's `at` was asked with."""
+    return t.astimezone(timezone.utc) if isinstance(t, datetime) and t.tzinfo is not None else t
+
+
+def _named_by_ins(patient: dict, key: tuple) -> dict | None:
+    """An INS the store does not know (no IPP to name the patient by) is named in the events as it was asked."""
+    if patient.get("ins") and key == (None, patient["ins"]):
+        return {"ins": patient["ins"], "oid": patient.get("oid")}
+    return None
 
 
 def _key_of(patient: dict, state) -> tuple:

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import urllib.error
+import urllib.parse
 import urllib.request
 
 from engine import config as configuration
@@ -78,10 +79,17 @@ def status(args) -> int:
         cfg = configuration.load(args.config)
     url = (args.url or (api_url(cfg.listeners.http) if cfg else DEFAULT_URL)).rstrip("/")
     token = cfg.api.token if cfg else os.environ.get("PAMGATE_API_TOKEN")
-    req = urllib.request.Request(f"{url}/v1/status")
-    if token:
-        req.add_header("Authorization", f"Bearer {token}")
+    try:    # a port that is not a number in range is a ValueError here, rather than a traceback in urlopen
+        parts = urllib.parse.urlsplit(url)
+        valid = parts.scheme in ("http", "https") and bool(parts.hostname) and parts.port != 0
+    except ValueError:
+        valid = False
+    if not valid:
+        raise CommandError(f"--url {url!r}: expected http://HOST:PORT (or https://)")
     try:
+        req = urllib.request.Request(f"{url}/v1/status")
+        if token:
+            req.add_header("Authorization", f"Bearer {token}")
         with urllib.request.urlopen(req, timeout=args.timeout) as r:
             body = json.loads(r.read())
     except urllib.error.HTTPError as e:
