@@ -343,8 +343,9 @@ class Api(resource.Resource):
     isLeaf = True
 
     def __init__(self, pipeline, committer, token: str | None, max_body: int = 65_536, inbound_ready=None,
-                 on_events=None, destinations=(), about=None):
+                 on_events=None, destinations=(), about=None, open_probes: bool = False):
         super().__init__()
+        self.open_probes = open_probes
         # `GET /v1/status`: what the server knows of itself (version, configuration, endpoints, store,
         # apply process), a callable so that it is read at each call
         self.about = about or (lambda: {})
@@ -380,10 +381,14 @@ class Api(resource.Resource):
         if method == "HEAD":
             # HTTP: a HEAD is answered as the GET, without the body (Twisted leaves it out); probes use it
             method = "GET"
-        if path == b"/livez" and method == "GET":
-            # the process answers: nothing else is looked at, so a store outage never restarts it
-            return self._finish_now(request, 200, {"status": "ok"})
-        if path in (b"/readyz", b"/healthz") and method == "GET":
+        if path == b"/healthz" and method == "GET":
+            return self._ready()
+        if path in (b"/livez", b"/readyz") and method == "GET":
+            if not self.open_probes:
+                self._authorize(request)
+            if path == b"/livez":
+                # the process answers: nothing else is looked at, so a store outage never restarts it
+                return self._finish_now(request, 200, {"status": "ok"})
             return self._ready()
         if path == b"/metrics" and method == "GET":
             self._authorize(request)

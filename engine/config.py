@@ -236,6 +236,9 @@ class HabilitationConfig(Strict):
 
 class ApiConfig(Strict):
     token: str | None = None
+    # interface.md: with a token, every call but /healthz needs it, /livez and /readyz included; an
+    # orchestrator that cannot send a header may open those two
+    open_probes: bool = False
 
 
 class ConsoleUser(Strict):

@@ -82,7 +82,7 @@ def serve(config_path: str | None, mount=None) -> int:
             endpoints[f"listeners.mllp.{i}.endpoint"].listen(factory).addCallbacks(
                 listening("mllp", listener.endpoint), failed(listener.endpoint))
         api = Api(pipeline, committer, cfg.api.token, cfg.limits.max_body_bytes,
-                  inbound_ready=lambda: applier.ready, on_events=wake,
+                  inbound_ready=lambda: applier.ready, on_events=wake, open_probes=cfg.api.open_probes,
                   destinations=[d.name for d in cfg.destinations],
                   about=lambda: about(cfg, store, ports, applier, started_at))
         http_site = site(api, max_connections=cfg.limits.max_connections, idle_timeout=cfg.limits.idle_timeout,

@@ -14,8 +14,8 @@ from tests.fuzz.hostile_requests import TOKEN, RequestFactory
 from tests.fuzz.wire import Findings, http_exchange
 
 
-# the probes answer without the token (README), to GET and to HEAD, which HTTP answers as the GET
-PROBES = tuple(m + p for m in (b"GET ", b"HEAD ") for p in (b"/healthz ", b"/livez ", b"/readyz "))
+# /healthz answers without the token (interface.md), to GET and to HEAD, which HTTP answers as the GET
+PROBES = tuple(m + p for m in (b"GET ", b"HEAD ") for p in (b"/healthz ",))
 
 
 def area(raw: bytes) -> str:
