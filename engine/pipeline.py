@@ -322,8 +322,12 @@ class Pipeline:
             uow.merge_patient(target.absorbed, pid, offset, now)
             audit_extra["merged"] = target.absorbed
         head = identity.without_prior(head, f)
-        state = PatientState() if created else patient_view.for_message(uow, pid, header(head), f, now,
-                                                                        latest_ever=self.forwarding)
+        if created:
+            state = PatientState()
+        elif rules.changes_history(f) or self.forwarding:
+            state = patient_view.for_message(uow, pid, header(head), f, now, latest_ever=self.forwarding)
+        else:
+            state = head    # identity only: nothing of the history is read (rules.changes_history)
 
         changes, events = rules.apply(state, f, source, self.policy, now)
         new = changes.state

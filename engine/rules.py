@@ -276,6 +276,14 @@ def collected_dates(facts: dict, received_at: datetime) -> list[tuple[str, datet
             if name in facts and facts[name] is not None and facts[name] != DELETE]
 
 
+def changes_history(facts: dict) -> bool:
+    """Whether a message can change a fact or a visit: it carries a consent value or names a visit. One that
+    does neither (most A28/A31: identity only) changes neither, so its gating before and after is the same and
+    `apply` needs none of the view's rows: the patient's header is enough."""
+    return bool(facts.get("visit.number")) or any(
+        name in facts and facts[name] is not None and facts[name] != DELETE for name in CONSENT_ITEMS)
+
+
 def instant(state: PatientState, facts: dict, received_at: datetime) -> datetime:
     """The instant a message's gating is judged at: its own time, or the latest value it brings that is new.
     `state` needs only the facts of `collected_dates`."""
