@@ -9,6 +9,7 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -602,14 +603,21 @@ _LOCATION = re.compile(r"^([A-Z][A-Z0-9]{2})(?:\([^)]*\))?(?:\[[^\]]*\])?-(\d+)(
                        r"(?:-(\d+))?")
 
 
+@lru_cache(maxsize=4096)
+def _location(path: str) -> tuple | None:
+    """(segment, field, component) of a path's text: a mapping has a few dozen, read on every message."""
+    m = _LOCATION.match(path)
+    return (m[1], int(m[2]), int(m[3]) if m[3] else None) if m else None
+
+
 def _locations(trace) -> dict:
     """fact name -> (segment, field, component) of the path it was read from (single paths only)."""
     out = {}
     for fact in trace:
-        path = fact.path if isinstance(fact.path, str) else None
-        m = _LOCATION.match(path or "")
-        if m:
-            out[fact.name] = (m[1], int(m[2]), int(m[3]) if m[3] else None)
+        path = fact.path
+        where = _location(path) if path.__class__ is str else None
+        if where is not None:
+            out[fact.name] = where
     return out
 
 
