@@ -316,8 +316,11 @@ def apply(state: PatientState, facts: dict, source: dict, policy: Policy,
     # Gating is judged at the message's own instant, so that a replay of old messages is deterministic.
     at = max([when] + [f.collected_at for f in new_facts])
     visit = facts.get("visit.number") or None
-    before, after = gate(state, policy, at, visit), gate(new, policy, at, visit)
     events = []
+    # without a fact nor a visit changed, the gating cannot change (the rest of the view is the same)
+    before = after = None
+    if new_facts or visits is not state.visits or facts_all is not state.facts:
+        before, after = gate(state, policy, at, visit), gate(new, policy, at, visit)
     if before != after and (state.known or state.facts or new_facts or state.visits):
         events.append({"type": "consent.changed", "time": at, "episode": {"visit": after["visit"]},
                        "data": {k: after[k] for k in ("consult", "feed", "reasons", "valid_until")}})
