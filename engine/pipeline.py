@@ -139,7 +139,7 @@ class Pipeline:
     # --- inbound messages ---------------------------------------------------------------------
 
     def prepare(self, text: str, raw: bytes, received_at: datetime) -> "MessageWork":
-        work = MessageWork(self, text, raw, received_at)
+        work = MessageWork(self, text, raw, received_at, fields={})
         try:
             self._prepare(work)
         except Exception as e:  # noqa: BLE001 — a bug of ours: a final AE, journaled, never "store unavailable"
@@ -198,6 +198,15 @@ class Pipeline:
         if not work.facts.get("patient.ipp"):
             work.outcome = Outcome("AE", [MessageError("PID", 1, 3, 1, 101,
                                                         "no patient identifier of type PI in PID-3")])
+
+    def locations(self, text: str) -> dict:
+        """fact name -> (segment, field, component) it is read from in this message, as `prepare` found them
+        (MessageWork.located: the apply process is not sent them; only an error that names a field needs
+        them)."""
+        try:
+            return _locations(self.read(Message.parse(text))[1].trace)
+        except Exception:   # noqa: BLE001 — a message prepare could not read: no field to name
+            return {}
 
     def read(self, msg) -> tuple:
         """(selection, extraction): the mapping chosen for `msg`, and what it reads. `prepare` and
@@ -518,7 +527,9 @@ class MessageWork:
     outcome: Outcome | None = None
     mapping: str | None = None
     why: str | None = None
-    fields: dict = field(default_factory=dict)   # fact name -> (segment, field, component) it was read from
+    # fact name -> (segment, field, component) it was read from; None until `located()` reads them again
+    # (they do not cross the pipe to the apply process: only an error that names a field needs them)
+    fields: dict | None = None
 
     @property
     def sender(self) -> str:
@@ -552,12 +563,18 @@ class MessageWork:
             outcome.expected_sequence = -1 if last is None else last + 1
         return self.pipeline._answered_alone(uow, self, outcome)
 
+    def located(self) -> dict:
+        if self.fields is None:
+            self.fields = self.pipeline.locations(self.text) if self.text else {}
+        return self.fields
+
     def fact_holding(self, value) -> str | None:
         """The fact that holds `value`, or a part of it (a key made of several): where a refusal points."""
         facts = self.facts or {}
+        fields = self.located()
         best = None
         for name, v in facts.items():
-            if isinstance(v, str) and v and name in self.fields:
+            if isinstance(v, str) and v and name in fields:
                 if v == value:
                     return name
                 if isinstance(value, str) and v in value and (best is None or len(v) > len(facts[best])):
@@ -566,7 +583,7 @@ class MessageWork:
 
     def data_type_error(self, fact: str | None, why: str, column: str | None = None) -> Outcome:
         """AE 102 naming the field a fact was read from."""
-        seg, fld, comp = self.fields.get(fact) or ("", 0, None)
+        seg, fld, comp = self.located().get(fact) or ("", 0, None)
         where = f"{seg}-{fld}{f'-{comp}' if comp else ''} ({fact})" if seg else (fact or column or "a value")
         return Outcome("AE", [MessageError(seg, 1, fld, comp, DATA_TYPE_ERROR, f"{where}: {why}; nothing was applied")])
 
