@@ -277,7 +277,8 @@ def ack_summary(ack_text: str) -> tuple[str, str]:
     header = _read_header(ack_text)
     seps = header.separators
     segments = ack_text.split("\r", 2)
-    if header is not _NO_HEADER and len(segments) > 1 and segments[1].startswith("MSA" + seps[0]):
+    if (ack_text.startswith("MSH") and header is not _NO_HEADER and len(segments) > 1
+            and segments[1].startswith("MSA" + seps[0])):
         # as build_ack writes it (every ACK counted, so read without a second parse): MSA second
         code = segments[1].split(seps[0], 2)[1].split(seps[1])[0]
     else:
