@@ -43,7 +43,7 @@ I_JOURNAL = Sql(insert(journal), columns=["received_at", "sender_application", "
                                           "visit"], returns=journal.c.id)
 I_APPLIED = Sql(insert(applied_message), columns=["sender_application", "sender_facility", "control_id",
                                                   "journal_id", "content_hash"])
-Q_FIND = Sql(select(_id.patient_id, patients.c.merged_into)
+Q_FIND = Sql(select(_id.patient_id, patients.c.merged_into, patients.c.state)
              .join_from(identifiers, patients, _id.patient_id == patients.c.id)
              .where(_id.kind == bindparam("b_kind"), _id.authority == bindparam("b_authority"),
                     _id.value == bindparam("b_value"), _id.active.is_(True)))
@@ -372,6 +372,9 @@ class UnitOfWork:
         self._last_key: dict[str, int] = {}      # SQLite: the last key given per table (journal, outbox)
         self._applied_later: dict[tuple, str] = {}  # duplicate keys (and hashes) among the rows kept for later
         self._sequences: dict[tuple, int | None] = {}   # sender -> last accepted MSH-13, as this transaction has it
+        # SQLite: patient id -> its state text, read with the identifier that led to it (find_patient), taken
+        # by the next patient_header of that patient (one statement fewer a message); any write drops them
+        self._headers: dict[int, str] = {}
 
     @contextmanager
     def savepoint(self):
@@ -387,6 +390,7 @@ class UnitOfWork:
             self._later.clear()
             self._applied_later.clear()
             self._sequences.clear()
+            self._headers.clear()
             self._head, self._head_stored = head
             raise
 
@@ -591,7 +595,9 @@ class UnitOfWork:
         row = self._run(Q_FIND, {"b_kind": kind, "b_authority": authority or "", "b_value": value}).fetchone()
         if row is None:
             return None
-        pid, nxt = row
+        pid, nxt, state = row
+        if nxt is None and not self.is_postgres:   # PostgreSQL: patient_header locks the row as it reads it
+            self._headers[pid] = state
         # follow merges to the survivor (identifiers are moved at the merge, so this is rare)
         for _ in range(32):
             if nxt is None:
@@ -608,10 +614,14 @@ class UnitOfWork:
     def patient_header(self, patient_id: int) -> dict:
         """What the patient row keeps (identifiers held, counters): bounded, whatever the history. On
         PostgreSQL the row is locked, as the patient's advisory lock already orders its writers."""
-        row = self._run(Q_STATE_FOR_UPDATE if self.is_postgres else Q_STATE, {"b_pid": patient_id}).fetchone()
-        return orjson.loads(row[0]) if row and row[0] else {}
+        state = self._headers.pop(patient_id, None)
+        if state is None:
+            row = self._run(Q_STATE_FOR_UPDATE if self.is_postgres else Q_STATE, {"b_pid": patient_id}).fetchone()
+            state = row[0] if row else None
+        return orjson.loads(state) if state else {}
 
     def save_header(self, patient_id: int, header: dict, now: datetime) -> None:
+        self._headers.clear()
         self._run(U_STATE, {"b_pid": patient_id, "b_state": _state_json(header), "b_now": now})
 
     # a patient's history, read by indexed queries: each returns a few rows whatever the history's length
@@ -741,6 +751,7 @@ class UnitOfWork:
         numbered after the survivor's (`seq_offset`), its visits but those the survivor knows by the same
         number, its DMP results and break-glass requests. Its audit entries stay as they were. This costs what
         it moves; merges are rare."""
+        self._headers.clear()
         conn = self.conn
         conn.execute(update(patients).where(patients.c.id == absorbed_id).values(
             merged_into=survivor_id, updated_at=now))

@@ -12,7 +12,8 @@ that holds its message.
 
 Records on both pipes: a 4-byte big-endian length, then a pickle (both ends are this module, in processes
 of the same server; nothing else writes to these pipes).
-- server → child: (id, *the prepared MessageWork's fields but its pipeline), see CARRIED
+- server → child: (id, *the prepared MessageWork's fields but its pipeline and locations), see CARRIED;
+  raw None when it is the text's UTF-8
 - child → server: ("ready",) once, then ("batch", seconds, committed, [(id, kind, value)]) per commit, kind
   "ok" (value: pipeline.Answered), "unavailable" (value: detail) or "failed" (value: the exception's name).
 
@@ -44,8 +45,26 @@ from engine.pipeline import MessageWork
 log = structlog.get_logger("pamgate.apply")
 
 _LENGTH = struct.Struct(">I")
-# what of a prepared message crosses to the child; the child has a pipeline of its own
-CARRIED = tuple(f.name for f in dataclasses.fields(MessageWork) if f.name != "pipeline")
+# what of a prepared message crosses to the child; the child has a pipeline of its own, and reads the fields
+# the facts came from again only for an error that names one (MessageWork.located)
+CARRIED = tuple(f.name for f in dataclasses.fields(MessageWork) if f.name not in ("pipeline", "fields"))
+_RAW = CARRIED.index("raw")
+
+
+def _carried(work) -> tuple:
+    """A prepared message's fields for the pipe; its raw bytes left out (None) when they are its text's
+    UTF-8, as they mostly are: the child encodes the text again (`_work`) rather than unpickle 1 KB more."""
+    values = [getattr(work, f) for f in CARRIED]
+    if work.raw == work.text.encode("utf-8", "surrogatepass"):
+        values[_RAW] = None
+    return tuple(values)
+
+
+def _work(pipeline, carried) -> MessageWork:
+    work = MessageWork(pipeline, *carried)
+    if work.raw is None:
+        work.raw = work.text.encode("utf-8", "surrogatepass")
+    return work
 
 
 def _record(value) -> bytes:
@@ -126,7 +145,7 @@ class ApplyProcess:
         d = Deferred()
         self._pending[self._next_id] = d
         metrics.apply_in_flight.inc()
-        self._child.transport.write(_record((self._next_id, *(getattr(work, f) for f in CARRIED))))
+        self._child.transport.write(_record((self._next_id, *_carried(work))))
         return d
 
     def stop(self, timeout: float = 30.0):
@@ -262,7 +281,7 @@ def _serve(answers, store, pipeline, max_batch: int) -> None:
             buffer += chunk
             continue
         started = time.perf_counter()
-        works = [MessageWork(pipeline, *fields) for _, *fields in requests]
+        works = [_work(pipeline, carried) for _, *carried in requests]
         results, committed = run_batch(store, [(w.run, w.keys(), w.refused) for w in works])
         seconds = time.perf_counter() - started
         out = []

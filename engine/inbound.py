@@ -12,7 +12,7 @@ import time
 
 import structlog
 
-from engine import metrics
+from engine import logs, metrics
 from engine.commit import StoreUnavailable
 from engine.pipeline import INTERNAL_ERROR, INTERNAL_TEXT, ack_errors, now_utc
 from mllp.ack import AckError, build_ack
@@ -57,15 +57,18 @@ def message_handler(apply, on_events=None):
             # one line per message at info, without identity: who sent it, its MSH-10 (a control id, no
             # identity), its event, the ACK code and how long it took; for a refusal, where and which code only
             # (an error's text may quote a field's value)
-            fields = dict(sender=answered.sender, msh10=answered.control_id, hl7_event=answered.event,
-                          ack=answered.code, duration_ms=round((time.perf_counter() - started) * 1000, 1))
-            if answered.code != "AA":
-                fields["errors"] = [f"{e.segment}{f'-{e.field}' if e.field else ''}:{e.code}" for e in answered.errors]
-            if answered.duplicate:
-                fields["duplicate"] = True
-            log.info("message.answered", **fields)
-            log.debug("message.patient", msh10=answered.control_id, patient=answered.patient,
-                      errors=[e.text for e in answered.errors])
+            if logs.enabled("info"):
+                fields = dict(sender=answered.sender, msh10=answered.control_id, hl7_event=answered.event,
+                              ack=answered.code, duration_ms=round((time.perf_counter() - started) * 1000, 1))
+                if answered.code != "AA":
+                    fields["errors"] = [f"{e.segment}{f'-{e.field}' if e.field else ''}:{e.code}"
+                                        for e in answered.errors]
+                if answered.duplicate:
+                    fields["duplicate"] = True
+                log.info("message.answered", **fields)
+            if logs.enabled("debug"):
+                log.debug("message.patient", msh10=answered.control_id, patient=answered.patient,
+                          errors=[e.text for e in answered.errors])
             if answered.ack:
                 return answered.ack   # built and journaled in the transaction: the journal shows what is sent
             return build_ack(frame.text, answered.code, ack_errors(answered.errors),

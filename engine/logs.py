@@ -57,7 +57,18 @@ def neutralise_input(_, method_name, event_dict):
     return event_dict
 
 
+_level = logging.DEBUG    # the level `configure` set: structlog's default prints everything
+
+
+def enabled(level: str) -> bool:
+    """Whether a line at `level` would be written: a caller on the message path skips building one that
+    would not (a filtered call through structlog's lazy logger still costs a bind, ~5 µs)."""
+    return LEVELS[level] >= _level
+
+
 def configure(level: str = "info", fmt: str = "console", stream=None) -> None:
+    global _level
+    _level = LEVELS[level]
     renderer = (structlog.processors.JSONRenderer() if fmt == "json"
                 else structlog.dev.ConsoleRenderer(colors=False))
     structlog.configure(

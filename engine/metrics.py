@@ -46,7 +46,15 @@ def on_ack(ack_text: str, written: bool) -> None:
     if code == "AE" and any(e.code == "207" for e in read_ack(ack_text).errors):
         store_unavailable_acks.inc()
     # the label is what the sender wrote: only the shape of an HL7 event, so it cannot grow without bound
-    messages.labels(event if re.fullmatch(r"[A-Z][0-9A-Z]{2}", event) else "?", code or "?").inc()
+    labels = (event if _EVENT.fullmatch(event) else "?", code or "?")
+    counter = _counters.get(labels)
+    if counter is None:
+        counter = _counters[labels] = messages.labels(*labels)
+    counter.inc()
+
+
+_EVENT = re.compile(r"[A-Z][0-9A-Z]{2}")
+_counters: dict = {}   # (event, code) -> its child of `messages`: labels() costs more than inc()
 
 
 def on_commit(size: int, seconds: float) -> None:

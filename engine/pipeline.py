@@ -9,6 +9,7 @@ import hashlib
 import re
 import uuid
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import NamedTuple
 from datetime import datetime, timezone
 from zoneinfo import ZoneInfo
@@ -138,7 +139,7 @@ class Pipeline:
     # --- inbound messages ---------------------------------------------------------------------
 
     def prepare(self, text: str, raw: bytes, received_at: datetime) -> "MessageWork":
-        work = MessageWork(self, text, raw, received_at)
+        work = MessageWork(self, text, raw, received_at, fields={})
         try:
             self._prepare(work)
         except Exception as e:  # noqa: BLE001 — a bug of ours: a final AE, journaled, never "store unavailable"
@@ -207,6 +208,15 @@ class Pipeline:
         if not work.facts.get("patient.ipp"):
             work.outcome = Outcome("AE", [MessageError("PID", 1, 3, 1, 101,
                                                         "no patient identifier of type PI in PID-3")])
+
+    def locations(self, text: str) -> dict:
+        """fact name -> (segment, field, component) it is read from in this message, as `prepare` found them
+        (MessageWork.located: the apply process is not sent them; only an error that names a field needs
+        them)."""
+        try:
+            return _locations(self.read(Message.parse(text))[1].trace)
+        except Exception:   # noqa: BLE001 — a message prepare could not read: no field to name
+            return {}
 
     def read(self, msg) -> tuple:
         """(selection, extraction): the mapping chosen for `msg`, and what it reads. `prepare` and
@@ -334,8 +344,12 @@ class Pipeline:
             uow.merge_patient(target.absorbed, pid, offset, now)
             audit_extra["merged"] = target.absorbed
         head = identity.without_prior(head, f)
-        state = PatientState() if created else patient_view.for_message(uow, pid, header(head), f, now,
-                                                                        latest_ever=self.forwarding)
+        if created:
+            state = PatientState()
+        elif rules.changes_history(f) or self.forwarding:
+            state = patient_view.for_message(uow, pid, header(head), f, now, latest_ever=self.forwarding)
+        else:
+            state = head    # identity only: nothing of the history is read (rules.changes_history)
 
         changes, events = rules.apply(state, f, source, self.policy, now)
         new = changes.state
@@ -533,7 +547,9 @@ class MessageWork:
     outcome: Outcome | None = None
     mapping: str | None = None
     why: str | None = None
-    fields: dict = field(default_factory=dict)   # fact name -> (segment, field, component) it was read from
+    # fact name -> (segment, field, component) it was read from; None until `located()` reads them again
+    # (they do not cross the pipe to the apply process: only an error that names a field needs them)
+    fields: dict | None = None
 
     @property
     def sender(self) -> str:
@@ -567,12 +583,18 @@ class MessageWork:
             outcome.expected_sequence = -1 if last is None else last + 1
         return self.pipeline._answered_alone(uow, self, outcome)
 
+    def located(self) -> dict:
+        if self.fields is None:
+            self.fields = self.pipeline.locations(self.text) if self.text else {}
+        return self.fields
+
     def fact_holding(self, value) -> str | None:
         """The fact that holds `value`, or a part of it (a key made of several): where a refusal points."""
         facts = self.facts or {}
+        fields = self.located()
         best = None
         for name, v in facts.items():
-            if isinstance(v, str) and v and name in self.fields:
+            if isinstance(v, str) and v and name in fields:
                 if v == value:
                     return name
                 if isinstance(value, str) and v in value and (best is None or len(v) > len(facts[best])):
@@ -581,7 +603,7 @@ class MessageWork:
 
     def data_type_error(self, fact: str | None, why: str, column: str | None = None) -> Outcome:
         """AE 102 naming the field a fact was read from."""
-        seg, fld, comp = self.fields.get(fact) or ("", 0, None)
+        seg, fld, comp = self.located().get(fact) or ("", 0, None)
         where = f"{seg}-{fld}{f'-{comp}' if comp else ''} ({fact})" if seg else (fact or column or "a value")
         return Outcome("AE", [MessageError(seg, 1, fld, comp, DATA_TYPE_ERROR, f"{where}: {why}; nothing was applied")])
 
@@ -618,14 +640,21 @@ _LOCATION = re.compile(r"^([A-Z][A-Z0-9]{2})(?:\([^)]*\))?(?:\[[^\]]*\])?-(\d+)(
                        r"(?:-(\d+))?")
 
 
+@lru_cache(maxsize=4096)
+def _location(path: str) -> tuple | None:
+    """(segment, field, component) of a path's text: a mapping has a few dozen, read on every message."""
+    m = _LOCATION.match(path)
+    return (m[1], int(m[2]), int(m[3]) if m[3] else None) if m else None
+
+
 def _locations(trace) -> dict:
     """fact name -> (segment, field, component) of the path it was read from (single paths only)."""
     out = {}
     for fact in trace:
-        path = fact.path if isinstance(fact.path, str) else None
-        m = _LOCATION.match(path or "")
-        if m:
-            out[fact.name] = (m[1], int(m[2]), int(m[3]) if m[3] else None)
+        path = fact.path
+        where = _location(path) if path.__class__ is str else None
+        if where is not None:
+            out[fact.name] = where
     return out
 
 

@@ -276,6 +276,14 @@ def collected_dates(facts: dict, received_at: datetime) -> list[tuple[str, datet
             if name in facts and facts[name] is not None and facts[name] != DELETE]
 
 
+def changes_history(facts: dict) -> bool:
+    """Whether a message can change a fact or a visit: it carries a consent value or names a visit. One that
+    does neither (most A28/A31: identity only) changes neither, so its gating before and after is the same and
+    `apply` needs none of the view's rows: the patient's header is enough."""
+    return bool(facts.get("visit.number")) or any(
+        name in facts and facts[name] is not None and facts[name] != DELETE for name in CONSENT_ITEMS)
+
+
 def instant(state: PatientState, facts: dict, received_at: datetime) -> datetime:
     """The instant a message's gating is judged at: its own time, or the latest value it brings that is new.
     `state` needs only the facts of `collected_dates`."""
@@ -308,8 +316,11 @@ def apply(state: PatientState, facts: dict, source: dict, policy: Policy,
     # Gating is judged at the message's own instant, so that a replay of old messages is deterministic.
     at = max([when] + [f.collected_at for f in new_facts])
     visit = facts.get("visit.number") or None
-    before, after = gate(state, policy, at, visit), gate(new, policy, at, visit)
     events = []
+    # without a fact nor a visit changed, the gating cannot change (the rest of the view is the same)
+    before = after = None
+    if new_facts or visits is not state.visits or facts_all is not state.facts:
+        before, after = gate(state, policy, at, visit), gate(new, policy, at, visit)
     if before != after and (state.known or state.facts or new_facts or state.visits):
         events.append({"type": "consent.changed", "time": at, "episode": {"visit": after["visit"]},
                        "data": {k: after[k] for k in ("consult", "feed", "reasons", "valid_until")}})

@@ -64,6 +64,7 @@ ERROR_CONDITIONS = {
 
 _ORIGINAL_CODES = ("AA", "AE", "AR")
 _ENHANCED = {"AA": "CA", "AE": "CE", "AR": "CR"}
+_ORIGINAL = {enhanced: original for original, enhanced in _ENHANCED.items()}
 _SEVERITIES = ("E", "W", "I")  # HL7 table 0516
 
 
@@ -273,9 +274,16 @@ def build_ack(
 
 def ack_summary(ack_text: str) -> tuple[str, str]:
     """``(event, code)`` of an ACK built here: MSH-9.2 and MSA-1 in original mode (``CE`` → ``AE``)."""
-    original = {enhanced: original for original, enhanced in _ENHANCED.items()}
-    code = read_ack(ack_text).code
-    return _read_header(ack_text).component(9, 2), original.get(code, code)
+    header = _read_header(ack_text)
+    seps = header.separators
+    segments = ack_text.split("\r", 2)
+    if (ack_text.startswith("MSH") and header is not _NO_HEADER and len(segments) > 1
+            and segments[1].startswith("MSA" + seps[0])):
+        # as build_ack writes it (every ACK counted, so read without a second parse): MSA second
+        code = segments[1].split(seps[0], 2)[1].split(seps[1])[0]
+    else:
+        code = read_ack(ack_text).code
+    return header.component(9, 2), _ORIGINAL.get(code, code)
 
 
 # --- reading an ACK: the other side of build_ack --------------------------------------------------------

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mllp.ack import AckError, build_ack, escape, is_enhanced_mode, new_control_id
+from mllp.ack import AckError, ack_summary, build_ack, escape, is_enhanced_mode, new_control_id
 from tests.mllp.support import adt, fields, msa
 
 
@@ -105,3 +105,15 @@ def test_read_ack_reads_back_what_build_ack_wrote():
     assert (e.location, e.code, e.text) == ("ZBE-4-2", "101", err.text)
     assert read.problem("R1") == f"ACK AE: {err.text}" and read.problem("R2").startswith("MSA-2 'R1'")
     assert read_ack(build_ack(adt("R3"), "AA")).problem("R3") is None
+
+
+@pytest.mark.parametrize("code", ["AA", "AE", "AR"])
+@pytest.mark.parametrize("msh15", ["", "AL"])
+@pytest.mark.parametrize("separator", ["|", "#"])
+def test_ack_summary_gives_the_event_and_the_original_code(code, msh15, separator):
+    """What the metrics count of every ACK, read without parsing it whole: MSH-9.2, and MSA-1 in original mode
+    whatever mode it was sent in; an ACK without MSH is read the long way."""
+    text = adt(msh15=msh15).replace("|", separator)
+    ack = build_ack(text, code, [AckError("PID", 1, 5, 1, 102, "E", "bad")] if code != "AA" else [])
+    assert ack_summary(ack) == ("A01", code)
+    assert ack_summary(ack.split("\r", 1)[1]) == ("", code)

@@ -221,6 +221,40 @@ def test_the_work_of_one_more_message_or_decision_does_not_grow_with_history(mea
     assert long_.bytes_written <= short.bytes_written + 64, (short.bytes_written, long_.bytes_written)
 
 
+def test_the_work_of_a_message_stays_within_its_count(measured):
+    """The message path's statements and rows read, as counted when they were last cut (issue 13, the
+    realistic feed): a statement added to it is a choice made knowingly, not a drift."""
+    msg = measured[10][0]
+    assert len(msg.statements) <= 20 and msg.rows_read <= 8, (len(msg.statements), msg.rows_read)
+
+
+def test_an_identity_update_reads_none_of_the_history(tmp_path, pipeline):
+    """An A31 that carries no consent value and names no visit (A28/A31 are over half of a real feed) reads
+    no row of the patient's facts, visits or movements: the header is all its rules need
+    (rules.changes_history); and the decision after it is the one before it."""
+    store = _store(tmp_path, "identity.db")
+    request = DecisionRequest(action="consult", user="dr-h", profession="10")
+    now = T0 + timedelta(days=30)
+
+    def decision():
+        with store.transaction() as uow:
+            return pipeline.decide(uow, {"id": IPP, "authority": AUTHORITY}, request, now)
+    try:
+        _apply(store, pipeline, [message(i) for i in range(10)])
+        before = decision()
+        update = adt("A31", ipp=IPP, authority=AUTHORITY, when=(T0 + timedelta(days=25)).strftime("%Y%m%d%H%M%S"),
+                     name="DURAND^ÉLODIE")
+        work = _measured(lambda: _apply(store, pipeline, [update]))
+        history = [sql for sql, _ in work.statements
+                   if any(f"FROM {t}" in sql or f"JOIN {t}" in sql for t in ("consent_fact", "episode", "movement"))]
+        assert not history, history
+        after = decision()
+        assert {k: after[k] for k in ("decision", "reasons", "episode")} == \
+            {k: before[k] for k in ("decision", "reasons", "episode")}
+    finally:
+        store.dispose()
+
+
 def test_figures(measured, capsys):
     """Not a check: the counts, printed for BENCHMARKS.md (pytest -s)."""
     with capsys.disabled():
