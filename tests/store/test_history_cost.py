@@ -23,6 +23,8 @@ from engine.serve import build_pipeline
 from tests.builders import adt, zfa_2111
 
 T0 = datetime(2020, 1, 6, 9, 0, tzinfo=timezone.utc)
+# the messages' reception: after every collection date they carry (a date ahead of the clock is refused)
+RECEIVED = datetime(2080, 1, 1, tzinfo=timezone.utc)
 IPP, AUTHORITY = "777001", "HOSP-H"
 # the tables that hold a patient's history: read only by seeking an index, never by a scan
 PATIENT_TABLES = ("consent_fact", "episode", "movement", "dmp_result", "break_glass_request", "identifier",
@@ -137,7 +139,7 @@ def _store(tmp_path, name) -> Store:
 
 
 def _apply(store, pipeline, texts):
-    works = [pipeline.prepare(t, t.encode(), T0) for t in texts]
+    works = [pipeline.prepare(t, t.encode(), RECEIVED) for t in texts]
     results, committed = run_batch(store, [(w.run, w.keys()) for w in works])
     assert committed and all(ok and v.code == "AA" for ok, v in results), results
 
