@@ -93,6 +93,17 @@ def row_counts(db: Path) -> dict[str, int]:
         con.close()
 
 
+def table_bytes(db: Path) -> dict[str, int]:
+    """Bytes of each table with its indexes (SQLite's dbstat), largest first: where a message's bytes go."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
+    try:
+        rows = con.execute("SELECT m.tbl_name, sum(s.pgsize) FROM dbstat s JOIN sqlite_master m ON m.name = s.name "
+                           "GROUP BY m.tbl_name ORDER BY 2 DESC").fetchall()
+    finally:
+        con.close()
+    return dict(rows)
+
+
 def write_feed(path: Path, messages: int, seed: int) -> None:
     """The run's messages, one a line (a message's segments are split by CR, never LF)."""
     feed = Feed(seed=seed)
@@ -236,6 +247,10 @@ def main() -> None:
         if rows:
             verdict = judge(rows, reference=max(args.every, args.messages // 10))
             print("\n" + summary_text(verdict), flush=True)
+            verdict["table_bytes_per_msg"] = {t: round(n / rows[-1]["messages"])
+                                              for t, n in table_bytes(scratch / "bench.db").items()}
+            print("bytes per message by table (with its indexes): " + ", ".join(
+                f"{t} {n:,}" for t, n in verdict["table_bytes_per_msg"].items()), flush=True)
             out_json.write_text(json.dumps({"args": vars(args), "rows": rows, "summary": verdict}, indent=1))
             print(f"rows and summary: {out_json}", flush=True)
         if not args.keep:
