@@ -9,7 +9,9 @@ the messages over MLLP on `--connections` connections, each waiting for its ACK 
 every ACK must be `AA`. After every `--every` messages, between two intervals, one row: messages so far,
 elapsed wall time, the interval's throughput and p99 ACK latency, the resident memory (VmRSS) of the server
 and of its apply process, the CPU each used per message in the interval, the store's size (the SQLite file
-and its -wal) and bytes per message, the journal / outbox / audit rows, and the machine's load (1 min).
+and its -wal) and bytes per message, the journal / outbox / audit rows, the apply process's read system
+calls and bytes read per message (/proc/PID/io: the store's page reads, a count the machine's load does not
+change), and the machine's load (1 min).
 
 At the end, the issue 13 targets are judged:
 - memory drift of each process between the row at a tenth of the run (the 100,000th message of a million)
@@ -50,7 +52,7 @@ TICKS = os.sysconf("SC_CLK_TCK")
 COUNTED = ("journal", "outbox", "audit", "patient")
 FIELDS = ("messages", "elapsed_s", "msg_per_s", "p99_ms", "not_aa", "server_rss_mb", "apply_rss_mb",
           "server_cpu_us_per_msg", "apply_cpu_us_per_msg", "db_bytes", "wal_bytes", "store_bytes",
-          "bytes_per_msg", *(f"{t}_rows" for t in COUNTED), "apply_pid", "load1")
+          "bytes_per_msg", *(f"{t}_rows" for t in COUNTED), "apply_reads_per_msg", "apply_read_kb_per_msg", "apply_pid", "load1")
 
 
 # --- the processes, from /proc ---------------------------------------------------------------------
@@ -66,6 +68,13 @@ def cpu_seconds(pid: int) -> float:
     """User + system CPU time of the process so far."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / TICKS      # utime, stime: fields 14 and 15 of stat
+
+
+def reads(pid: int) -> tuple[int, int]:
+    """(read system calls, bytes read) of the process so far: the store's page reads (SQLite's page cache
+    misses, the checkpoint's copy of the WAL), counted the same on a busy machine as on a quiet one."""
+    io = dict(line.split(": ") for line in Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(io["syscr"]), int(io["rchar"])
 
 
 def apply_pid(server: int) -> int:
@@ -175,6 +184,7 @@ async def soak(reactor, args, server, port, db: Path, feed_file: Path, out_csv: 
     """Drive the feed, appending a row to `rows` (and to `out_csv`) every `args.every` messages."""
     apply = apply_pid(server.pid)
     cpu = {"server": cpu_seconds(server.pid), "apply": cpu_seconds(apply)}
+    io = reads(apply)
     started = time.perf_counter()
     sent = 0
     with feed_file.open(encoding="utf-8", newline="\n") as feed, out_csv.open("w", newline="") as out:
@@ -191,11 +201,12 @@ async def soak(reactor, args, server, port, db: Path, feed_file: Path, out_csv: 
             now = apply_pid(server.pid)
             if now != apply:      # the apply process was restarted: its CPU counts from zero
                 print(f"apply process restarted: {apply} -> {now}", flush=True)
-                apply, cpu["apply"] = now, 0.0
+                apply, cpu["apply"], io = now, 0.0, (0, 0)
             spent = {}
             for side, pid in (("server", server.pid), ("apply", apply)):
                 seconds = cpu_seconds(pid)
                 spent[side], cpu[side] = seconds - cpu[side], seconds
+            io, before = reads(apply), io
             db_bytes, wal_bytes = store_sizes(db)
             row = {"messages": sent, "elapsed_s": round(time.perf_counter() - started, 1),
                    "msg_per_s": round(len(texts) / elapsed, 1),
@@ -207,6 +218,8 @@ async def soak(reactor, args, server, port, db: Path, feed_file: Path, out_csv: 
                    "db_bytes": db_bytes, "wal_bytes": wal_bytes, "store_bytes": db_bytes + wal_bytes,
                    "bytes_per_msg": round((db_bytes + wal_bytes) / sent),
                    **{f"{t}_rows": n for t, n in row_counts(db).items()},
+                   "apply_reads_per_msg": round((io[0] - before[0]) / len(texts), 1),
+                   "apply_read_kb_per_msg": round((io[1] - before[1]) / len(texts) / 1024, 1),
                    "apply_pid": apply, "load1": round(os.getloadavg()[0], 2)}
             if problems:
                 print(f"not AA: {problems}", flush=True)
@@ -214,6 +227,23 @@ async def soak(reactor, args, server, port, db: Path, feed_file: Path, out_csv: 
             writer.writerow(row)
             out.flush()
             print("| " + " | ".join(str(row[f]) for f in FIELDS) + " |", flush=True)
+
+
+TABLE = (("messages", "{:,}"), ("elapsed_s", "{:,.0f}"), ("msg_per_s", "{:,.0f}"), ("p99_ms", "{:.0f}"),
+         ("server_rss_mb", "{:.1f}"), ("apply_rss_mb", "{:.1f}"), ("server_cpu_us_per_msg", "{:.0f}"),
+         ("apply_cpu_us_per_msg", "{:.0f}"), ("store_bytes", "{:,}"), ("bytes_per_msg", "{:,}"),
+         ("load1", "{:.1f}"), ("not_aa", "{}"))
+
+
+def print_table(path: str, every: int, reference: int) -> None:
+    with open(path, newline="") as f:
+        rows = [{k: float(v) if "." in v else int(v) for k, v in r.items()} for r in csv.DictReader(f)]
+    print("| " + " | ".join(name for name, _ in TABLE) + " |")
+    print("|" + "---|" * len(TABLE))
+    for r in rows:
+        if r["messages"] % every == 0 or r is rows[-1]:
+            print("| " + " | ".join(form.format(r[name]) for name, form in TABLE) + " |")
+    print("\n" + summary_text(judge(rows, reference)))
 
 
 def main() -> None:
@@ -224,7 +254,12 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=13, help="the feed's series (a fresh store each run)")
     p.add_argument("--timeout", type=float, default=120.0, help="seconds to wait for one ACK")
     p.add_argument("--keep", action="store_true", help="keep the store and the feed file (var/soak-<time>/)")
+    p.add_argument("--table", metavar="CSV", help="only print the Markdown table and the judgement of a run's "
+                   "rows (a finished or a partial run's CSV), every --every messages")
     args = p.parse_args()
+    if args.table:
+        print_table(args.table, args.every, reference=100_000)
+        return
     if args.messages < 1 or args.every < 1:
         p.error("--messages and --every must be positive")
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
@@ -263,7 +298,8 @@ def _run(args, server, port, db, feed_file, out_csv, rows: list[dict]) -> None:
     failures: list = []
 
     def done(result):
-        reactor.stop()
+        if reactor.running:       # not when a signal (SIGINT, SIGTERM) has stopped it already
+            reactor.stop()
         return result
 
     reactor.callWhenRunning(lambda: defer.ensureDeferred(soak(reactor, args, server, port, db, feed_file,
