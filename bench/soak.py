@@ -24,7 +24,12 @@ At the end, the issue 13 targets are judged:
 
 Rows go to var/soak-<time>.csv as they come (a partial run keeps what it measured), and with the summary to
 var/soak-<time>.json; the server's stderr (warnings and errors) to var/soak-<time>.serve.log. The store
-and the feed file are under var/soak-<time>/, removed at the end unless --keep.
+and the feed file are under var/soak-<time>/, removed at the end unless --keep. At the end, the bytes per
+message of each table with its indexes (SQLite's dbstat).
+
+    python bench/soak.py --table var/soak-<time>.csv [--every 100000]
+
+prints the Markdown table of a run's rows (finished or still going) and its judgement so far.
 """
 from __future__ import annotations
 

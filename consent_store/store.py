@@ -251,9 +251,6 @@ def chain_hash(prev: str, at: datetime, patient_id, kind: str, payload: str) -> 
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-PAGE_CACHE_KIB = 64 * 1024    # per SQLite connection, filled as pages are read: a bound, not an allocation
-
-
 def make_engine(url: str) -> Engine:
     if url.startswith("sqlite"):
         eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
@@ -265,9 +262,6 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
-            # 64 MiB of pages (SQLite's default: 2 MiB): the indexes a message seeks stay in memory, so its
-            # page reads from the file do not grow with the store (BENCHMARKS.md, Soak)
-            cur.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KIB}")
             cur.close()
             # pysqlite's own BEGIN comes late (before the first write, after the reads), so two writers
             # (the group commit, the dispatcher, a CLI) could fail at once with "database is locked" instead
