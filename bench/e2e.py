@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -79,21 +80,27 @@ def bare(args):
         proc.wait()
 
 
-def pamgate(args):
-    with tempfile.TemporaryDirectory() as tmp:
-        cfg = Path(tmp) / "config.yaml"
-        cfg.write_text(f"""store: {{url: "sqlite:///{tmp}/bench.db"}}
+@contextmanager
+def serving(directory: str, stderr=subprocess.DEVNULL):
+    """A real `pamgate serve` on a fresh SQLite store, `directory`/bench.db (WAL, synchronous=FULL), loopback
+    listeners on free ports: yields (its process, its MLLP port); stopped (SIGTERM, graceful) on exit."""
+    cfg = Path(directory) / "config.yaml"
+    cfg.write_text(f"""store: {{url: "sqlite:///{directory}/bench.db"}}
 listeners: {{mllp: [{{endpoint: "tcp:0:interface=127.0.0.1"}}], http: "tcp:0:interface=127.0.0.1"}}
 log: {{level: warning}}
 """)
-        proc = subprocess.Popen([sys.executable, "-m", "pamgate.cli", "serve", "--config", str(cfg)], cwd=ROOT,
-                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-        try:
-            port = int(wait_line(proc, r"mllp listening on .*:(\d+)\)").group(1))
-            return load(port, args)
-        finally:
-            proc.terminate()
-            proc.wait(60)
+    proc = subprocess.Popen([sys.executable, "-m", "pamgate.cli", "serve", "--config", str(cfg)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=stderr, text=True)
+    try:
+        yield proc, int(wait_line(proc, r"mllp listening on .*:(\d+)\)").group(1))
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+def pamgate(args):
+    with tempfile.TemporaryDirectory() as tmp, serving(tmp) as (_, port):
+        return load(port, args)
 
 
 def median_rows(runs: list[list[tuple]]) -> list[tuple]:

@@ -63,23 +63,29 @@ def message(args, index: int) -> str:
     return FEED.next()
 
 
-async def run_level(reactor, args, connections, first_index):
+async def drive(reactor, host, port, texts, connections, timeout):
+    """Send `texts` (PAM FR messages, segments split by CR) over `connections` MLLP connections, each waiting
+    for its ACK: (sorted ACK latencies, the not-AA ACKs by code, wall seconds)."""
     batches = [[] for _ in range(connections)]
-    for i in range(args.messages):
-        text = message(args, first_index + i)
+    for i, text in enumerate(texts):
         control_id = text.split("\r", 1)[0].split("|")[9]
         batches[i % connections].append((control_id, text.encode("utf-8") + b"\r"))
     latencies: list[float] = []
     problems: dict[str, int] = {}
     started = time.perf_counter()
     await defer.gatherResults(
-        [defer.ensureDeferred(run_connection(reactor, args.host, args.port, batch, latencies,
-                                             problems, args.timeout))
+        [defer.ensureDeferred(run_connection(reactor, host, port, batch, latencies, problems, timeout))
          for batch in batches],
         consumeErrors=True,
     )
     elapsed = time.perf_counter() - started
     latencies.sort()
+    return latencies, problems, elapsed
+
+
+async def run_level(reactor, args, connections, first_index):
+    texts = [message(args, first_index + i) for i in range(args.messages)]
+    latencies, problems, elapsed = await drive(reactor, args.host, args.port, texts, connections, args.timeout)
     refused = ", ".join(f"{k}={v}" for k, v in sorted(problems.items())) or "none"
     print(f"{connections:>5} conn  {len(latencies):>7} msg  {elapsed:7.2f} s  "
           f"{len(latencies) / elapsed:9.0f} msg/s  p50 {percentile(latencies, 0.50) * 1000:7.2f} ms  "
