@@ -17,6 +17,9 @@ What pamgate sends, on the MLLP connection, once the message's effects are commi
   processing, so a later application acknowledgment would say nothing more; none is sent.
 * MSH-15 empty or ``NE`` (the sender does not want an accept acknowledgment), whether or not MSH-16
   is valued: ``AA/AE/AR``, which in enhanced mode is the application acknowledgment.
+* MSH-15 or MSH-16 outside table 0155 (``XX``): the acknowledgment asked for is unknown, so the mode
+  is too; the answer is in original mode, and the message is rejected (``AR`` 203, engine/pipeline.py,
+  after HL7 v2.5 2.9.3: a receiver that cannot honour the acknowledgment requested rejects the message).
 * ``ER``/``SU``/``NE`` are not used to stay silent: an MLLP sender waits for one answer per frame,
   and a receiver that says nothing stalls it. One answer always goes back.
 
