@@ -217,7 +217,7 @@ class Mapping:
                 if any(reps[1:]):
                     ex.problems.append(Problem(seg, 1, f, None, DATA_TYPE_ERROR,
                                                f"{seg}-{f} holds {len(reps)} repetitions ({raw!r}); it does not "
-                                               f"repeat: which value counts would be a guess"))
+                                               f"repeat: which value counts would be a guess; send one value"))
 
     def _run(self, plan: tuple, msg: Message, event, ex: Extraction, missing: set) -> None:
         facts, trace = ex.facts, ex.trace

@@ -218,7 +218,8 @@ ACK_TYPES = ("AL", "NE", "ER", "SU")
 
 
 def is_enhanced_mode(message_text: str | None) -> bool:
-    """True when the sender asks for an accept acknowledgment (MSH-15 valued and not ``NE``)."""
+    """True when the sender asks for an accept acknowledgment (MSH-15 ``AL``, ``ER`` or ``SU``), and MSH-16 is
+    empty or in table 0155."""
     return _wants_accept_ack(_read_header(message_text))
 
 
