@@ -25,10 +25,12 @@ from engine.domain import (CLOCK_SKEW, CONSULT, DMP_STATUS, EARLIEST, FEED, LATE
 from engine.forward import forwarded_message
 from engine.sequence import sequence_number
 from engine.unit_of_work import UnitOfWork
-from mappings.message import Message
-from mllp.ack import AckError, build_ack
+from mappings.message import Message, compile_path
+from mllp.ack import AckError, build_ack, unsupported_ack_type
 
 log = structlog.get_logger("pamgate.pipeline")
+
+_ACCEPT_ACK, _APPLICATION_ACK = compile_path("MSH-15"), compile_path("MSH-16")
 
 # a value the message carries that cannot be stored or computed with: HL7 table 0357 "data type error"
 DATA_TYPE_ERROR = 102
@@ -171,6 +173,15 @@ class Pipeline:
                 # the link (re)starts (0) or is resynchronised (-1): no functional content, nothing to map
                 # (HL7 v2.5 2.10.1 b, e, f); apply_message answers it from the store
                 return
+        refused = unsupported_ack_type(msg.get(_ACCEPT_ACK), msg.get(_APPLICATION_ACK))
+        if refused is not None:
+            # HL7 v2.5 2.9.3: an acknowledgment the receiver cannot honour is rejected, in original mode (the
+            # ACK cannot be in a mode the sender did not name); 203, as for an MSH-18 this listener does not read
+            n, value = refused
+            work.outcome = Outcome("AR", [MessageError(
+                "MSH", 1, n, None, 203, f"MSH-{n} {value[:20]!r} is not an acknowledgment type of HL7 table 0155 "
+                                        f"(AL, NE, ER, SU); nothing was applied")])
+            return
         try:
             selection, extraction = self.read(msg)
         except Exception as e:   # noqa: BLE001 — a mapping that cannot read this message: a bug of ours

@@ -27,7 +27,7 @@ DROP_NULL_UNDER = ("facts", "segments", "forbidden", "events", "excluded_events"
 RULE_KEYS = ("version", "profile", "codes", "application", "facility", "default", "description")
 FACT_KEYS = ("path", "type", "codes", "default", "required", "when", "only_with", "items",
              "delete_ignores_when", "description")
-SEGMENT_KEYS = ("required", "once", "description")
+SEGMENT_KEYS = ("required", "once", "single_valued", "description")
 REQUIRED_KEYS = ("events", "when")
 SENDERS_TOP_KEYS = ("senders", "default", "description")
 SENDER_KEYS = ("application", "facility", "version", "profile", "mapping", "policy", "description")
@@ -362,7 +362,7 @@ def _segments(doc, errors, groups, lists) -> tuple:
             errors.add(d.mark_of(seg), key, "a segment name is three capitals or digits, e.g. PV1")
             continue
         if not isinstance(spec, MarkedDict):
-            errors.add(d.mark_of(seg), key, "expected {required: ..., once: true|false}")
+            errors.add(d.mark_of(seg), key, "expected {required: ..., once: true|false, single_valued: true|false}")
             continue
         _unknown(errors, spec, SEGMENT_KEYS, key)
         req = _requirement(spec.get("required"), errors, spec.mark_of("required"), f"{key}.required", groups, lists)
@@ -370,8 +370,12 @@ def _segments(doc, errors, groups, lists) -> tuple:
         if not isinstance(once, bool):
             errors.add(spec.mark_of("once"), f"{key}.once", "expected true or false")
             once = False
-        if req is not None or once:
-            out.append((seg, req, once))
+        single = spec.get("single_valued", False)
+        if not isinstance(single, bool):
+            errors.add(spec.mark_of("single_valued"), f"{key}.single_valued", "expected true or false")
+            single = False
+        if req is not None or once or single:
+            out.append((seg, req, once, single))
     return tuple(out)
 
 

@@ -134,7 +134,7 @@ class Mapping:
     accepted: frozenset                  # every event of every group
     groups: dict                         # group name -> frozenset of events
     excluded: dict                       # event -> why it is refused
-    segments: tuple                      # ((segment, Requirement or None, once), ...)
+    segments: tuple                      # ((segment, Requirement or None, once, single_valued), ...)
     forbidden: tuple                     # ((Path, reason), ...)
     facts: tuple                         # FactRule, independent ones first
     policy: dict = field(default_factory=dict)
@@ -161,6 +161,10 @@ class Mapping:
         self._plan = plan(r for r in self.facts if r.only_with is None)
         self._dependent = plan(r for r in self.facts if r.only_with is not None)
         self._header = tuple(r for r in self.facts if r.header)
+        # (segment, fields the facts read there) of the segments declared `single_valued`: none of those
+        # fields may hold a second value (the check costs one substring test while no field repeats)
+        self._single = tuple((seg, tuple(sorted({p.field for r in self.facts for p in r.paths if p.segment == seg})))
+                             for seg, _, _, single in self.segments if single)
 
     def extract(self, message: Message | str) -> Extraction:
         msg = Message.parse(message) if isinstance(message, str) else message
@@ -174,7 +178,7 @@ class Mapping:
             return ex
         segments = msg.segments
         missing = set()          # segments already reported missing: their fields are not reported again
-        for seg, req, once in self.segments:
+        for seg, req, once, _ in self.segments:
             if req is not None and seg not in segments and req.applies(msg, event):
                 missing.add(seg)
                 ex.problems.append(Problem(seg, 1, None, None, SEGMENT_SEQUENCE_ERROR,
@@ -184,6 +188,10 @@ class Mapping:
                 ex.problems.append(Problem(seg, 2, None, None, SEGMENT_SEQUENCE_ERROR,
                                            f"segment {seg} appears {len(segments[seg])} times; "
                                            f"it may appear once"))
+        for seg, fields in self._single:
+            lines = segments.get(seg)
+            if lines and msg.rs in lines[0]:
+                self._repeated(msg, seg, fields, ex)
         self._run(self._plan, msg, event, ex, missing)
         facts = ex.facts
         dependent = [x for x in self._dependent if x[0].only_with in facts]
@@ -195,6 +203,21 @@ class Mapping:
                 ex.problems.append(_problem(path, seq, DATA_TYPE_ERROR,
                                             f"{path.text} must be empty ({reason}); it holds {raw!r}"))
         return ex
+
+    @staticmethod
+    def _repeated(msg: Message, seg: str, fields: tuple, ex: Extraction) -> None:
+        """A field that does not repeat holding a value past its first repetition (`IC~INC`, `~IC`): which
+        value counts is a guess, and a later one may be the patient's refusal. A trailing `~` is harmless."""
+        values = msg._seg_fields(seg, 0)
+        rs = msg.rs
+        for f in fields:
+            raw = values[f] if f < len(values) else ""
+            if rs in raw:
+                reps = raw.split(rs)
+                if any(reps[1:]):
+                    ex.problems.append(Problem(seg, 1, f, None, DATA_TYPE_ERROR,
+                                               f"{seg}-{f} holds {len(reps)} repetitions ({raw!r}); it does not "
+                                               f"repeat: which value counts would be a guess; send one value"))
 
     def _run(self, plan: tuple, msg: Message, event, ex: Extraction, missing: set) -> None:
         facts, trace = ex.facts, ex.trace

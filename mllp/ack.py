@@ -17,6 +17,9 @@ What pamgate sends, on the MLLP connection, once the message's effects are commi
   processing, so a later application acknowledgment would say nothing more; none is sent.
 * MSH-15 empty or ``NE`` (the sender does not want an accept acknowledgment), whether or not MSH-16
   is valued: ``AA/AE/AR``, which in enhanced mode is the application acknowledgment.
+* MSH-15 or MSH-16 outside table 0155 (``XX``): the acknowledgment asked for is unknown, so the mode
+  is too; the answer is in original mode, and the message is rejected (``AR`` 203, engine/pipeline.py,
+  after HL7 v2.5 2.9.3: a receiver that cannot honour the acknowledgment requested rejects the message).
 * ``ER``/``SU``/``NE`` are not used to stay silent: an MLLP sender waits for one answer per frame,
   and a receiver that says nothing stalls it. One answer always goes back.
 
@@ -210,14 +213,34 @@ def _error_segment(error: AckError, separators: str) -> str:
     )
 
 
+#: HL7 table 0155, the acknowledgment types of MSH-15 and MSH-16.
+ACK_TYPES = ("AL", "NE", "ER", "SU")
+
+
 def is_enhanced_mode(message_text: str | None) -> bool:
-    """True when the sender asks for an accept acknowledgment (MSH-15 valued and not ``NE``)."""
+    """True when the sender asks for an accept acknowledgment (MSH-15 ``AL``, ``ER`` or ``SU``), and MSH-16 is
+    empty or in table 0155."""
     return _wants_accept_ack(_read_header(message_text))
 
 
+def unsupported_ack_type(accept: str | None, application: str | None) -> tuple[int, str] | None:
+    """(15 or 16, the value) when MSH-15 (`accept`) or MSH-16 (`application`) holds a value outside table 0155:
+    the sender asks for an acknowledgment this receiver cannot honour (HL7 v2.5 2.9.3), so the message is
+    rejected. None otherwise."""
+    for n, value in ((15, accept), (16, application)):
+        value = (value or "").strip()
+        if value and value.upper() not in ACK_TYPES:
+            return n, value
+    return None
+
+
 def _wants_accept_ack(header: _Header) -> bool:
+    """Enhanced mode: MSH-15 is AL, ER or SU, and MSH-16 is empty or in table 0155. A value outside the table
+    leaves the mode unknown: the answer (an AR, see `unsupported_ack_type`) is then in original mode."""
     accept = header.component(15, 1).strip().upper()
-    return bool(accept) and accept != "NE"
+    if accept not in ("AL", "ER", "SU"):
+        return False
+    return unsupported_ack_type(accept, header.component(16, 1)) is None
 
 
 def build_ack(

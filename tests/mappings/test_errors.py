@@ -2,6 +2,7 @@
 
 import pytest
 
+import mappings
 from tests.mappings.conftest import adt, run
 
 P = "2.11^IHE_FRANCE-2.11-PAM"
@@ -79,3 +80,34 @@ def test_timestamps_with_offsets_and_fractions(shipped):
     assert (t.microsecond, t.utcoffset().total_seconds()) == (250000, 3600)
     _, ex = run(shipped, adt(profile=P).replace("EVN||20250101080500", "EVN||20251301"))
     assert where(ex) == [("EVN", 2, 102)]
+
+
+@pytest.mark.parametrize("zfa, field", [("|||||||||NA||IC~INC|20250101080000", 11),
+                                        ("|ACTIF~FERME|20250101080000|||||||NA||NA", 1),
+                                        ("|ACTIF|20250101080000|||||||IO|20250101080000~|IC~|20250101080000~2", 12)])
+def test_a_second_value_in_a_zfa_field_is_a_data_type_error(shipped, zfa, field):
+    _, ex = run(shipped, adt(profile=P, zfa=zfa))
+    assert where(ex) == [("ZFA", field, 102)]
+    assert f"ZFA-{field} holds 2 repetitions" in ex.problems[0].text
+
+
+def test_an_empty_repetition_after_the_value_and_a_field_no_fact_reads_are_not_refused(shipped):
+    # ZFA-13 is read by no mapping: what it holds is not looked at
+    _, ex = run(shipped, adt(profile=P, zfa="|ACTIF|20250101080000|||||||NA||IC~|20250101080000|X~Y"))
+    assert ex.ok and ex.facts["consult"] == "consent"
+
+
+def test_a_site_mapping_can_let_zfa_fields_repeat(tmp_path):
+    # a sender that pads ZFA-1 with a second repetition: the site's own mapping takes the first value, knowingly
+    f = tmp_path / "site.yaml"
+    f.write_text("mapping: site\nextends: pamfr-2.11.1\nmatch: [{application: GAM-PAD}]\n"
+                 "segments:\n  ZFA: {once: true, single_valued: false}\n")
+    _, ex = run(mappings.load([f]), adt(profile=P, app="GAM-PAD", zfa="|ACTIF~FERME|20250101080000"))
+    assert ex.ok and ex.facts["dmp.status"] == "ACTIF"
+
+
+def test_single_valued_is_true_or_false(tmp_path):
+    f = tmp_path / "site.yaml"
+    f.write_text("mapping: site\nextends: pamfr-2.11.1\nsegments:\n  ZFA: {single_valued: yes}\n")
+    with pytest.raises(mappings.MappingFileError, match="segments.ZFA.single_valued: expected true or false"):
+        mappings.load([f])
