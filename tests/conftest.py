@@ -1,8 +1,9 @@
-"""Fixtures shared by the test packages: a fresh, migrated store on each backend (a package may override them)."""
+"""Fixtures shared by the test packages: a fresh, migrated store on each backend (a package may override them);
+the figures that tests record, printed at the end of the run."""
 import pytest
 
 from consent_store.store import Store
-from tests.stores import pg_database
+from tests.stores import drop_pending, pg_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -23,3 +24,26 @@ def store(store_url):
     s = Store(store_url)
     yield s
     s.dispose()
+
+
+#: section → lines, from the tests' "figure" user properties (e.g. the fuzz suite's counts), printed at the end
+FIGURES: dict[str, list[str]] = {}
+
+
+def pytest_runtest_logreport(report):
+    # the teardown report: it carries what the test's fixtures added last (and crosses from an xdist worker)
+    if report.when == "teardown":
+        for key, value in report.user_properties:
+            if key == "figure":
+                FIGURES.setdefault(value[0], []).append(value[1])
+
+
+def pytest_terminal_summary(terminalreporter):
+    for section, lines in FIGURES.items():
+        terminalreporter.write_sep("-", section)
+        for line in lines:
+            terminalreporter.write_line(line)
+
+
+def pytest_sessionfinish(session):
+    drop_pending()        # the PostgreSQL test databases still being dropped in the background

@@ -19,7 +19,7 @@ PER_CONNECTION = int(os.environ.get("PAMGATE_FUZZ_PER_CONNECTION", "0")) or None
 DUMP = os.environ.get("PAMGATE_FUZZ_DUMP")
 MAX_FRAME = 65536      # small, so that over-limit frames cost little to send
 
-#: one line per fuzz test, printed at the end of the run (pytest_terminal_summary below)
+#: one line per fuzz test, printed at the end of the run (tests/conftest.py's pytest_terminal_summary)
 FIGURES: list[str] = []
 
 
@@ -34,8 +34,11 @@ def fuzz_server(tmp_path, store_url):
     server.stop()
 
 
-def pytest_terminal_summary(terminalreporter):
-    if FIGURES:
-        terminalreporter.write_sep("-", f"fuzz (PAMGATE_FUZZ_SEED={SEED})")
-        for line in FIGURES:
-            terminalreporter.write_line(line)
+@pytest.fixture(autouse=True)
+def figures_reported(request):
+    """The lines a test added to FIGURES go into its report, which reaches the end of the run from a
+    pytest-xdist worker too."""
+    before = len(FIGURES)
+    yield
+    request.node.user_properties.extend(("figure", [f"fuzz (PAMGATE_FUZZ_SEED={SEED})", line])
+                                        for line in FIGURES[before:])

@@ -21,6 +21,8 @@ from tests.serving import Server, ack_code
 URL = "amqp://guest:guest@127.0.0.1:5672/%2F"
 FAST = {"backoff": 0.2, "max_backoff": 1.0, "timeout": 5, "poll_interval": 0.1, "max_attempts": 1000}
 SKIP = "no RabbitMQ at 127.0.0.1:5672 (guest/guest): the AMQP tests are skipped"
+# one test stops the broker: under pytest-xdist (scripts/test) these tests run on one worker, one at a time
+pytestmark = pytest.mark.xdist_group("rabbitmq")
 
 
 def broker():
