@@ -14,13 +14,17 @@ from __future__ import annotations
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from sqlalchemy import insert, select
 
+from consent_store.migrate import upgrade
 from consent_store.store import Store
+from consent_store.tables import episode, patients
 from engine import patient_view, rules
 from engine.config import Config
 from engine.domain import DecisionRequest, Movement, PatientState, Visit, movement_row, visit_row
 from engine.serve import build_pipeline
 from tests.builders import adt, zfa_2111
+from tests.stores import pg_database
 from tests.store.test_history_cost import _apply, _measured, _no_scans, _shape, _store
 
 T0 = datetime(2020, 1, 6, 9, 0, tzinfo=timezone.utc)
@@ -182,3 +186,70 @@ def test_figures(store, pipeline, capsys):
                 for kind, w in zip(("message", "decision"), _costs(s, pipeline, ipp, at, 100 + 10 * p + i)):
                     print(f"\n{ipp} {kind:<8} at the {name:<6}: {len(w.statements)} statements, "
                           f"{w.rows_read} rows read, {w.bytes_read} bytes read, {w.steps} SQLite VM steps")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_url(request, tmp_path):
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'visits.db'}"
+    else:
+        with pg_database() as url:
+            yield url
+
+
+def _stays() -> list[Visit]:
+    """A long stay discharged late with consultations inside, a stay inside it, and sessions after."""
+    return [Visit("L0", patient_class="I", admitted_at=T0, discharged_at=T0 + timedelta(days=90)),
+            Visit("L1", patient_class="I", admitted_at=T0 + timedelta(days=10), discharged_at=T0 + timedelta(days=20)),
+            *_sessions(60, "C", T0 + timedelta(hours=1)),
+            *_sessions(20, "D", T0 + timedelta(days=100))]
+
+
+def _agrees(store: Store, pid: int) -> None:
+    with store.transaction() as uow:
+        whole = patient_view.whole(uow, pid)
+        for at in [T0 + timedelta(days=d, hours=h) for d in range(-1, 150, 3) for h in (0, 1, 5, 12)]:
+            seen = patient_view._visits(uow, pid, uow.visits_at(pid, at))
+            bounded = rules.current_visit(PatientState(visits=tuple(seen.values())), at)
+            expected = rules.current_visit(whole, at)
+            assert (bounded and bounded.number) == (expected and expected.number), at
+
+
+def test_a_store_upgraded_finds_the_visits_of_its_history(store_url):
+    """Migration 0011_visits_at fills each patient's longest visit from its episodes, on both backends."""
+    store = Store(store_url)
+    try:
+        upgrade(store.engine, "0010_audit_verification")
+        now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+        with store.engine.begin() as conn:
+            pid = conn.execute(insert(patients).values(state="{}", version=1, updated_at=now)).inserted_primary_key[0]
+            bare = conn.execute(insert(patients).values(state="{}", version=1, updated_at=now)).inserted_primary_key[0]
+            for v in _stays():
+                row = visit_row(v)
+                conn.execute(insert(episode).values(patient_id=pid, **row))
+        upgrade(store.engine)
+        with store.engine.connect() as conn:
+            longest = dict(conn.execute(select(patients.c.id, patients.c.longest_visit)).all())
+        assert longest[bare] is None
+        assert 90 * 86400 < longest[pid] <= 90 * 86400 + 2
+        _agrees(store, pid)
+    finally:
+        store.dispose()
+
+
+def test_a_merge_brings_the_absorbed_patients_longest_visit(store_url):
+    """A40: the survivor's walk back reaches as far as the longest visit it was brought."""
+    store = Store(store_url)
+    try:
+        store.upgrade()
+        pipeline = build_pipeline(Config.model_validate({}))
+        absorbed, survivor = _patient(store, pipeline, "880101"), _patient(store, pipeline, "880102")
+        _put(store, absorbed, _stays()[:2])
+        _put(store, survivor, _stays()[2:])
+        with store.transaction() as uow:
+            uow.merge_patient(absorbed, survivor, 0, datetime(2026, 1, 1, tzinfo=timezone.utc))
+        _agrees(store, survivor)
+        with store.transaction() as uow:
+            assert uow.visits_at(survivor, T0 + timedelta(days=50, hours=12))[0] == "L0"
+    finally:
+        store.dispose()
