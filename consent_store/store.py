@@ -98,6 +98,8 @@ def visit_seconds(started_at, discharged_at) -> int | None:
     if started_at is None or discharged_at is None or discharged_at < started_at:
         return None
     return math.ceil((discharged_at - started_at).total_seconds()) + 1
+
+
 U_MOVEMENT = _upsert(movement, ("patient_id", "visit", "ordinal"), MOVEMENT_NAMES)
 # a cancelled admission cancels the consents collected on its visit (the rules' own rule, on the rows)
 U_CANCEL_CONSENT = Sql(update(consent_fact).where(
