@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from contextlib import contextmanager
 from functools import lru_cache
 from datetime import datetime, timezone
 
 import orjson
-from sqlalchemy import String, bindparam, case, create_engine, event, func, insert, or_, select, text, union_all, update
+from sqlalchemy import DateTime, String, bindparam, case, create_engine, event, func, insert, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import ColumnElement
 
 from consent_store.sql import DriverCursor, Sql
 from consent_store.tables import applied as applied_message
@@ -81,6 +84,22 @@ def _upsert(table, key, names):
 
 
 U_EPISODE = _upsert(episode, ("patient_id", "visit"), EPISODE_NAMES)
+# the patient's longest visit, grown (never shrunk) as a visit is written with a start and a discharge
+U_LONGEST_VISIT = Sql(update(patients).where(
+    patients.c.id == bindparam("b_pid"),
+    or_(patients.c.longest_visit.is_(None), patients.c.longest_visit < bindparam("b_seconds"))).values(
+    longest_visit=bindparam("b_seconds")))
+
+
+def visit_seconds(started_at, discharged_at) -> int | None:
+    """How long a visit lasted, in whole seconds rounded up, plus one (the bound of Q_VISITS_AT stays at or
+    before the visit's start whatever the rounding of SQLite's date arithmetic); None: not discharged, never
+    begun, or discharged before it began (then no instant falls in it)."""
+    if started_at is None or discharged_at is None or discharged_at < started_at:
+        return None
+    return math.ceil((discharged_at - started_at).total_seconds()) + 1
+
+
 U_MOVEMENT = _upsert(movement, ("patient_id", "visit", "ordinal"), MOVEMENT_NAMES)
 # a cancelled admission cancels the consents collected on its visit (the rules' own rule, on the rows)
 U_CANCEL_CONSENT = Sql(update(consent_fact).where(
@@ -111,22 +130,48 @@ def _union(subqueries):
     return union_all(*(select(*q.c) for q in subqueries))
 
 
+class _SecondsBefore(ColumnElement):
+    """`at` minus a number of seconds, as a date the column compares with: SQLite keeps dates as text
+    (strftime's milliseconds compare at or below the stored microseconds), PostgreSQL as timestamptz."""
+    inherit_cache = True
+    type = DateTime(timezone=True)
+
+    def __init__(self, at, seconds):
+        self.at, self.seconds = at, seconds
+
+
+@compiles(_SecondsBefore, "sqlite")
+def _seconds_before_sqlite(e, compiler, **kw):
+    return (f"strftime('%Y-%m-%d %H:%M:%f', {compiler.process(e.at, **kw)}, "
+            f"'-' || ({compiler.process(e.seconds, **kw)}) || ' seconds')")
+
+
+@compiles(_SecondsBefore, "postgresql")
+def _seconds_before_pg(e, compiler, **kw):
+    return f"({compiler.process(e.at, **kw)} - make_interval(secs => ({compiler.process(e.seconds, **kw)})))"
+
+
 def _visits_begun(which: str):
-    q = select(*_EPISODE_COLS).where(_ep.patient_id == bindparam("b_pid"), _ep.cancelled == False)  # noqa: E712
-    if which == "later":
-        # discharged after the instant (none, when it is now): through ix_episode_open alone. With a bound on
-        # started_at and an ORDER BY, SQLite would rather walk ix_episode_started back through every visit
-        # closed before it. Those begun after the instant are left to the rules (current_visit).
-        return q.where(_ep.discharged_at >= bindparam("b_at")).subquery()
-    q = q.where(_ep.started_at <= bindparam("b_at"))
+    """The latest visit begun by `b_at`: of all ("begun"), of those never discharged ("open"), of those
+    discharged at or after it ("spanning"). Each a seek and a walk back that stops at its first row."""
+    q = select(*_EPISODE_COLS).where(_ep.patient_id == bindparam("b_pid"), _ep.cancelled == False,  # noqa: E712
+                                     _ep.started_at <= bindparam("b_at", type_=DateTime(timezone=True)))
     if which == "open":
         q = q.where(_ep.discharged_at.is_(None))
+    elif which == "spanning":
+        # begun no further back than the patient's longest visit: the walk back along ix_episode_started
+        # stops there, or at the first visit discharged at or after the instant, whichever comes first (a
+        # bound on discharged_at alone would read every visit discharged after the instant: all of them,
+        # for an instant before the history)
+        longest = select(patients.c.longest_visit).where(patients.c.id == bindparam("b_pid")).scalar_subquery()
+        q = q.where(_ep.started_at >= _SecondsBefore(bindparam("b_at", type_=DateTime(timezone=True)), longest),
+                    _ep.discharged_at >= bindparam("b_at"))
     return q.order_by(_ep.started_at.desc()).limit(1).subquery()
 
 
-# the visits an instant can fall in: the latest begun by then that has no discharge, those discharged after it;
-# and the latest begun by then
-Q_VISITS_AT = Sql(_union(_visits_begun(k) for k in ("open", "later", "begun")))
+# the visits an instant can fall in, enough for rules.current_visit: the latest begun by then, and the latest
+# begun by then not ended before it (never discharged, or discharged at or after it)
+Q_VISITS_AT = Sql(_union(_visits_begun(k) for k in ("open", "spanning", "begun")))
 
 
 def _last_result(transaction: str):
@@ -710,6 +755,9 @@ class UnitOfWork:
     def put_visit(self, patient_id: int, row: dict, movements: list[dict]) -> None:
         """The visit's row, and those of its movements that changed (by ordinal)."""
         self._later_rows(patient_id, U_EPISODE[self._conn.dialect.name], [_EPISODE_ROW(row)])
+        seconds = visit_seconds(row.get("started_at"), row.get("discharged_at"))
+        if seconds is not None:
+            self._write_later(U_LONGEST_VISIT, [{"b_pid": patient_id, "b_seconds": seconds}])
         if movements:
             self._later_rows(patient_id, U_MOVEMENT[self._conn.dialect.name], [_MOVEMENT_ROW(m) for m in movements])
 
@@ -764,6 +812,10 @@ class UnitOfWork:
         conn.execute(episode.delete().where(_ep.patient_id == absorbed_id, _ep.visit.in_(known)))
         for table in (movement, episode, dmp_result, break_glass_request):
             conn.execute(update(table).where(table.c.patient_id == absorbed_id).values(patient_id=survivor_id))
+        # the visits brought may have lasted longer than the survivor's (Q_VISITS_AT looks back that far)
+        seconds = conn.execute(select(patients.c.longest_visit).where(patients.c.id == absorbed_id)).scalar()
+        if seconds is not None:
+            conn.execute(U_LONGEST_VISIT.stmt, {"b_pid": survivor_id, "b_seconds": seconds})
         # the consents brought to a visit the survivor had cancelled are cancelled with it
         cancelled = select(_ep.visit).where(_ep.patient_id == survivor_id, _ep.cancelled == True)  # noqa: E712
         conn.execute(update(consent_fact).where(

@@ -64,6 +64,10 @@ patients = Table(
     Column("version", Integer, nullable=False, default=1),
     Column("merged_into", ID, ForeignKey("patient.id")),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    # seconds, rounded up: at least the longest any visit of the patient has lasted from start to discharge,
+    # ever (it only grows); how far back a visit discharged after an instant can have begun (Q_VISITS_AT).
+    # NULL: no visit was ever discharged. Migration 0011_visits_at.
+    Column("longest_visit", Integer),
 )
 
 # Identities that lead to a patient: IPP (PI, by assigning authority) and INS (by OID).

@@ -117,6 +117,7 @@ def test_migration_backfills_a_store_written_before_it(store_url):
             for column in ("ack", "patient_ipp", "visit"):
                 c.execute(text(f"ALTER TABLE journal DROP COLUMN {column}"))
             c.execute(text("DROP INDEX ix_audit_kind"))                                 # 0010
+            c.execute(text("ALTER TABLE patient DROP COLUMN longest_visit"))            # 0011_visits_at
             c.execute(text("UPDATE alembic_version SET version_num = '0002'"))
         doc = {"identifiers": [["PI", H, "5"]], "next_seq": 2, "break_glass": [], "dmp_results": [],
                "facts": [{"item": "consult", "value": "consent", "collected_at": NOW.isoformat(), "seq": 1,
