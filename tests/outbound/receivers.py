@@ -41,7 +41,8 @@ class HttpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            # HTTP/1.0: one request a connection, "down" then cuts everything
+            # HTTP/1.0: one request a connection, "down" then cuts everything. Twisted keeps such a connection
+            # (the answer says no "Connection: close") until it reads the close: the client meets stale ones.
             protocol_version = "HTTP/1.1" if receiver.drops_kept_connections else "HTTP/1.0"
             answered = False
 
