@@ -27,6 +27,9 @@ class HttpReceiver:
         self.answer = lambda env: 200
         self.body = lambda env: b"ok"
         self.delay = 0.0
+        # True: connections are kept after an answer, and a kept one is closed unanswered when its next request
+        # comes, as by a server whose idle timeout ends at that instant (a stale connection for the client)
+        self.drops_kept_connections = False
         self.lock = threading.Lock()
         self.server = None
 
@@ -38,10 +41,17 @@ class HttpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.0"   # one request a connection: "down" then cuts everything
+            # HTTP/1.0: one request a connection, "down" then cuts everything. Twisted keeps such a connection
+            # (the answer says no "Connection: close") until it reads the close: the client meets stale ones.
+            protocol_version = "HTTP/1.1" if receiver.drops_kept_connections else "HTTP/1.0"
+            answered = False
 
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
+                if self.answered:
+                    self.close_connection = True
+                    return
+                self.answered = receiver.drops_kept_connections
                 env = json.loads(body)
                 env["_headers"] = {"content-type": self.headers.get("content-type"),
                                    "idempotency-key": self.headers.get("idempotency-key")}

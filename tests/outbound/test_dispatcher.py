@@ -17,6 +17,7 @@ from engine.config import Config
 from engine import metrics
 from mllp.ack import read_ack
 from outbound.dispatcher import Dispatcher, backoff_delay
+from outbound.http import HttpChannel
 from tests.outbound.conftest import enqueue, envelope, statuses
 from tests.outbound.receivers import segment
 
@@ -132,6 +133,25 @@ async def test_a_failing_patient_holds_only_its_own_queue_then_goes_dead(sqlite_
     assert [r["envelope"]["data"]["n"] for r in dead] == [0, 1, 2, 3]
     assert all(r["attempts"] == 3 and r["last_error"] == "HTTP 500: no such patient IPP-BAD" for r in dead)
     assert metrics.deliveries.labels("dpi", "dead")._value.get() - dead_before == 4
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_kept_connection_the_receiver_closed_is_retried_on_a_new_one_not_on_another_kept_one(
+        http_receiver):
+    """Two kept connections, each closed by the receiver when its next request comes: the first fails the
+    POST, the one retry goes on a new connection (not the other kept one) and the event is delivered."""
+    http_receiver.drops_kept_connections = True
+    http_receiver.up()
+    dest = config({"name": "dpi", "type": "http", "url": http_receiver.url, "concurrency": 2, **FAST}).destinations[0]
+    channel = HttpChannel(dest, reactor)
+    stored = [json.loads(json.dumps(envelope(p, n), default=str)) for p, n in (("P1", 0), ("P2", 0), ("P1", 1))]
+    try:
+        await defer.gatherResults([channel.deliver(stored[0]), channel.deliver(stored[1])])
+        assert [len(kept) for kept in channel.pool._connections.values()] == [2]    # both connections kept
+        await channel.deliver(stored[2])
+    finally:
+        await channel.close()
+    assert sorted(e["id"] for e in http_receiver.accepted) == sorted(e["id"] for e in stored)
 
 
 @pytest_twisted.ensureDeferred
