@@ -1,5 +1,8 @@
 """Fixtures shared by the test packages: a fresh, migrated store on each backend (a package may override them);
-the figures that tests record, printed at the end of the run."""
+the figures that tests record, printed at the end of the run; a small real filesystem that fills up."""
+import os
+import subprocess
+
 import pytest
 
 from consent_store.store import Store
@@ -24,6 +27,25 @@ def store(store_url):
     s = Store(store_url)
     yield s
     s.dispose()
+
+
+@pytest.fixture
+def small_filesystem(tmp_path):
+    """mount(size) -> a folder on a tmpfs of that size (`16m`, `64k`), mounted for the test and unmounted
+    after it: a real filesystem that fills up. Root and mount only; else the test is skipped."""
+    mounted = []
+
+    def mount(size: str):
+        where = tmp_path / f"small-{len(mounted)}"
+        where.mkdir()
+        if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)],
+                                               capture_output=True).returncode != 0:
+            pytest.skip("a full filesystem needs root and mount (tmpfs): not available here")
+        mounted.append(where)
+        return where
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 #: section → lines, from the tests' "figure" user properties (e.g. the fuzz suite's counts), printed at the end

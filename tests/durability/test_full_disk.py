@@ -4,9 +4,7 @@ on a small tmpfs (mounted for the test; root only, else skipped). Every message 
 comes back, and a resend of what was refused is applied once."""
 from __future__ import annotations
 
-import os
 import sqlite3
-import subprocess
 
 import pytest
 
@@ -15,16 +13,8 @@ from tests.serving import Server, ack_code
 
 
 @pytest.fixture
-def small_disk(tmp_path):
-    where = tmp_path / "small"
-    where.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(where)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("a full filesystem needs root and mount (tmpfs): not available here")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+def small_disk(small_filesystem):
+    return small_filesystem("16m")
 
 
 def fill(where) -> None:

@@ -372,19 +372,9 @@ async def test_stop_waits_for_deliveries_in_flight_and_records_them(sqlite_store
 
 
 @pytest.fixture
-def full_disk(tmp_path):
-    """A 64 KiB tmpfs, mounted for the test (root only): a real filesystem that fills up."""
-    import os
-    import subprocess
-    where = tmp_path / "small"
-    where.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(where)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("a full filesystem needs root and mount (tmpfs): not available here")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
+def full_disk(small_filesystem):
+    """A 64 KiB filesystem: the file destination fills it."""
+    return small_filesystem("64k")
 
 
 @pytest_twisted.ensureDeferred
