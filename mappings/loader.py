@@ -49,6 +49,15 @@ class Errors:
         return bool(self.items)
 
 
+def _flag(spec, name: str, key: str, errors) -> bool:
+    """A true/false key of a mapping entry; anything else is an error naming it, read as false."""
+    value = spec.get(name, False)
+    if not isinstance(value, bool):
+        errors.add(spec.mark_of(name), f"{key}.{name}", "expected true or false")
+        return False
+    return value
+
+
 def _unknown(errors: Errors, d: MarkedDict, allowed, where: str) -> None:
     for k in d:
         if k not in allowed:
@@ -366,14 +375,8 @@ def _segments(doc, errors, groups, lists) -> tuple:
             continue
         _unknown(errors, spec, SEGMENT_KEYS, key)
         req = _requirement(spec.get("required"), errors, spec.mark_of("required"), f"{key}.required", groups, lists)
-        once = spec.get("once", False)
-        if not isinstance(once, bool):
-            errors.add(spec.mark_of("once"), f"{key}.once", "expected true or false")
-            once = False
-        single = spec.get("single_valued", False)
-        if not isinstance(single, bool):
-            errors.add(spec.mark_of("single_valued"), f"{key}.single_valued", "expected true or false")
-            single = False
+        once = _flag(spec, "once", key, errors)
+        single = _flag(spec, "single_valued", key, errors)
         if req is not None or once or single:
             out.append((seg, req, once, single))
     return tuple(out)
@@ -532,9 +535,7 @@ def _fact(name, spec, key, errors, groups, lists, policy) -> FactRule | None:
     if only_with == name:
         errors.add(spec.mark_of("only_with"), f"{key}.only_with", "a fact cannot depend on itself")
         only_with = None
-    dig = spec.get("delete_ignores_when", False)
-    if not isinstance(dig, bool):
-        errors.add(spec.mark_of("delete_ignores_when"), f"{key}.delete_ignores_when", "expected true or false")
+    dig = _flag(spec, "delete_ignores_when", key, errors)
     items = None
     if "items" in spec:
         items = _items(spec, key, errors, ftype, name)
@@ -542,7 +543,7 @@ def _fact(name, spec, key, errors, groups, lists, policy) -> FactRule | None:
         errors.add(spec.mark, f"{key}.items", "required: {id: '1', authority: '9-1', type: '13'}")
     if len(errors.items) > n_before:
         return None
-    return FactRule(name, paths, ftype, codes, default, required, when, only_with, items, bool(dig))
+    return FactRule(name, paths, ftype, codes, default, required, when, only_with, items, dig)
 
 
 def _codes(spec, key, errors, ftype, states, policy) -> dict | None:
