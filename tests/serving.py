@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
@@ -95,6 +96,19 @@ class Server:
         body = {"patient": patient, "action": action,
                 "user": {"id": kw.pop("user", "doc1"), "profession": kw.pop("profession", "10")}, **kw}
         return self.http("POST", "/v1/decisions", body)
+
+
+def exchange(port: int, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
+    """One raw HTTP/1.0 request: (status, headers with lower-case names, body)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
+        s.sendall(request)
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.split(b"\r\n")
+    headers = {k.lower(): v for k, v in (line.split(b": ", 1) for line in lines[1:] if b": " in line)}
+    return int(lines[0].split()[1]), headers, body
 
 
 def ack_code(ack: str) -> str:

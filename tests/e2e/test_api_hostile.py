@@ -7,7 +7,6 @@ and what the server log says.
 from __future__ import annotations
 
 import json
-import socket
 import zlib
 from datetime import datetime, timedelta, timezone
 
@@ -16,7 +15,7 @@ from sqlalchemy import text, update
 
 from consent_store.store import Store
 from consent_store.tables import consent_fact
-from tests.serving import Server
+from tests.serving import Server, exchange
 from tests.stores import pg_database
 
 H = "HOSP-T"
@@ -25,16 +24,9 @@ NOW = datetime.now(timezone.utc).replace(microsecond=0)
 
 
 def raw_http(port: int, request: bytes) -> tuple[int, str, bytes]:
-    """One request as given, byte for byte: (status, content type, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(request)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers = dict(line.split(b": ", 1) for line in lines[1:] if b": " in line)
-    if headers.get(b"Transfer-Encoding") == b"chunked":
+    """One request as given, byte for byte: (status, content type, body), a chunked body put together."""
+    status, headers, body = exchange(port, request)
+    if headers.get(b"transfer-encoding") == b"chunked":
         out = b""
         while body:
             size, _, rest = body.partition(b"\r\n")
@@ -43,7 +35,7 @@ def raw_http(port: int, request: bytes) -> tuple[int, str, bytes]:
             if n == 0:
                 break
         body = out
-    return int(lines[0].split()[1]), headers.get(b"Content-Type", b"").decode(), body
+    return status, headers.get(b"content-type", b"").decode(), body
 
 
 def get(server, target: bytes, headers: bytes = b"") -> tuple[int, str, bytes]:

@@ -2,25 +2,11 @@
 from __future__ import annotations
 
 import json
-import socket
 
 from tests.durability.support import wait_until
-from tests.serving import Server
+from tests.serving import Server, exchange
 
 TOKEN = "s3cret"
-
-
-def exchange(port: int, request: bytes) -> tuple[int, dict[bytes, bytes], bytes]:
-    """One raw HTTP/1.0 request: (status, headers with lower-case names, body)."""
-    with socket.create_connection(("127.0.0.1", port), timeout=30) as s:
-        s.sendall(request)
-        data = b""
-        while chunk := s.recv(65536):
-            data += chunk
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers = {k.lower(): v for k, v in (line.split(b": ", 1) for line in lines[1:] if b": " in line)}
-    return int(lines[0].split()[1]), headers, body
 
 
 def get(server, path: bytes, auth: bytes | None = None):
