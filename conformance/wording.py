@@ -1,8 +1,10 @@
 """Plain-language labels, for readers who have never seen HL7: what an auditor reads in the reports."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 from zoneinfo import ZoneInfo
+
+from engine.domain import in_zone
 
 REASONS = {
     "consent.not_collected": "consent not collected",
@@ -86,17 +88,9 @@ def outbox_text(kind: str) -> str:
 
 def when(value, tz: ZoneInfo | None = None) -> str:
     """A date-time as people read it, in the site's time zone: `2025-01-06 09:10 (Europe/Paris)`."""
-    if value is None:
-        return "—"
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return value
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    if tz is not None:
-        value = value.astimezone(tz)
+    value = in_zone(value, tz)
+    if not isinstance(value, datetime):
+        return "—" if value is None else value
     return value.strftime("%Y-%m-%d %H:%M") + (f":{value.second:02d}" if value.second else "")
 
 

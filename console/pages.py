@@ -25,6 +25,7 @@ from console import masking, reads
 from console.access import COOKIE, Access, is_loopback
 from console.wording import (ACTION_FR, ACTION_WORDS, DECISION_FR, EVENT_FR, ITEMS, KIND_FR, VALUE_FR,
                              chain_break_fr, choice_fr, movement_state, reason_fr, results_fr)
+from engine.domain import in_zone
 
 log = structlog.get_logger("pamgate.console")
 
@@ -198,16 +199,10 @@ class Console(resource.Resource):
         return self.committer.submit(work, keys)
 
     def when(self, dt, seconds=True) -> str:
-        if not dt:
-            return "—"
-        if isinstance(dt, str):
-            try:
-                dt = datetime.fromisoformat(dt)
-            except ValueError:
-                return dt
-        if dt.tzinfo is None:
-            dt = dt.replace(tzinfo=timezone.utc)
-        return dt.astimezone(self.zone).strftime("%d/%m/%Y %H:%M:%S" if seconds else "%d/%m/%Y %H:%M")
+        dt = in_zone(dt, self.zone)
+        if not isinstance(dt, datetime):
+            return dt or "—"
+        return dt.strftime("%d/%m/%Y %H:%M:%S" if seconds else "%d/%m/%Y %H:%M")
 
     def local(self, text: str | None) -> datetime | None:
         """A date-time typed in a form (the configured zone when it has no offset)."""

@@ -1,6 +1,9 @@
 """The console's French: reason codes and results in plain words, as the capture screens show them."""
 from __future__ import annotations
 
+from datetime import datetime
+
+from engine.domain import in_zone
 from engine.reason_words import REASONS  # noqa: F401 — the console's words for the reason codes
 
 # the console's own audit entries
@@ -42,12 +45,8 @@ def reason_fr(code: str) -> str:
 
 
 def _date(dt) -> str:
-    if not dt:
-        return ""
-    from datetime import datetime
-    if isinstance(dt, str):
-        dt = datetime.fromisoformat(dt)
-    return dt.strftime("%d/%m/%Y")
+    dt = in_zone(dt)
+    return dt.strftime("%d/%m/%Y") if isinstance(dt, datetime) else dt or ""
 
 
 def results_fr(view: dict) -> list[str]:

@@ -70,6 +70,21 @@ def utc(dt: datetime) -> datetime:
     return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
 
 
+def in_zone(value, zone=None):
+    """A stored instant (a datetime, or its ISO 8601 text) on `zone`'s clock, UTC where it carries no offset.
+    Anything else (None, a text that is no date) comes back as it is: a page or a report shows it rather
+    than fail. The console and the replay report read instants this one way."""
+    if isinstance(value, str):
+        try:
+            value = datetime.fromisoformat(value)
+        except ValueError:
+            return value
+    if not isinstance(value, datetime):
+        return value
+    value = utc(value)
+    return value.astimezone(zone) if zone is not None else value
+
+
 @dataclass(frozen=True)
 class Period:
     """An ISO 8601 duration as calendars read it: months and days (`P6M`, `P1D`) count on the clock of a
