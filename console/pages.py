@@ -575,7 +575,7 @@ class Console(resource.Resource):
             return self.page(
                 session, "capture.html", title="Recueil du consentement", authority=authority, ipp=ipp, pid=pid,
                 view=view, header=_header(msgs, revealed), revealed=revealed, visit=visit,
-                option=self.cfg.console.capture_option, outcome=outcome, results=results_fr(view),
+                option=self.cfg.console.capture_option, outcome=outcome, results=results_fr(view, self.zone),
                 blocked=bool((view["blocks"]["break_glass"] or {}).get("value") is True),
                 break_glass=_current_break_glass(view), history=_consent_history(entries),
                 dmp_checks=_dmp_checks(entries), now=_now())

@@ -44,12 +44,12 @@ def reason_fr(code: str) -> str:
     return REASONS.get(code, code)
 
 
-def _date(dt) -> str:
-    dt = in_zone(dt)
+def _date(dt, zone=None) -> str:
+    dt = in_zone(dt, zone)
     return dt.strftime("%d/%m/%Y") if isinstance(dt, datetime) else dt or ""
 
 
-def results_fr(view: dict) -> list[str]:
+def results_fr(view: dict, zone=None) -> list[str]:
     """The gate in plain French: « Consultation autorisée jusqu'au … », « Alimentation refusée : … »."""
     g = view["gate"]
     reasons = [reason_fr(r) for r in g.get("reasons") or []]
@@ -57,7 +57,7 @@ def results_fr(view: dict) -> list[str]:
     feed_reasons = [reason_fr(r) for r in g.get("reasons") or [] if r.startswith("feed.") or r.startswith("dmp.")]
     out = []
     if g.get("consult") == "permit":
-        until = _date(g.get("valid_until"))
+        until = _date(g.get("valid_until"), zone)
         out.append(f"Consultation autorisée jusqu'au {until}" if until else "Consultation autorisée")
     else:
         out.append("Consultation refusée : " + (", ".join(consult_reasons) or ", ".join(reasons) or "sans motif"))
