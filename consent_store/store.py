@@ -17,7 +17,7 @@ import orjson
 from sqlalchemy import DateTime, String, bindparam, case, create_engine, event, func, insert, or_, select, text, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql.expression import ColumnElement
 
@@ -307,16 +307,18 @@ def chain_hash(prev: str, at: datetime, patient_id, kind: str, payload: str) -> 
     return hashlib.sha256(body.encode()).hexdigest()
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, deferred_sync: bool = False) -> Engine:
     if url.startswith("sqlite"):
         eng = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @event.listens_for(eng, "connect")
         def _sqlite_pragmas(dbapi_conn, _):
             # WAL lets readers run beside the writer; FULL keeps an ACKed message across a power cut.
+            # Deferred (the apply process): a commit does not wait for the disk; WalSync makes the WAL
+            # durable before any answer leaves, off the writer's thread, and checkpoints there too.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA synchronous=NORMAL" if deferred_sync else "PRAGMA synchronous=FULL")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
             # pysqlite's own BEGIN comes late (before the first write, after the reads), so two writers
@@ -337,10 +339,22 @@ def make_engine(url: str) -> Engine:
                          connect_args={"connect_timeout": 10})
 
 
+def configured_sqlite_file(url: str) -> str | None:
+    """The file of a SQLite store, or None (another backend, or in memory)."""
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
+        return None
+    return u.database
+
+
 class Store:
-    def __init__(self, url: str):
+    def __init__(self, url: str, deferred_sync: bool = False):
+        """`deferred_sync` (SQLite files only): commits return before the disk has them; the caller makes
+        them durable with a WalSync before it answers anyone. Elsewhere each commit is durable."""
         self.url = url
-        self.engine = make_engine(url)
+        self.path = configured_sqlite_file(url)
+        self.deferred_sync = deferred_sync and self.path is not None
+        self.engine = make_engine(url, self.deferred_sync)
         self.is_postgres = self.engine.dialect.name == "postgresql"
 
     def upgrade(self) -> None:

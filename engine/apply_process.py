@@ -38,6 +38,7 @@ from twisted.internet.protocol import ProcessProtocol
 
 from engine import config as configuration
 from engine import logs, metrics
+from consent_store.durability import WalSync
 from engine.assembly import build_pipeline, open_store
 from engine.commit import StoreUnavailable, run_batch
 from engine.pipeline import MessageWork
@@ -253,7 +254,7 @@ def main(argv=None) -> int:
         cfg = configuration.load(args.config)
         logs.configure(cfg.log.level, cfg.log.format)
         cfg.store.auto_upgrade = False      # the server has migrated it
-        store = open_store(cfg)
+        store = open_store(cfg, deferred_sync=True)
         pipeline = build_pipeline(cfg)
     except Exception as e:  # noqa: BLE001 — one line; the server logs apply.process_ended and starts another
         print(f"pamgate: apply process: cannot start: {(str(e).splitlines() or [type(e).__name__])[0]}",
@@ -270,12 +271,39 @@ def main(argv=None) -> int:
 
 
 def _serve(answers, store, pipeline, max_batch: int) -> None:
-    """Until the server closes our stdin: take what has arrived, apply it in one commit, answer."""
+    """Until the server closes our stdin: take what has arrived, apply it in one commit, answer once that
+    commit is on the disk. With a SQLite file the disk is waited for by a WalSync thread while this one
+    applies the next batch (consent_store/durability.py); elsewhere each commit is durable when it returns."""
+    def deliver(records) -> None:
+        answers.write(b"".join(records))
+        answers.flush()
+    durable = WalSync(store.path, deliver, on_failure=_sync_failed) if store.deferred_sync else None
+    send = durable.after_sync if durable else (lambda record: deliver([record]))
+    try:
+        _apply_until_closed(send, store, pipeline, max_batch)
+    finally:
+        if durable:
+            durable.close()
+
+
+def _sync_failed(error: BaseException) -> None:
+    """On the WalSync thread: the WAL could not be made durable, or the server is gone. Commits this
+    process made may be lost or unanswered; none was answered unless durable. End now: the server answers
+    AE "store unavailable" for what it held and starts another process, which reopens the store (SQLite's
+    recovery keeps what reached the disk; a resend of a message that held is a duplicate, applied once)."""
+    if not isinstance(error, BrokenPipeError):
+        log.error("apply.sync_failed", error=type(error).__name__, detail=str(error)[:200])
+    sys.stderr.flush()
+    os._exit(0 if isinstance(error, BrokenPipeError) else 75)
+
+
+def _apply_until_closed(send, store, pipeline, max_batch: int) -> None:
     buffer = bytearray()
     while True:
         requests = _records(buffer, max_batch)
         if not requests:
-            chunk = os.read(0, 1 << 20)
+            # 64 KiB: below malloc's mmap threshold, so a read does not map and unmap a fresh 1 MiB
+            chunk = os.read(0, 1 << 16)
             if not chunk:
                 break   # the server closed our stdin: all it sent is answered
             buffer += chunk
@@ -294,8 +322,7 @@ def _serve(answers, store, pipeline, max_batch: int) -> None:
                 # its refusal could not be written either (run_batch logged why): an error of ours
                 log.error("message.internal_error", error=type(value).__name__)
                 out.append((ident, "failed", type(value).__name__))
-        answers.write(_record(("batch", seconds, committed, out)))
-        answers.flush()
+        send(_record(("batch", seconds, committed, out)))
 
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ class StartError(Exception):
     """One line for stderr: what stopped the start."""
 
 
-def open_store(cfg) -> Store:
-    """The configured store, its folder made (SQLite), migrated when `store.auto_upgrade` says so."""
+def open_store(cfg, deferred_sync: bool = False) -> Store:
+    """The configured store, its folder made (SQLite), migrated when `store.auto_upgrade` says so;
+    `deferred_sync`: see consent_store.durability (the apply process)."""
     url = cfg.store.url
     db = configuration.sqlite_path(url)
     if db is not None:
@@ -25,7 +26,7 @@ def open_store(cfg) -> Store:
             db.parent.mkdir(parents=True, exist_ok=True)
         except OSError as e:
             raise StartError(f"store.url: cannot create the folder {db.parent}: {e.strerror or e}") from None
-    store = Store(url)
+    store = Store(url, deferred_sync=deferred_sync)
     if cfg.store.auto_upgrade:
         try:
             store.upgrade()
