@@ -4,7 +4,7 @@
 
 The feed (bench/feed.py: the CPage event mix over a long-tailed population) is written to a file ahead of the
 run, so neither its generation nor its per-patient state is on the measured path or in the server's memory.
-A real `pamgate serve` (bench/e2e.py's: fresh SQLite store, WAL, synchronous=FULL, ACK after commit) takes
+A real `pamgate serve` (bench/e2e.py's: fresh SQLite store, WAL, ACK after its commit is on the disk) takes
 the messages over MLLP on `--connections` connections, each waiting for its ACK (bench/load.py's driver);
 every ACK must be `AA`. After every `--every` messages, between two intervals, one row: messages so far,
 elapsed wall time, the interval's throughput and p99 ACK latency, the resident memory (VmRSS) of the server
