@@ -191,7 +191,7 @@ consent_fact = Table(
     Column("source_mapping", String(200)),
     Column("collected_by", Text),                            # JSON: who recorded it through the API
 )
-Index("ix_consent_fact_item", consent_fact.c.item, consent_fact.c.collected_at)
+# (every read names the patient: no index leads with the item, migration 0012_fewer_pages)
 # the latest value of an item by an instant, over the patient's visits or one of them (or none)
 Index("ix_consent_fact_latest", consent_fact.c.patient_id, consent_fact.c.item, consent_fact.c.cancelled,
       consent_fact.c.collected_at, consent_fact.c.seq)
