@@ -29,9 +29,10 @@ class WalSync:
     def __init__(self, path: str, deliver, on_failure=None, name: str = "pamgate-wal-sync"):
         self.path = path + "-wal"
         self.deliver = deliver
-        # a sync or a delivery failed: nothing more is delivered, and `on_failure(error)` is called on the
-        # thread (the apply process ends there: what it committed but did not answer is a duplicate when
-        # resent, applied once)
+        # a sync or a delivery failed: nothing is delivered from then on (after a failed fdatasync, a later
+        # one may succeed with pages lost: Linux drops them), and `on_failure(error, items)` is called on the
+        # thread instead, with the undelivered items of that round and of each later one (the apply process
+        # ends there; the server fails the API's operations with StoreUnavailable)
         self.on_failure = on_failure
         self.failed: BaseException | None = None
         self._fd: int | None = None
@@ -62,7 +63,8 @@ class WalSync:
         if self._fd is None or ino != self._ino:
             if self._fd is not None:
                 os.close(self._fd)
-            self._fd, self._ino = os.open(self.path, os.O_RDONLY), ino
+            # O_NONBLOCK: nothing for a file; a path that is not one must fail here, not hang
+            self._fd, self._ino = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK), ino
         os.fdatasync(self._fd)
 
     def _loop(self) -> None:
@@ -83,6 +85,8 @@ class WalSync:
                 except BaseException as e:  # noqa: BLE001 — never deliver after a failed sync
                     self.failed = e
                     if self.on_failure is not None:
-                        self.on_failure(e)
+                        self.on_failure(e, items)
+            elif items and self.on_failure is not None:
+                self.on_failure(self.failed, items)
             if stop:
                 return

@@ -286,7 +286,7 @@ def _serve(answers, store, pipeline, max_batch: int) -> None:
             durable.close()
 
 
-def _sync_failed(error: BaseException) -> None:
+def _sync_failed(error: BaseException, _answers) -> None:
     """On the WalSync thread: the WAL could not be made durable, or the server is gone. Commits this
     process made may be lost or unanswered; none was answered unless durable. End now: the server answers
     AE "store unavailable" for what it held and starts another process, which reopens the store (SQLite's

@@ -27,6 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from consent_store import errors as store_errors
+from consent_store.durability import WalSync
 
 log = structlog.get_logger("pamgate.commit")
 _STOP = object()
@@ -44,6 +45,10 @@ class GroupCommit:
         self.reactor = reactor
         self.max_batch = max_batch
         self.on_commit = on_commit       # metrics hook: (batch size, seconds)
+        # a store that commits without waiting for the disk (Store(deferred_sync=True)): each batch is
+        # answered once a WalSync has the WAL on the disk, while this thread runs the next batch
+        self._durable = WalSync(store.path, self._answer, on_failure=self._lost,
+                                name="pamgate-store-sync") if store.deferred_sync else None
         self._q: queue.Queue = queue.Queue()
         self._answered = 1          # operations the last commit answered
         self._linger = 0.0          # how long the next batch may wait for them (_take)
@@ -58,9 +63,11 @@ class GroupCommit:
         return d
 
     def stop(self, timeout: float = 30.0) -> None:
-        """Finish what was submitted, commit it, then end the thread."""
+        """Finish what was submitted, commit it, answer it, then end the threads."""
         self._q.put(_STOP)
         self._thread.join(timeout)
+        if self._durable:
+            self._durable.close(timeout)
 
     def _take(self):
         """What is waiting, at least one operation. The callers answered by the last commit (API clients,
@@ -111,8 +118,22 @@ class GroupCommit:
                 self.on_commit(len(batch), time.perf_counter() - started)
             except Exception:  # noqa: BLE001 — metrics must not hold back the ACKs of a committed batch
                 log.exception("commit.metrics_failed")
-        # one wake-up of the reactor for the whole batch: each one is a write to its pipe, and a GIL hand-over
-        self.reactor.callFromThread(_fire, [(d, ok, value) for (*_, d), (ok, value) in zip(batch, results)])
+        answers = [(d, ok, value) for (*_, d), (ok, value) in zip(batch, results)]
+        if self._durable and committed:
+            self._durable.after_sync(answers)
+        else:
+            self._answer([answers])
+
+    def _answer(self, batches) -> None:
+        # one wake-up of the reactor for them all: each one is a write to its pipe, and a GIL hand-over
+        self.reactor.callFromThread(_fire, [a for answers in batches for a in answers])
+
+    def _lost(self, error: BaseException, batches) -> None:
+        """The WAL could not be synced: what these batches committed may not be on the disk, so none of them
+        is answered as done; no later batch is either (WalSync), until the server is restarted."""
+        log.error("store.sync_failed", error=type(error).__name__, detail=str(error)[:200])
+        failure = StoreUnavailable(f"the store's disk failed: {type(error).__name__}")
+        self._answer([[(d, False, failure) for d, _, _ in answers] for answers in batches])
 
     def _fail(self, batch, failure: Exception) -> None:
         self.reactor.callFromThread(_fire, [(d, False, failure) for *_, d in batch])

@@ -15,6 +15,7 @@ from engine import logs, metrics
 from engine.api import Api, site
 from engine.apply_process import ApplyProcess
 from engine.assembly import StartError, build_pipeline, in_memory, listener_settings, open_store, server_endpoints
+from consent_store.store import Store
 from engine.commit import GroupCommit, JournalPruner
 from engine.inbound import message_handler, prepared, rejections_journaled
 from mllp.listener import MLLPServerFactory
@@ -42,8 +43,10 @@ def serve(config_path: str | None, mount=None) -> int:
         raise StartError(f"store.url: {cfg.store.url}: an in-memory store cannot be served; give a file "
                          f"(sqlite:///var/pamgate.db) or a PostgreSQL URL")
     store = open_store(cfg)
-    # the API's operations and the pruning: a thread of this process; inbound messages: the apply process
-    committer = GroupCommit(store, reactor, max_batch=cfg.limits.max_batch, on_commit=metrics.on_commit)
+    # the API's operations and the pruning: a thread of this process; inbound messages: the apply process.
+    # Both commit without waiting for the disk and answer once it has their commit (consent_store/durability.py)
+    committed = Store(store.url, deferred_sync=True) if store.path else store
+    committer = GroupCommit(committed, reactor, max_batch=cfg.limits.max_batch, on_commit=metrics.on_commit)
     applier = ApplyProcess(reactor, config_path, on_commit=metrics.on_commit)
     applier.start()
     dispatcher = None
@@ -122,6 +125,7 @@ def serve(config_path: str | None, mount=None) -> int:
     reactor.callWhenRunning(lambda: reactor.callLater(0, check_started))
     reactor.addSystemEventTrigger("before", "shutdown", graceful)
     reactor.run()
+    committed.dispose()
     store.dispose()
     say("serve.stopped", "stopped" + (f" ({failures[0]})" if failures else ""), failed=bool(failures))
     return 1 if failures else 0

@@ -2,6 +2,7 @@
 whole batch and the worker goes on, a lock conflict is retried whole, the journal pruner runs through it."""
 from __future__ import annotations
 
+import os
 import threading
 from datetime import datetime, timedelta, timezone
 
@@ -10,6 +11,7 @@ import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError
 
+from consent_store.durability import WalSync
 from consent_store.store import Store
 from consent_store.tables import journal
 from engine.commit import GroupCommit, JournalPruner, StoreUnavailable
@@ -113,6 +115,38 @@ def test_a_lock_conflict_runs_the_batch_again(sqlite_store):
         assert len(tries) == 2 and count(sqlite_store) == 1       # the retry did not apply "1" twice
     finally:
         gc.stop()
+
+
+def test_a_store_that_does_not_wait_for_the_disk_answers_once_the_wal_is_synced(tmp_path):
+    deferred = Store(f"sqlite:///{tmp_path / 'store.db'}", deferred_sync=True)
+    deferred.upgrade()
+    gc = GroupCommit(deferred, Immediate())
+    try:
+        ds = submit_together(gc, [journal_op(str(i)) for i in range(5)])
+        assert all("ok" in outcome(d) for d in ds)
+        assert count(deferred) == 5
+        assert gc._durable is not None and gc._durable._fd is not None     # answered through a WalSync
+    finally:
+        gc.stop()
+        deferred.dispose()
+
+
+def test_when_the_wal_cannot_be_synced_nothing_is_answered_as_done_from_then_on(tmp_path):
+    deferred = Store(f"sqlite:///{tmp_path / 'store.db'}", deferred_sync=True)
+    deferred.upgrade()
+    gc = GroupCommit(deferred, Immediate())
+    # a WAL that the kernel cannot sync (a FIFO: fdatasync fails with EINVAL), as a disk that fails would
+    os.mkfifo(tmp_path / "broken-wal")
+    gc._durable.close()
+    gc._durable = WalSync(str(tmp_path / "broken"), gc._answer, on_failure=gc._lost)
+    try:
+        first = outcome(gc.submit(journal_op("1")))
+        later = outcome(gc.submit(journal_op("2")))
+        assert isinstance(first.get("error"), StoreUnavailable) and "disk" in str(first["error"])
+        assert isinstance(later.get("error"), StoreUnavailable), "no answer is trusted after a failed sync"
+    finally:
+        gc.stop()
+        deferred.dispose()
 
 
 def test_the_pruner_cuts_back_by_the_retention_in_chunks(sqlite_store):

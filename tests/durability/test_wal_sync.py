@@ -86,7 +86,7 @@ def test_close_delivers_what_is_waiting_and_a_replaced_wal_is_opened_again(tmp_p
     store.dispose()
 
 
-def test_a_failed_delivery_stops_every_later_one_and_is_reported_once(tmp_path):
+def test_after_a_failure_nothing_is_delivered_and_every_item_is_handed_back_once(tmp_path):
     store = Store(f"sqlite:///{tmp_path / 's.db'}", deferred_sync=True)
     store.upgrade()
     failures, delivered = [], []
@@ -96,13 +96,15 @@ def test_a_failed_delivery_stops_every_later_one_and_is_reported_once(tmp_path):
             raise BrokenPipeError("the server is gone")
         delivered.extend(items)
     reported = threading.Event()
-    sync = WalSync(store.path, deliver, on_failure=lambda e: (failures.append(e), reported.set()))
+    sync = WalSync(store.path, deliver, on_failure=lambda e, items: (failures.append((e, items)), reported.set()))
     write_one(store, "a")
     sync.after_sync("bad")
     assert reported.wait(10)
     write_one(store, "b")
     sync.after_sync("later")
     sync.close()
-    assert isinstance(sync.failed, BrokenPipeError) and len(failures) == 1
+    assert isinstance(sync.failed, BrokenPipeError)
+    assert [items for _, items in failures] == [["bad"], ["later"]], "each undelivered item is handed back once"
+    assert all(e is sync.failed for e, _ in failures)
     assert delivered == [], "nothing is delivered after a failure"
     store.dispose()
