@@ -30,7 +30,7 @@ from mllp.ack import read_ack  # noqa: E402
 
 # mllp/frame.py's envelope, written out: importing it would bring Twisted into this process
 START_BLOCK, END_BLOCK = b"\x0b", b"\x1c\r"
-MAX_ACK = 16 << 20
+MAX_ANSWER = 16 << 20
 
 
 class LoadError(RuntimeError):
@@ -60,40 +60,66 @@ def refusal(ack: bytes, control_id: str) -> str | None:
     return (read.code or "?") if read.problem(control_id) else None
 
 
+def mllp_ack(buffer: bytes) -> tuple[bytes, int] | None:
+    """(the first frame in `buffer`, envelope removed; where it ends), or None while it is incomplete."""
+    end = buffer.find(END_BLOCK)
+    if end < 0:
+        return None
+    return buffer[buffer.find(START_BLOCK, 0, end) + 1:end], end + 2     # bytes before the start block skipped
+
+
+def http_response(buffer: bytes) -> tuple[bytes, int] | None:
+    """(the status line of the first HTTP/1.1 response in `buffer`; where the response ends), or None while it
+    is incomplete. Its body is framed by Content-Length or chunked (what twisted.web sends after a wait)."""
+    head = buffer.find(b"\r\n\r\n")
+    if head < 0:
+        return None
+    lines = buffer[:head].split(b"\r\n")
+    length, chunked = 0, False
+    for line in lines[1:]:
+        name, _, value = line.partition(b":")
+        name = name.strip().lower()
+        if name == b"content-length":
+            length = int(value)
+        elif name == b"transfer-encoding":
+            chunked = b"chunked" in value.lower()
+    at = head + 4
+    if not chunked:
+        return (lines[0], at + length) if len(buffer) >= at + length else None
+    while True:                                   # chunks: size in hex, CRLF, data, CRLF; then 0, trailers, CRLF
+        eol = buffer.find(b"\r\n", at)
+        if eol < 0:
+            return None
+        size = int(buffer[at:eol].split(b";")[0], 16)
+        if size == 0:
+            end = buffer.find(b"\r\n\r\n", eol)   # the empty line after the trailers (usually none)
+            return (lines[0], end + 4) if end >= 0 else None
+        at = eol + 2 + size + 2
+
+
 class Sender:
-    """One connection: sends its frames one at a time, each after the ACK of the one before."""
+    """One connection: sends its requests one at a time, each after the answer to the one before."""
 
-    __slots__ = ("number", "sock", "frames", "next", "sent_at", "buffer", "unsent")
+    __slots__ = ("number", "sock", "requests", "next", "sent_at", "buffer", "unsent")
 
-    def __init__(self, number: int, sock: socket.socket, frames: list[tuple[str, bytes]]):
-        self.number, self.sock, self.frames = number, sock, frames
-        self.next = 0              # the frame sent, waiting for its ACK
+    def __init__(self, number: int, sock: socket.socket, requests: list[tuple[str, bytes]]):
+        self.number, self.sock, self.requests = number, sock, requests
+        self.next = 0              # the request sent, waiting for its answer
         self.sent_at = 0.0
         self.buffer = b""
         self.unsent = b""          # what the socket did not take at once (sent when the selector says it can)
 
     @property
     def done(self) -> bool:
-        return self.next == len(self.frames)
+        return self.next == len(self.requests)
 
     def send(self) -> None:
-        data = self.frames[self.next][1]
+        data = self.requests[self.next][1]
         self.sent_at = time.perf_counter()
         self.unsent = data[self.sock.send(data):]
 
     def flush(self) -> None:
         self.unsent = self.unsent[self.sock.send(self.unsent):]
-
-    def take(self) -> bytes | None:
-        """The next complete frame received (envelope removed), or None."""
-        end = self.buffer.find(END_BLOCK)
-        if end < 0:
-            if len(self.buffer) > MAX_ACK:
-                raise LoadError(f"connection {self.number}: {len(self.buffer)} bytes without the end of an ACK")
-            return None
-        start = self.buffer.find(START_BLOCK, 0, end)     # bytes before the start block are not the ACK's
-        ack, self.buffer = self.buffer[start + 1:end], self.buffer[end + 2:]
-        return ack
 
 
 def connect(host: str, port: int, number: int) -> socket.socket:
@@ -106,19 +132,31 @@ def connect(host: str, port: int, number: int) -> socket.socket:
     return sock
 
 
-def drive(host, port, texts, connections, timeout):
-    """Send `texts` (PAM FR messages, segments split by CR) over `connections` MLLP connections, each waiting
-    for its ACK: (sorted ACK latencies, the not-AA ACKs by code, wall seconds). Raises LoadError when a
-    connection is closed or an ACK does not come within `timeout` seconds."""
-    batches = [[] for _ in range(connections)]
-    for i, text in enumerate(texts):
-        control_id = text.split("\r", 1)[0].split("|")[9]
-        batches[i % connections].append((control_id, START_BLOCK + text.encode("utf-8") + b"\r" + END_BLOCK))
+def exchange(host, port, batches, answer, timeout, awaited="the ACK of"):
+    """Each of `batches` (lists of (key, the request's bytes)) on a connection of its own, one request at a
+    time: the next goes when `answer` (mllp_ack, http_response) finds the whole answer to the one before in
+    what came back. One thread, one selectors loop, nothing else per request: the generator's CPU is on the
+    same cores as the server's. Returns (the latencies, send to answer, unsorted; [(key, answer)] in the order
+    they came; wall seconds). Raises LoadError when a connection is closed, or an answer does not come
+    within `timeout` seconds."""
     latencies: list[float] = []
-    problems: dict[str, int] = {}
+    answers: list[tuple[str, bytes]] = []
     selector = selectors.DefaultSelector()
     senders = []
     tick = min(timeout, 1.0)       # how often the deadlines are looked at, at most
+
+    def lost(sender: Sender, why: str) -> LoadError:
+        return LoadError(f"connection {sender.number} to {host}:{port}: {why}, waiting for {awaited} "
+                         f"{sender.requests[sender.next][0]} (its {sender.next} before were answered)")
+
+    def send(sender: Sender) -> None:
+        try:
+            sender.send()
+        except OSError as e:
+            raise lost(sender, str(e)) from None
+        if sender.unsent:
+            selector.modify(sender.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, sender)
+
     try:
         for number, batch in enumerate(batches, 1):
             if batch:
@@ -126,7 +164,7 @@ def drive(host, port, texts, connections, timeout):
         started = time.perf_counter()
         for sender in senders:
             selector.register(sender.sock, selectors.EVENT_READ, sender)
-            _send(sender, selector, host, port)
+            send(sender)
         waiting, check_at = len(senders), started + tick
         while waiting:
             for key, mask in selector.select(tick):
@@ -138,50 +176,55 @@ def drive(host, port, texts, connections, timeout):
                             selector.modify(sender.sock, selectors.EVENT_READ, sender)
                     data = sender.sock.recv(65536) if mask & selectors.EVENT_READ else None
                 except OSError as e:
-                    raise LoadError(_lost(sender, host, port, str(e))) from None
+                    raise lost(sender, str(e)) from None
                 if data is None:
                     continue
                 if not data:
-                    raise LoadError(_lost(sender, host, port, "closed by the server"))
+                    raise lost(sender, "closed by the server")
                 sender.buffer = sender.buffer + data if sender.buffer else data
-                while (ack := sender.take()) is not None:
+                # an answer nobody asked for is taken for the next request's, as the Twisted client did
+                while (found := answer(sender.buffer)) is not None:
                     latencies.append(time.perf_counter() - sender.sent_at)
-                    code = refusal(ack, sender.frames[sender.next][0])
-                    if code is not None:
-                        problems[code] = problems.get(code, 0) + 1
+                    answers.append((sender.requests[sender.next][0], found[0]))
+                    sender.buffer = sender.buffer[found[1]:]
                     sender.next += 1
                     if sender.done:
                         selector.unregister(sender.sock)
                         waiting -= 1
                         break
-                    _send(sender, selector, host, port)
+                    send(sender)
+                if len(sender.buffer) > MAX_ANSWER:
+                    raise lost(sender, f"{len(sender.buffer)} bytes without the end of an answer")
             now = time.perf_counter()
             if now >= check_at:
                 check_at = now + tick
                 for sender in senders:
                     if not sender.done and now - sender.sent_at > timeout:
-                        raise LoadError(_lost(sender, host, port, f"no ACK within {timeout:g} s"))
+                        raise lost(sender, f"no answer within {timeout:g} s")
         elapsed = time.perf_counter() - started
     finally:
         selector.close()
         for sender in senders:
             sender.sock.close()
+    return latencies, answers, elapsed
+
+
+def drive(host, port, texts, connections, timeout):
+    """Send `texts` (PAM FR messages, segments split by CR) over `connections` MLLP connections, each waiting
+    for its ACK: (sorted ACK latencies, the not-AA ACKs by code, wall seconds). Raises LoadError when a
+    connection is closed or an ACK does not come within `timeout` seconds."""
+    batches = [[] for _ in range(connections)]
+    for i, text in enumerate(texts):
+        control_id = text.split("\r", 1)[0].split("|")[9]
+        batches[i % connections].append((control_id, START_BLOCK + text.encode("utf-8") + b"\r" + END_BLOCK))
+    latencies, acks, elapsed = exchange(host, port, batches, mllp_ack, timeout)
+    problems: dict[str, int] = {}
+    for control_id, ack in acks:              # read once the clock has stopped
+        code = refusal(ack, control_id)
+        if code is not None:
+            problems[code] = problems.get(code, 0) + 1
     latencies.sort()
     return latencies, problems, elapsed
-
-
-def _send(sender: Sender, selector, host, port) -> None:
-    try:
-        sender.send()
-    except OSError as e:
-        raise LoadError(_lost(sender, host, port, str(e))) from None
-    if sender.unsent:
-        selector.modify(sender.sock, selectors.EVENT_READ | selectors.EVENT_WRITE, sender)
-
-
-def _lost(sender: Sender, host, port, why: str) -> str:
-    return (f"connection {sender.number} to {host}:{port}: {why}, waiting for the ACK of "
-            f"{sender.frames[sender.next][0]} (its {sender.next} messages before were acknowledged)")
 
 
 FEED = None

@@ -1,6 +1,6 @@
 """bench/load.py's driver against a small real loopback listener whose answers each test chooses: every
 message sent once and answered, the ACKs that do not accept counted under their MSA-1, a closed connection
-or a silent server an error that ends the run, not a hang."""
+or a silent server an error that ends the run, not a hang; and its reader of HTTP answers (bench/decisions.py's client)."""
 from __future__ import annotations
 
 import socketserver
@@ -10,7 +10,7 @@ from contextlib import contextmanager
 
 import pytest
 
-from bench.load import LoadError, drive, refusal
+from bench.load import LoadError, drive, http_response, refusal
 from mllp.ack import read_ack
 from mllp.client import decode_ack
 
@@ -93,14 +93,14 @@ def test_each_message_is_sent_once_and_the_acks_that_do_not_accept_are_counted_u
 
 def test_a_connection_closed_by_the_server_ends_the_run_with_the_message_it_waited_for():
     with listener(lambda cid: None if cid == "C-3" else framed(ack(cid))) as (port, _):
-        with pytest.raises(LoadError, match=r"closed by the server, waiting for the ACK of C-3 \(its 1 messages"):
+        with pytest.raises(LoadError, match=r"closed by the server, waiting for the ACK of C-3 \(its 1 before"):
             drive("127.0.0.1", port, [message(f"C-{i}") for i in range(8)], 2, timeout=10)
 
 
 def test_a_server_that_does_not_answer_ends_the_run_after_the_timeout():
     with listener(lambda cid: b"" if cid == "S-4" else framed(ack(cid))) as (port, _):
         started = time.monotonic()
-        with pytest.raises(LoadError, match="no ACK within 0.3 s, waiting for the ACK of S-4"):
+        with pytest.raises(LoadError, match="no answer within 0.3 s, waiting for the ACK of S-4"):
             drive("127.0.0.1", port, [message(f"S-{i}") for i in range(8)], 2, timeout=0.3)
         assert time.monotonic() - started < 2
 
@@ -137,3 +137,17 @@ def test_nothing_listening_is_an_error_not_a_hang():
 def test_the_quick_read_of_an_ack_agrees_with_mllp_ack(body, control_id):
     read = read_ack(decode_ack(body))
     assert refusal(body, control_id) == ((read.code or "?") if read.problem(control_id) else None)
+
+
+@pytest.mark.parametrize("response", [
+    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{\"a\": \"b\"}",
+    b"HTTP/1.1 404 Not Found\r\ncontent-length:0\r\n\r\n",
+    b"HTTP/1.1 200 OK\r\nServer: pamgate\r\nTransfer-Encoding: chunked\r\n\r\n"
+    b"5\r\n{\"a\":\r\n4;x=y\r\n \"b\"\r\n1\r\n}\r\n0\r\n\r\n",
+    b"HTTP/1.1 503 Service Unavailable\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n\r\n\r\n0\r\nX-Trailer: 1\r\n\r\n",
+])
+def test_an_http_answer_is_whole_only_at_its_last_byte(response):
+    status = response.split(b"\r\n", 1)[0]
+    next_one = b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"
+    assert http_response(response + next_one) == (status, len(response))
+    assert all(http_response(response[:n]) is None for n in range(len(response)))
