@@ -9,9 +9,11 @@ waits for its ACK before the next. Every ACK is checked (MSA-1 ``AA``/``CA``, MS
 Prints one line per level: msg/s, p50 and p99 ACK latency, and the ACKs that were not ``AA``.
 
 The generator runs on the same cores as the server it measures, and a real sender's CPU is not on them: so
-it is lean, one thread, plain non-blocking sockets in a ``selectors`` loop, the frames built before the clock
-starts (about 20 µs of CPU per message; the Twisted client it replaces took 50–300). A connection closed by
-the server or an ACK later than ``--timeout`` ends the run with an error.
+it is lean, one thread, plain non-blocking sockets in a ``selectors`` loop (``exchange``, which
+``bench/decisions.py``'s HTTP clients use too), the frames built before the clock starts and the ACKs read
+after it stops: 11–28 µs of CPU per message while the server keeps it busy, about 100 when each ACK wakes it
+from sleep (the Twisted client it replaced: 35–100 and 280–300; BENCHMARKS.md, "How to run"). A connection
+closed by the server or an ACK later than ``--timeout`` ends the run with an error.
 """
 
 from __future__ import annotations
