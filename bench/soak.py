@@ -40,6 +40,7 @@ import itertools
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import sys
 import time
@@ -47,8 +48,6 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-
-from twisted.internet import defer  # noqa: E402
 
 from bench.e2e import serving  # noqa: E402
 from bench.feed import Feed  # noqa: E402
@@ -191,7 +190,7 @@ def summary_text(j: dict) -> str:
 
 # --- the run ---------------------------------------------------------------------------------------
 
-async def soak(reactor, args, server, port, db: Path, feed_file: Path, out_csv: Path, rows: list[dict]) -> None:
+def soak(args, server, port, db: Path, feed_file: Path, out_csv: Path, rows: list[dict]) -> None:
     """Drive the feed, appending a row to `rows` (and to `out_csv`) every `args.every` messages."""
     apply = apply_pid(server.pid)
     cpu = {"server": cpu_seconds(server.pid), "apply": cpu_seconds(apply)}
@@ -204,8 +203,7 @@ async def soak(reactor, args, server, port, db: Path, feed_file: Path, out_csv: 
         print("| " + " | ".join(FIELDS) + " |", flush=True)
         while sent < args.messages:
             texts = [line.rstrip("\n") for line in itertools.islice(feed, min(args.every, args.messages - sent))]
-            latencies, problems, elapsed = await drive(reactor, "127.0.0.1", port, texts, args.connections,
-                                                       args.timeout)
+            latencies, problems, elapsed = drive("127.0.0.1", port, texts, args.connections, args.timeout)
             sent += len(texts)
             if len(latencies) != len(texts):
                 raise RuntimeError(f"{len(texts) - len(latencies)} messages without an ACK")
@@ -286,9 +284,11 @@ def main() -> None:
     print(f"feed written ahead: {feed_file.stat().st_size / 1e6:,.0f} MB in {time.perf_counter() - t:.0f} s",
           flush=True)
     rows: list[dict] = []
+    # stopped by SIGTERM as by ^C: the finally below still writes the summary of the rows so far
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("soak: stopped by SIGTERM"))
     try:
         with serve_log.open("w") as log, serving(str(scratch), stderr=log) as (server, port):
-            _run(args, server, port, scratch / "bench.db", feed_file, out_csv, rows)
+            soak(args, server, port, scratch / "bench.db", feed_file, out_csv, rows)
     finally:
         if rows:
             verdict = judge(rows, reference=max(args.every, args.messages // 10))
@@ -301,24 +301,6 @@ def main() -> None:
             print(f"rows and summary: {out_json}", flush=True)
         if not args.keep:
             shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _run(args, server, port, db, feed_file, out_csv, rows: list[dict]) -> None:
-    """The driver on the Twisted reactor (run once); a failure is raised here, the rows so far kept."""
-    from twisted.internet import reactor
-    failures: list = []
-
-    def done(result):
-        if reactor.running:       # not when a signal (SIGINT, SIGTERM) has stopped it already
-            reactor.stop()
-        return result
-
-    reactor.callWhenRunning(lambda: defer.ensureDeferred(soak(reactor, args, server, port, db, feed_file,
-                                                              out_csv, rows)).addErrback(failures.append)
-                            .addBoth(done))
-    reactor.run()
-    if failures:
-        failures[0].raiseException()
 
 
 if __name__ == "__main__":
