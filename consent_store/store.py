@@ -225,15 +225,18 @@ _FACT_ROW, _EPISODE_ROW, _MOVEMENT_ROW, _DMP_ROW, _BREAK_GLASS_ROW = (
     _checked(t) for t in ("consent_fact", "episode", "movement", "dmp_result", "break_glass_request"))
 
 
-# SQLite gives dates back as text on the driver's cursor: each parsed once
-_parse_date = lru_cache(maxsize=8192)(datetime.fromisoformat)
+# SQLite gives dates back as text on the driver's cursor: each parsed once, kept as the aware date it becomes
+@lru_cache(maxsize=8192)
+def _parse_date(text: str) -> datetime:
+    v = datetime.fromisoformat(text)
+    return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v
 
 
 def _date(v):
+    if v.__class__ is str:
+        return _parse_date(v)
     if v is None:
         return None
-    if isinstance(v, str):
-        v = _parse_date(v)
     return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v
 Q_IDENTIFIERS_OF = Sql(select(_id.kind, _id.authority, _id.value, _id.active)
                        .where(_id.patient_id == bindparam("b_pid")))

@@ -246,10 +246,15 @@ def _fits(value, depth: int = 0) -> bool:
     if t is str:
         return _UNSTORABLE.search(value) is None
     if t is dict:
-        return all(type(k) is str and _UNSTORABLE.search(k) is None and _fits(v, depth + 1)
-                   for k, v in value.items())
+        for k, v in value.items():
+            if type(k) is not str or _UNSTORABLE.search(k) is not None or not _fits(v, depth + 1):
+                return False
+        return True
     if t is list:
-        return all(_fits(v, depth + 1) for v in value)
+        for v in value:
+            if not _fits(v, depth + 1):
+                return False
+        return True
     if t is bool or value is None:
         return True
     if t is int:
@@ -539,7 +544,8 @@ class Api(resource.Resource):
                 metrics.decision_latency.observe(time.perf_counter() - started)
                 self.on_events()    # decision.made, and the triggers
                 return 200, result
-            return self._submit(*decision_operation(p, patient, req)).addCallback(done)
+            # one step for both outcomes: the store's failure becomes its answer (_store_failed)
+            return self.committer.submit(*decision_operation(p, patient, req)).addCallbacks(done, _store_failed)
         if method == "POST" and path == b"/v1/consents":
             b = self._body(request, ConsentBody)
             if b.consult is None and b.feed is None:
