@@ -14,7 +14,8 @@ from functools import lru_cache
 from datetime import datetime, timezone
 
 import orjson
-from sqlalchemy import DateTime, String, bindparam, case, create_engine, event, func, insert, or_, select, text, union_all, update
+from sqlalchemy import (DateTime, String, and_, bindparam, case, create_engine, event, func, insert, or_, select, text,
+                        union, union_all, update)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine, make_url
@@ -68,6 +69,9 @@ MOVEMENT_NAMES = ("visit", "ordinal", "movement_id", "event", "action", "start",
 DMP_NAMES = ("user_id", "transaction", "result", "at")
 BREAK_GLASS_NAMES = ("user_id", "reason", "at", "visit")
 DATES = frozenset({"collected_at", "admitted_at", "discharged_at", "started_at", "start", "at"})
+_EPISODE_DATES = tuple(n for n in EPISODE_NAMES if n in DATES)
+_MOVEMENT_DATES = tuple(n for n in MOVEMENT_NAMES if n in DATES)
+_DATE_NAMES: dict = {}   # a row's names -> those that are dates (UnitOfWork._rows)
 _FACT_COLS = [_cf[n] for n in FACT_NAMES]
 _EPISODE_COLS = [_ep[n] for n in EPISODE_NAMES]
 I_FACT = Sql(insert(consent_fact), columns=["patient_id", *FACT_NAMES])
@@ -174,6 +178,22 @@ def _visits_begun(which: str):
 Q_VISITS_AT = Sql(_union(_visits_begun(k) for k in ("open", "spanning", "begun")))
 
 
+def _with_movements(episodes):
+    """Episode rows (a subquery of EPISODE_NAMES), each with its movements joined, in the order of the visits
+    then of the movements: a visit and its movements in one statement (a visit without any: one row, its
+    movement columns NULL)."""
+    return (select(*[episodes.c[n] for n in EPISODE_NAMES], *[_mv[n].label(f"m_{n}") for n in MOVEMENT_NAMES])
+            .select_from(episodes.outerjoin(movement, and_(_mv.patient_id == bindparam("b_pid"),
+                                                           _mv.visit == episodes.c.visit)))
+            .order_by(episodes.c.visit, _mv.ordinal))
+
+
+# the visits an instant can fall in (Q_VISITS_AT's, each once) with their movements: what rules.current_visit
+# reads, in one statement
+Q_VISITS_AROUND = Sql(_with_movements(union(*(select(*q.c) for q in (
+    _visits_begun(k) for k in ("open", "spanning", "begun")))).subquery("v")))
+
+
 def _last_result(transaction: str):
     return (select(*[_dr[n] for n in DMP_NAMES]).where(
         _dr.patient_id == bindparam("b_pid"), _dr.user_id == bindparam("b_user"), _dr.transaction == transaction,
@@ -205,15 +225,18 @@ _FACT_ROW, _EPISODE_ROW, _MOVEMENT_ROW, _DMP_ROW, _BREAK_GLASS_ROW = (
     _checked(t) for t in ("consent_fact", "episode", "movement", "dmp_result", "break_glass_request"))
 
 
-# SQLite gives dates back as text on the driver's cursor: each parsed once
-_parse_date = lru_cache(maxsize=8192)(datetime.fromisoformat)
+# SQLite gives dates back as text on the driver's cursor: each parsed once, kept as the aware date it becomes
+@lru_cache(maxsize=8192)
+def _parse_date(text: str) -> datetime:
+    v = datetime.fromisoformat(text)
+    return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v
 
 
 def _date(v):
+    if v.__class__ is str:
+        return _parse_date(v)
     if v is None:
         return None
-    if isinstance(v, str):
-        v = _parse_date(v)
     return v.replace(tzinfo=timezone.utc) if v.tzinfo is None else v
 Q_IDENTIFIERS_OF = Sql(select(_id.kind, _id.authority, _id.value, _id.active)
                        .where(_id.patient_id == bindparam("b_pid")))
@@ -690,12 +713,33 @@ class UnitOfWork:
             self.write_later_rows()
 
     def _rows(self, cur, names) -> list[dict]:
+        dates = _DATE_NAMES.get(names)
+        if dates is None:
+            dates = _DATE_NAMES[names] = tuple(DATES.intersection(names))
         out = []
         for row in cur.fetchall():
             d = dict(zip(names, row))
-            for n in DATES.intersection(d):
+            for n in dates:
                 d[n] = _date(d[n])
             out.append(d)
+        return out
+
+    def _visits_with_movements(self, cur) -> list[tuple[dict, list[dict]]]:
+        """The rows of a _with_movements statement: each visit once, with its movements in their order."""
+        out, moves, last = [], None, None
+        n = len(EPISODE_NAMES)
+        for row in cur.fetchall():
+            if row[0] != last:
+                e = dict(zip(EPISODE_NAMES, row[:n]))
+                for d in _EPISODE_DATES:
+                    e[d] = _date(e[d])
+                last, moves = row[0], []
+                out.append((e, moves))
+            if row[n] is not None:
+                m = dict(zip(MOVEMENT_NAMES, row[n:]))
+                for d in _MOVEMENT_DATES:
+                    m[d] = _date(m[d])
+                moves.append(m)
         return out
 
     def facts_collected_at(self, patient_id: int, item: str, at: datetime) -> list[dict]:
@@ -720,8 +764,14 @@ class UnitOfWork:
         self._fresh(patient_id)
         return [r[0] for r in self._run(Q_VISITS_AT, {"b_pid": patient_id, "b_at": at}).fetchall()]
 
+    def visits_around(self, patient_id: int, at: datetime) -> list[tuple[dict, list[dict]]]:
+        """The visits `at` can fall in (those of visits_at), each with its movements in their order: one
+        statement."""
+        self._fresh(patient_id)
+        return self._visits_with_movements(self._run(Q_VISITS_AROUND, {"b_pid": patient_id, "b_at": at}))
+
     def visits(self, patient_id: int, numbers) -> list[tuple[dict, list[dict]]]:
-        """These visits of the patient, each with its movements in their order."""
+        """These visits of the patient, each with its movements in their order: one statement."""
         numbers = sorted({n for n in numbers if n})
         if not numbers:
             return []
@@ -729,16 +779,10 @@ class UnitOfWork:
         q = _VISITS_SQL.get(len(numbers))
         if q is None:
             binds = [bindparam(f"b_v{i}") for i in range(len(numbers))]
-            q = _VISITS_SQL[len(numbers)] = (
-                Sql(select(*_EPISODE_COLS).where(_ep.patient_id == bindparam("b_pid"), _ep.visit.in_(binds))),
-                Sql(select(*[_mv[n] for n in MOVEMENT_NAMES]).where(
-                    _mv.patient_id == bindparam("b_pid"), _mv.visit.in_(binds)).order_by(_mv.visit, _mv.ordinal)))
+            q = _VISITS_SQL[len(numbers)] = Sql(_with_movements(
+                select(*_EPISODE_COLS).where(_ep.patient_id == bindparam("b_pid"), _ep.visit.in_(binds)).subquery("e")))
         values = {"b_pid": patient_id, **{f"b_v{i}": n for i, n in enumerate(numbers)}}
-        eps = self._rows(self._run(q[0], values), EPISODE_NAMES)
-        moves: dict[str, list] = {}
-        for m in self._rows(self._run(q[1], values), MOVEMENT_NAMES):
-            moves.setdefault(m["visit"], []).append(m)
-        return [(e, moves.get(e["visit"], [])) for e in eps]
+        return self._visits_with_movements(self._run(q, values))
 
     def last_dmp_results(self, patient_id: int, user: str, at: datetime) -> list[dict]:
         """The user's last TD0.2 and last TD0.3 results by `at`."""

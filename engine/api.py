@@ -29,7 +29,7 @@ from twisted.python.failure import Failure
 from twisted.web import resource, server
 
 from consent_store.tables import audit, episode, identifiers, max_chars, outbox, users
-from engine import habilitation, metrics
+from engine import habilitation, logs, metrics
 from engine.commit import StoreUnavailable
 from engine.domain import CLOCK_SKEW, DMP_RESULTS, YEARS, DecisionRequest
 from engine.pipeline import PatientUnknown, now_utc, patient_key
@@ -237,9 +237,38 @@ def _not_json(constant: str):
     raise ValueError(f"{constant} is not a JSON number")
 
 
+def _fits(value, depth: int = 0) -> bool:
+    """Whether _storable would let the whole body through: the same checks, without naming where each value
+    is (a decision's body is a dozen values, each named for nothing when all is well)."""
+    if depth > MAX_DEPTH:
+        return False
+    t = type(value)
+    if t is str:
+        return _UNSTORABLE.search(value) is None
+    if t is dict:
+        for k, v in value.items():
+            if type(k) is not str or _UNSTORABLE.search(k) is not None or not _fits(v, depth + 1):
+                return False
+        return True
+    if t is list:
+        for v in value:
+            if not _fits(v, depth + 1):
+                return False
+        return True
+    if t is bool or value is None:
+        return True
+    if t is int:
+        return -INT64 <= value < INT64
+    if t is float:
+        return math.isfinite(value)
+    return False    # a type JSON does not give: _storable decides
+
+
 def _storable(value, where: tuple = (), depth: int = 0) -> None:
     """Refuses what JSON can carry but the store cannot keep as sent: deep nesting, lone surrogates, NUL
     characters, numbers beyond 64 bits or not finite. Checked on the whole body, before the model."""
+    if depth == 0 and _fits(value):
+        return
     if depth > MAX_DEPTH:
         raise ApiError(400, "body.too_deep", f"JSON nested deeper than {MAX_DEPTH} levels")
     name = ".".join(str(w)[:40] for w in where) or "body"
@@ -515,7 +544,8 @@ class Api(resource.Resource):
                 metrics.decision_latency.observe(time.perf_counter() - started)
                 self.on_events()    # decision.made, and the triggers
                 return 200, result
-            return self._submit(*decision_operation(p, patient, req)).addCallback(done)
+            # one step for both outcomes: the store's failure becomes its answer (_store_failed)
+            return self.committer.submit(*decision_operation(p, patient, req)).addCallbacks(done, _store_failed)
         if method == "POST" and path == b"/v1/consents":
             b = self._body(request, ConsentBody)
             if b.consult is None and b.feed is None:
@@ -638,6 +668,8 @@ class Api(resource.Resource):
         if data is not None:
             if not isinstance(body, bytes):       # bytes: a text of its own type (/metrics)
                 request.setHeader(b"content-type", b"application/json")
+            # the length given: the body goes out with the headers, not framed in chunks
+            request.setHeader(b"content-length", b"%d" % len(data))
             request.write(data)
         request.finish()
 
@@ -700,7 +732,10 @@ def _peer(request) -> str:
 
 
 def _access_logged(request, method: str) -> None:
-    """One info line per HTTP request once answered: method, path (masked), status, duration, peer."""
+    """One info line per HTTP request once answered: method, path (masked), status, duration, peer. Where
+    info lines are not written, nothing is set up for it (a Deferred and a logger's bind per request)."""
+    if not logs.enabled("info"):
+        return
     started = time.perf_counter()
 
     def done(_):

@@ -56,7 +56,7 @@ def _view(uow: UnitOfWork, pid: int, header: dict, at: datetime, visit: str | No
     scoped = visit
     if visit is None:
         # the visit current at `at`, among those it can fall in
-        visits = _visits(uow, pid, uow.visits_at(pid, at))
+        visits = {e["visit"]: visit_from_rows(e, moves) for e, moves in uow.visits_around(pid, at) if e["visit"]}
         current = rules.current_visit(PatientState(visits=tuple(visits.values())), at)
         scoped = current.number if current else None
     rows = uow.latest_facts(pid, PICKS[scoped is not None], at, scoped)

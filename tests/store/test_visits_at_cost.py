@@ -23,7 +23,7 @@ from consent_store.store import Store
 from consent_store.tables import episode, patients
 from engine import patient_view, rules
 from engine.config import Config
-from engine.domain import DecisionRequest, Movement, PatientState, Visit, movement_row, visit_row
+from engine.domain import DecisionRequest, Movement, PatientState, Visit, movement_row, visit_from_rows, visit_row
 from engine.serve import build_pipeline
 from tests.builders import adt, zfa_2111
 from tests.stores import pg_database
@@ -127,6 +127,16 @@ def test_the_visit_an_instant_falls_in_is_the_one_the_whole_history_gives(store)
                 expected = rules.current_visit(whole, at)
                 assert (bounded and bounded.number) == (expected and expected.number), (name, at)
                 assert len(seen) <= 3, (name, at, list(seen))
+                # what a decision reads in one statement: the same visits, each once, with the same movements
+                assert _around(uow, pid, at) == seen, (name, at)
+
+
+def _around(uow, pid: int, at: datetime) -> dict:
+    """UnitOfWork.visits_around (the visits of visits_at with their movements, one statement) as a view holds
+    them."""
+    rows = uow.visits_around(pid, at)
+    assert len({e["visit"] for e, _ in rows}) == len(rows), rows     # each visit once
+    return {e["visit"]: visit_from_rows(e, moves) for e, moves in rows}
 
 
 def _message(ipp: str, at: datetime, n: int) -> str:
@@ -217,6 +227,7 @@ def _agrees(store: Store, pid: int) -> None:
             bounded = rules.current_visit(PatientState(visits=tuple(seen.values())), at)
             expected = rules.current_visit(whole, at)
             assert (bounded and bounded.number) == (expected and expected.number), at
+            assert _around(uow, pid, at) == seen, at
 
 
 def test_a_store_upgraded_finds_the_visits_of_its_history(store_url):
