@@ -16,39 +16,50 @@ process must end (`failed`), and the next one reopens the store, whose recovery 
 from __future__ import annotations
 
 import os
-import queue
 import threading
-
-_STOP = object()
 
 
 class WalSync:
-    """A thread that makes a SQLite store's WAL durable, then calls `deliver(items)` with everything handed
-    to it (`after_sync`) before that sync began, in order. `deliver` runs on that thread."""
+    """Makes a SQLite store's WAL durable, then calls `deliver(items)` with everything handed to it
+    (`after_sync`) before that sync began, in order: on a thread of its own, or on the caller's (`inline`)
+    when the caller has nothing else to do meanwhile, which spares a thread hand-over per answer when the
+    feed is quiet (one connection: each message waits for the previous one's ACK)."""
 
     def __init__(self, path: str, deliver, on_failure=None, name: str = "pamgate-wal-sync"):
         self.path = path + "-wal"
         self.deliver = deliver
         # a sync or a delivery failed: nothing is delivered from then on (after a failed fdatasync, a later
-        # one may succeed with pages lost: Linux drops them), and `on_failure(error, items)` is called on the
-        # thread instead, with the undelivered items of that round and of each later one (the apply process
-        # ends there; the server fails the API's operations with StoreUnavailable)
+        # one may succeed with pages lost: Linux drops them), and `on_failure(error, items)` is called
+        # instead, with the undelivered items of that round and of each later one (the apply process ends
+        # there; the server fails the API's operations with StoreUnavailable)
         self.on_failure = on_failure
         self.failed: BaseException | None = None
         self._fd: int | None = None
         self._ino: int | None = None
-        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._items: list = []
+        self._stopping = False
+        self._waiting = threading.Condition()    # guards _items and _stopping
+        self._turn = threading.Lock()           # one round at a time: take, sync, deliver, in order
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
-    def after_sync(self, item) -> None:
-        """Deliver `item` once every commit made so far is on the disk."""
-        self._q.put(item)
+    def after_sync(self, item, inline: bool = False) -> None:
+        """Deliver `item` once every commit made so far is on the disk; `inline`: sync and deliver now, on
+        this thread (after whatever the thread is delivering)."""
+        with self._waiting:
+            self._items.append(item)
+            if not inline:
+                self._waiting.notify()
+        if inline:
+            self._round()
 
     def close(self, timeout: float = 60.0) -> None:
         """Sync and deliver what is waiting, then end the thread."""
-        self._q.put(_STOP)
+        with self._waiting:
+            self._stopping = True
+            self._waiting.notify()
         self._thread.join(timeout)
+        self._round()
         if self._fd is not None:
             os.close(self._fd)
             self._fd = None
@@ -69,24 +80,29 @@ class WalSync:
 
     def _loop(self) -> None:
         while True:
-            items, stop = [self._q.get()], False
-            while True:
-                try:
-                    items.append(self._q.get_nowait())
-                except queue.Empty:
-                    break
-            if _STOP in items:
-                stop = True
-                items = [i for i in items if i is not _STOP]
-            if items and self.failed is None:
-                try:
-                    self.sync()
-                    self.deliver(items)
-                except BaseException as e:  # noqa: BLE001 — never deliver after a failed sync
-                    self.failed = e
-                    if self.on_failure is not None:
-                        self.on_failure(e, items)
-            elif items and self.on_failure is not None:
-                self.on_failure(self.failed, items)
-            if stop:
+            with self._waiting:
+                while not self._items and not self._stopping:
+                    self._waiting.wait()
+                if self._stopping and not self._items:
+                    return
+            self._round()
+
+    def _round(self) -> None:
+        """Take everything waiting, sync, deliver it. Rounds never overlap, and each takes all that came
+        before it, so deliveries keep the order of `after_sync`; the sync begins after the item's commit."""
+        with self._turn:
+            with self._waiting:
+                items, self._items = self._items, []
+            if not items:
                 return
+            if self.failed is not None:
+                if self.on_failure is not None:
+                    self.on_failure(self.failed, items)
+                return
+            try:
+                self.sync()
+                self.deliver(items)
+            except BaseException as e:  # noqa: BLE001 — never deliver after a failed sync
+                self.failed = e
+                if self.on_failure is not None:
+                    self.on_failure(e, items)

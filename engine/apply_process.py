@@ -27,6 +27,7 @@ import argparse
 import dataclasses
 import os
 import pickle
+import select
 import signal
 import struct
 import sys
@@ -273,12 +274,13 @@ def main(argv=None) -> int:
 def _serve(answers, store, pipeline, max_batch: int) -> None:
     """Until the server closes our stdin: take what has arrived, apply it in one commit, answer once that
     commit is on the disk. With a SQLite file the disk is waited for by a WalSync thread while this one
-    applies the next batch (consent_store/durability.py); elsewhere each commit is durable when it returns."""
+    applies the next batch (consent_store/durability.py), or by this one when no message waits; elsewhere
+    each commit is durable when it returns."""
     def deliver(records) -> None:
         answers.write(b"".join(records))
         answers.flush()
     durable = WalSync(store.path, deliver, on_failure=_sync_failed) if store.deferred_sync else None
-    send = durable.after_sync if durable else (lambda record: deliver([record]))
+    send = durable.after_sync if durable else (lambda record, inline: deliver([record]))
     try:
         _apply_until_closed(send, store, pipeline, max_batch)
     finally:
@@ -322,7 +324,12 @@ def _apply_until_closed(send, store, pipeline, max_batch: int) -> None:
                 # its refusal could not be written either (run_batch logged why): an error of ours
                 log.error("message.internal_error", error=type(value).__name__)
                 out.append((ident, "failed", type(value).__name__))
-        send(_record(("batch", seconds, committed, out)))
+        # nothing waiting to be applied: sync here rather than wake the WalSync thread for it
+        send(_record(("batch", seconds, committed, out)), inline=not buffer and not _readable(0))
+
+
+def _readable(fd: int) -> bool:
+    return bool(select.select([fd], [], [], 0)[0])
 
 
 if __name__ == "__main__":

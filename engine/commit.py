@@ -120,7 +120,8 @@ class GroupCommit:
                 log.exception("commit.metrics_failed")
         answers = [(d, ok, value) for (*_, d), (ok, value) in zip(batch, results)]
         if self._durable and committed:
-            self._durable.after_sync(answers)
+            # nothing waiting: sync on this thread rather than wake the WalSync thread for it
+            self._durable.after_sync(answers, inline=self._q.empty())
         else:
             self._answer([answers])
 

@@ -108,3 +108,25 @@ def test_after_a_failure_nothing_is_delivered_and_every_item_is_handed_back_once
     assert all(e is sync.failed for e, _ in failures)
     assert delivered == [], "nothing is delivered after a failure"
     store.dispose()
+
+
+def test_inline_delivers_on_the_callers_thread_after_what_was_handed_before(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", deferred_sync=True)
+    store.upgrade()
+    delivered = []
+
+    def deliver(items):
+        delivered.extend((item, threading.current_thread().name) for item in items)
+    sync = WalSync(store.path, deliver, name="syncer")
+    try:
+        for i in range(50):
+            write_one(store, f"c{i}")
+            sync.after_sync(i, inline=(i % 7 == 0))
+            if i % 7 == 0:
+                # returned only once delivered, with every item before it
+                assert [item for item, _ in delivered][-1] == i
+                assert threading.current_thread().name in [t for item, t in delivered if item == i]
+        sync.close()
+        assert [item for item, _ in delivered] == list(range(50))
+    finally:
+        store.dispose()
