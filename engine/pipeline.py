@@ -104,15 +104,18 @@ class UnusableDate(ValueError):
 def localise(facts: dict, tz: ZoneInfo) -> dict:
     """HL7 timestamps without an offset are the sender's local time; the rules compare in UTC. A date that
     cannot be converted, or lies outside the instants the rules compute with, raises UnusableDate."""
-    out = {}
+    out, converted = {}, {}     # a message's dates are mostly one instant: converted once
     for k, v in facts.items():
         if isinstance(v, datetime):
-            try:
-                v = (v.replace(tzinfo=tz) if v.tzinfo is None else v).astimezone(timezone.utc)
-            except (OverflowError, ValueError):
-                raise UnusableDate(k, "the date cannot be converted to UTC") from None
-            if not usable_instant(v):
-                raise UnusableDate(k, f"the date is outside the years {EARLIEST.year} to {LATEST.year - 1}")
+            utc = converted.get(v)
+            if utc is None:
+                try:
+                    utc = converted[v] = (v.replace(tzinfo=tz) if v.tzinfo is None else v).astimezone(timezone.utc)
+                except (OverflowError, ValueError):
+                    raise UnusableDate(k, "the date cannot be converted to UTC") from None
+                if not usable_instant(utc):
+                    raise UnusableDate(k, f"the date is outside the years {EARLIEST.year} to {LATEST.year - 1}")
+            v = utc
         out[k] = v
     return out
 
