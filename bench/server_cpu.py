@@ -64,7 +64,7 @@ def run(connections: int, args, profile: str | None) -> dict:
         started = time.perf_counter()
         load = subprocess.run([sys.executable, str(ROOT / "bench" / "load.py"), "127.0.0.1", str(port),
                                "--connections", str(connections), "--messages", str(args.messages),
-                               "--warmup", "200", "--timeout", "60", "--feed", args.feed],
+                               "--warmup", "200", "--timeout", "60", "--feed", args.feed, "--seed", str(args.seed)],
                               capture_output=True, text=True, timeout=1800, check=True)
         wall = time.perf_counter() - started
         after = cpu(proc.pid), cpu(child), system(proc.pid)
@@ -83,6 +83,7 @@ def main() -> None:
     ap.add_argument("--messages", type=int, default=10000)
     ap.add_argument("--repeat", type=int, default=1)
     ap.add_argument("--feed", choices=("a01", "realistic"), default="realistic")
+    ap.add_argument("--seed", type=int, default=7, help="the feed's series: the same messages in every run")
     ap.add_argument("--profile", help="a folder for py-spy's raw stacks of the server")
     args = ap.parse_args()
     if args.profile:

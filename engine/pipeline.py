@@ -31,6 +31,8 @@ from mllp.ack import AckError, build_ack, unsupported_ack_type
 log = structlog.get_logger("pamgate.pipeline")
 
 _ACCEPT_ACK, _APPLICATION_ACK = compile_path("MSH-15"), compile_path("MSH-16")
+_HEADER = tuple((k, compile_path(p)) for k, p in (("app", "MSH-3-1"), ("facility", "MSH-4-1"),
+                                                   ("control_id", "MSH-10"), ("event", "MSH-9-2")))
 
 # a value the message carries that cannot be stored or computed with: HL7 table 0357 "data type error"
 DATA_TYPE_ERROR = 102
@@ -167,9 +169,7 @@ class Pipeline:
         except Exception as e:   # noqa: BLE001 — any parse failure is the sender's, answered AR
             work.outcome = Outcome("AR", [MessageError("MSH", 1, 1, None, 102, f"unparseable message: {e}")])
             return
-        work.header = {k: (msg.get(p) or "") for k, p in
-                       (("app", "MSH-3-1"), ("facility", "MSH-4-1"), ("control_id", "MSH-10"),
-                        ("event", "MSH-9-2"))}
+        work.header = {k: (msg.get(p) or "") for k, p in _HEADER}
         if self.sequenced and (work.header["app"], work.header["facility"]) in self.sequenced:
             number = work.header["sequence"] = msg.get("MSH-13") or ""
             if sequence_number(number) in (0, -1):
