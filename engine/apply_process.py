@@ -24,7 +24,9 @@ child starts. On shutdown the server closes the child's stdin: the child finishe
 from __future__ import annotations
 
 import argparse
+import copyreg
 import dataclasses
+import io
 import os
 import pickle
 import select
@@ -32,6 +34,7 @@ import signal
 import struct
 import sys
 import time
+from datetime import timezone
 
 import structlog
 from twisted.internet.defer import Deferred, fail, succeed
@@ -43,6 +46,7 @@ from consent_store.durability import WalSync
 from engine.assembly import build_pipeline, open_store
 from engine.commit import StoreUnavailable, run_batch
 from engine.pipeline import MessageWork
+from mllp.frame import write_now
 
 log = structlog.get_logger("pamgate.apply")
 
@@ -69,9 +73,31 @@ def _work(pipeline, carried) -> MessageWork:
     return work
 
 
+def _timezone(tz: timezone) -> tuple:
+    return timezone, tz.__getinitargs__()
+
+
+# One pickler for every record (its memo cleared after each), written into one buffer: the bytes are
+# pickle.dumps's, without a pickler made per record. `datetime.timezone` is reduced as pickle would, without
+# asking copyreg for the slots of a type that cannot keep the answer (every record holds aware datetimes).
+_buffer = io.BytesIO()
+_pickler = pickle.Pickler(_buffer, protocol=pickle.HIGHEST_PROTOCOL)
+_pickler.dispatch_table = {**copyreg.dispatch_table, timezone: _timezone}
+_NO_LENGTH = bytes(_LENGTH.size)
+
+
 def _record(value) -> bytes:
-    body = pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
-    return _LENGTH.pack(len(body)) + body
+    """A record: the length of its pickle, then the pickle (as pickle.dumps makes it)."""
+    try:
+        _buffer.write(_NO_LENGTH)
+        _pickler.dump(value)
+        with _buffer.getbuffer() as view:
+            _LENGTH.pack_into(view, 0, len(view) - _LENGTH.size)
+        return _buffer.getvalue()
+    finally:
+        _pickler.clear_memo()
+        _buffer.seek(0)
+        _buffer.truncate()
 
 
 def _records(buffer: bytearray, limit: int | None = None) -> list:
@@ -103,6 +129,7 @@ class ApplyProcess:
         self.on_commit = on_commit
         self.executable = executable
         self._pending: dict = {}
+        self._outgoing: list[bytes] = []    # records not written yet (`_send`)
         self._next_id = 0
         self._child = None
         self._stopping = False
@@ -111,6 +138,8 @@ class ApplyProcess:
         self._started_at = 0.0
         self._ready = False
         self._ended_unasked = 0       # since the server started: what `pamgate status` shows
+        # read at scrape time rather than counted up and down on every message (`pamgate serve` has one)
+        metrics.apply_in_flight.set_function(lambda: len(self._pending))
 
     def start(self) -> None:
         args = [self.executable, "-m", "engine.apply_process"]
@@ -146,9 +175,18 @@ class ApplyProcess:
         self._next_id += 1
         d = Deferred()
         self._pending[self._next_id] = d
-        metrics.apply_in_flight.inc()
-        self._child.transport.write(_record((self._next_id, *_carried(work))))
+        # the records of one reactor turn (the frames of every connection that was readable) leave in one
+        # write at its end: one system call, and the child takes them in one commit as before
+        self._outgoing.append(_record((self._next_id, *_carried(work))))
+        if len(self._outgoing) == 1:
+            self.reactor.callLater(0, self._send)
         return d
+
+    def _send(self) -> None:
+        records, self._outgoing = self._outgoing, []
+        stdin = self._child.transport.pipes.get(0) if self._child and self._child.transport else None
+        if records and stdin is not None:
+            write_now(stdin, b"".join(records))
 
     def stop(self, timeout: float = 30.0):
         """Close the child's stdin: it finishes what it holds, commits, answers, exits. Killed after
@@ -156,6 +194,7 @@ class ApplyProcess:
         self._stopping = True
         if self._child is None or self._child.transport is None:
             return succeed(None)
+        self._send()
         self._child.transport.closeStdin()
         killer = self.reactor.callLater(timeout, self._kill)
 
@@ -187,7 +226,6 @@ class ApplyProcess:
             d = self._pending.pop(ident, None)
             if d is None:
                 continue
-            metrics.apply_in_flight.dec()
             if kind == "ok":
                 d.callback(value)
             elif kind == "unavailable":
@@ -199,7 +237,7 @@ class ApplyProcess:
         code = getattr(status.value, "exitCode", None)
         pending, self._pending = self._pending, {}
         self._child, self._ready = None, False
-        metrics.apply_in_flight.dec(len(pending))
+        self._outgoing = []     # not sent: answered below, never to go to the next child
         for d in pending.values():
             d.errback(StoreUnavailable("the apply process ended"))
         if self._stopping:

@@ -120,9 +120,22 @@ def sender_label(sender: str) -> str:
 
 def on_message(sender: str, at: float | None = None) -> None:
     """A message answered (any ACK): its sender's last-message time."""
-    label, at = sender_label(sender), time.time() if at is None else at
-    last_message.labels(label).set(at)
+    at = time.time() if at is None else at
+    known = _sender_gauges.get(sender)
+    if known is None:
+        label = sender_label(sender)
+        known = label, last_message.labels(label)
+        if len(_sender_gauges) < 4 * MAX_SENDERS:
+            _sender_gauges[sender] = known
+    label, gauge = known
+    gauge.set(at)
     last_seen[label] = at
+
+
+# sender as written -> (its label, its child of `last_message`): the label's regex and labels() cost more than
+# set(), on every message. A label, once given, stays (`_senders` only grows), so this never goes stale;
+# bounded, as what a hostile feed writes in MSH-3/4 is
+_sender_gauges: dict[str, tuple] = {}
 
 
 def from_store(uow, destinations, now: float | None = None) -> dict:

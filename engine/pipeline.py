@@ -34,6 +34,8 @@ from mllp.ack import AckError, build_ack, unsupported_ack_type
 log = structlog.get_logger("pamgate.pipeline")
 
 _ACCEPT_ACK, _APPLICATION_ACK = compile_path("MSH-15"), compile_path("MSH-16")
+_HEADER = tuple((k, compile_path(p)) for k, p in (("app", "MSH-3-1"), ("facility", "MSH-4-1"),
+                                                   ("control_id", "MSH-10"), ("event", "MSH-9-2")))
 
 # a value the message carries that cannot be stored or computed with: HL7 table 0357 "data type error"
 DATA_TYPE_ERROR = 102
@@ -129,15 +131,18 @@ class UnusableDate(ValueError):
 def localise(facts: dict, tz: ZoneInfo) -> dict:
     """HL7 timestamps without an offset are the sender's local time; the rules compare in UTC. A date that
     cannot be converted, or lies outside the instants the rules compute with, raises UnusableDate."""
-    out = {}
+    out, converted = {}, {}     # a message's dates are mostly one instant: converted once
     for k, v in facts.items():
         if isinstance(v, datetime):
-            try:
-                v = (v.replace(tzinfo=tz) if v.tzinfo is None else v).astimezone(timezone.utc)
-            except (OverflowError, ValueError):
-                raise UnusableDate(k, "the date cannot be converted to UTC") from None
-            if not usable_instant(v):
-                raise UnusableDate(k, f"the date is outside the years {EARLIEST.year} to {LATEST.year - 1}")
+            utc = converted.get(v)
+            if utc is None:
+                try:
+                    utc = converted[v] = (v.replace(tzinfo=tz) if v.tzinfo is None else v).astimezone(timezone.utc)
+                except (OverflowError, ValueError):
+                    raise UnusableDate(k, "the date cannot be converted to UTC") from None
+                if not usable_instant(utc):
+                    raise UnusableDate(k, f"the date is outside the years {EARLIEST.year} to {LATEST.year - 1}")
+            v = utc
         out[k] = v
     return out
 
@@ -189,9 +194,7 @@ class Pipeline:
         except Exception as e:   # noqa: BLE001 — any parse failure is the sender's, answered AR
             work.outcome = Outcome("AR", [MessageError("MSH", 1, 1, None, 102, f"unparseable message: {e}")])
             return
-        work.header = {k: (msg.get(p) or "") for k, p in
-                       (("app", "MSH-3-1"), ("facility", "MSH-4-1"), ("control_id", "MSH-10"),
-                        ("event", "MSH-9-2"))}
+        work.header = {k: (msg.get(p) or "") for k, p in _HEADER}
         if self.sequenced and (work.header["app"], work.header["facility"]) in self.sequenced:
             number = work.header["sequence"] = msg.get("MSH-13") or ""
             if sequence_number(number) in (0, -1):

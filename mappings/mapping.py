@@ -224,21 +224,22 @@ class Mapping:
         ss, es = msg.ss, msg.es
         components = msg.first_components
         memo = msg._memo
+        segments = msg.segments
         new_fact = tuple.__new__        # Fact is a NamedTuple: build it without the Python-level __new__
         for rule, name, ptext, seg, key, fld, ci, si, kind in plan:
-            if kind is _SLOW or kind is _LIST:
-                if seg not in msg.segments:
+            if seg not in segments:
+                # most messages lack a segment or two (MRG, ZFA…): nothing to read, a problem only if required
+                if rule.required is not None:
                     self._absent(rule, msg, event, ex, missing)
-                elif kind is _LIST:
+                continue
+            if kind is _SLOW or kind is _LIST:
+                if kind is _LIST:
                     self._list_fact(rule, msg, event, ex)
                 else:
                     seq, raw = msg.locate(rule.path)
                     self._fact(rule, msg, event, ex, seq, raw)
                 continue
             comps = memo.get(key) or components(seg, fld, key)
-            if comps is None:
-                self._absent(rule, msg, event, ex, missing)
-                continue
             raw = comps[ci] if ci < len(comps) else ""
             if ss in raw:
                 subs = raw.split(ss)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from twisted.internet.abstract import FileDescriptor
 from twisted.internet.protocol import Protocol
 
 START_BLOCK = b"\x0b"
@@ -44,6 +45,25 @@ class InboundFrame:
 def frame(payload: bytes) -> bytes:
     """Wrap one message in the MLLP envelope."""
     return START_BLOCK + payload + END_BLOCK
+
+
+def write_now(transport, data: bytes) -> None:
+    """``transport.write(data)``, but sent at once when nothing is queued before it.
+
+    Twisted's ``write`` only queues the bytes and has the reactor watch the descriptor for writing: two
+    ``epoll_ctl`` calls and a reactor turn per write, which cost more CPU than the ``send`` itself and hold
+    an ACK back by that turn. A plain socket or pipe (not TLS, which has its own buffer) whose queue is empty
+    is written here; what it does not take (a full buffer, an error) goes through ``write``, which queues
+    it, and reports an error as it always does.
+    """
+    if (isinstance(transport, FileDescriptor) and transport.connected and not transport.disconnecting
+            and not transport._writeDisconnected and not transport.dataBuffer and not transport._tempDataBuffer):
+        sent = transport.writeSomeData(data)
+        if sent.__class__ is int and sent > 0:
+            if sent == len(data):
+                return
+            data = data[sent:]
+    transport.write(data)
 
 
 class MLLPReceiver(Protocol):

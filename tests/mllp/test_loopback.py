@@ -244,3 +244,51 @@ async def test_accepted_connections_have_tcp_nodelay(loopback):
     (server_side,) = f.connections
     sock = server_side.transport.getHandle()
     assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_an_ack_is_sent_when_answered_not_a_reactor_turn_later(loopback):
+    """Twisted's write() queues and has the reactor watch the socket (two epoll_ctl calls and a turn per
+    ACK): the listener sends an ACK at once when nothing is queued before it."""
+    gate = defer.Deferred()
+    served = factory(lambda frame: gate.addCallback(lambda _: build_ack(frame.text, "AA")))
+    port = await loopback.listen(served)
+    peer = await loopback.connect(port)
+    peer.transport.write(framed(adt("W1").encode()))
+    while served.inFlight == 0:
+        await pause()
+    (server_side,) = served.connections
+    gate.callback(None)
+    transport = server_side.transport
+    assert (transport.dataBuffer, transport._tempDataBuffer) == (b"", [])
+    assert transport not in reactor.getWriters()
+    await peer.wait_frames(1)
+    assert control_ids(peer) == ["W1"]
+
+
+@pytest_twisted.ensureDeferred
+async def test_write_now_keeps_the_order_of_what_is_queued(loopback):
+    """A peer that does not read fills the socket: what write_now could not send is queued, and what comes
+    after goes behind it, never before."""
+    from mllp.frame import write_now
+
+    served = factory()
+    port = await loopback.listen(served)
+    peer = await loopback.connect(port)
+    peer.transport.write(framed(adt("O1").encode()))
+    await peer.wait_frames(1)
+    (server_side,) = served.connections
+    import socket
+    server_side.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    peer.transport.getHandle().setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 65536)
+    peer.transport.pauseProducing()
+    big = b"0123456789abcdef" * (64 << 10)      # 1 MiB: more than the small socket buffers take
+    write_now(server_side.transport, big)
+    assert server_side.transport in reactor.getWriters()   # the rest waits for the reactor
+    write_now(server_side.transport, b"tail")
+    before = len(peer.received)
+    peer.transport.resumeProducing()
+    deadline = time.monotonic() + 20
+    while len(peer.received) < before + len(big) + 4 and time.monotonic() < deadline:
+        await pause(0.01)
+    assert peer.received[before:] == big + b"tail"
