@@ -342,6 +342,9 @@ def make_engine(url: str, deferred_sync: bool = False) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL" if deferred_sync else "PRAGMA synchronous=FULL")
+            if deferred_sync:
+                # its checkpoints run on a WalCheckpoint's thread, not in the commits that answer
+                cur.execute("PRAGMA wal_autocheckpoint=0")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.close()
             # pysqlite's own BEGIN comes late (before the first write, after the reads), so two writers

@@ -42,7 +42,7 @@ from twisted.internet.protocol import ProcessProtocol
 
 from engine import config as configuration
 from engine import logs, metrics
-from consent_store.durability import WalSync
+from consent_store.durability import WalCheckpoint, WalSync
 from engine.assembly import build_pipeline, open_store
 from engine.commit import StoreUnavailable, run_batch
 from engine.pipeline import MessageWork
@@ -318,12 +318,14 @@ def _serve(answers, store, pipeline, max_batch: int) -> None:
         answers.write(b"".join(records))
         answers.flush()
     durable = WalSync(store.path, deliver, on_failure=_sync_failed) if store.deferred_sync else None
+    checkpoints = WalCheckpoint(store.path) if store.deferred_sync else None
     send = durable.after_sync if durable else (lambda record, inline: deliver([record]))
     try:
         _apply_until_closed(send, store, pipeline, max_batch)
     finally:
         if durable:
             durable.close()
+            checkpoints.close()
 
 
 def _sync_failed(error: BaseException, _answers) -> None:

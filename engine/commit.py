@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from consent_store import errors as store_errors
-from consent_store.durability import WalSync
+from consent_store.durability import WalCheckpoint, WalSync
 
 log = structlog.get_logger("pamgate.commit")
 _STOP = object()
@@ -49,6 +49,7 @@ class GroupCommit:
         # answered once a WalSync has the WAL on the disk, while this thread runs the next batch
         self._durable = WalSync(store.path, self._answer, on_failure=self._lost,
                                 name="pamgate-store-sync") if store.deferred_sync else None
+        self._checkpoints = WalCheckpoint(store.path) if store.deferred_sync else None
         self._q: queue.Queue = queue.Queue()
         self._answered = 1          # operations the last commit answered
         self._linger = 0.0          # how long the next batch may wait for them (_take)
@@ -68,6 +69,7 @@ class GroupCommit:
         self._thread.join(timeout)
         if self._durable:
             self._durable.close(timeout)
+            self._checkpoints.close(timeout)
 
     def _take(self):
         """What is waiting, at least one operation. The callers answered by the last commit (API clients,

@@ -125,8 +125,13 @@ def test_inline_delivers_on_the_callers_thread_after_what_was_handed_before(tmp_
             if i % 7 == 0:
                 # returned only once delivered, with every item before it
                 assert [item for item, _ in delivered][-1] == i
-                assert threading.current_thread().name in [t for item, t in delivered if item == i]
         sync.close()
         assert [item for item, _ in delivered] == list(range(50))
+        # alone (nothing handed to the thread), an inline item is synced and delivered by its caller
+        alone = WalSync(store.path, deliver, name="syncer")
+        write_one(store, "alone")
+        alone.after_sync("alone", inline=True)
+        assert delivered[-1] == ("alone", threading.current_thread().name)
+        alone.close()
     finally:
         store.dispose()
