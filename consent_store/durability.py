@@ -117,43 +117,48 @@ class WalSync:
 
 class WalCheckpoint:
     """A thread that keeps a SQLite store's WAL short beside its writers: once PENDING frames are not yet
-    in the database file, a PASSIVE checkpoint copies them (it waits for no one). A writer that never pauses
-    never lets SQLite start the WAL over (that needs every frame copied when a write begins), so once the
-    WAL holds LONGEST frames a RESTART checkpoint holds new writes back while it copies the few frames left,
-    at most `restart_wait` seconds (it gives up beyond: a long reader holds it back), and the next write
-    starts the WAL over. How far the WAL is comes from its index's header (the -shm file, sqlite.org/walformat.html)."""
+    in the database file, a PASSIVE checkpoint copies them (it waits for no one). It cannot make the WAL
+    start over: SQLite does that when a write begins with every frame copied, which a writer that never
+    pauses never sees. So the writer, between two batches, asks `long()` (a read of the WAL index's header,
+    sqlite.org/walformat.html) and when the WAL holds LONGEST frames, lets it start over
+    (`Store.restart_wal`: the few frames left are copied while it waits)."""
 
     PENDING = 1000      # SQLite's own wal_autocheckpoint
     LONGEST = 16000     # 64 MB of 4 KiB pages
 
-    def __init__(self, path: str, every: float = 0.05, restart_wait: float = 0.05,
-                 name: str = "pamgate-wal-checkpoint"):
-        self.path, self.every, self.restart_wait = path, every, restart_wait
+    def __init__(self, path: str, every: float = 0.05, name: str = "pamgate-wal-checkpoint"):
+        self.path, self.every = path, every
         self.checkpoints = 0                # taken, for the tests and the curious
         self._nudged = threading.Event()
         self._stopping = False
         self._shm: int | None = None
+        self._lock = threading.Lock()       # the -shm descriptor, read from the writer's thread too
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
-
-    def nudge(self) -> None:
-        """Frames were written: look now rather than at the next tick."""
-        self._nudged.set()
 
     def close(self, timeout: float = 30.0) -> None:
         self._stopping = True
         self._nudged.set()
         self._thread.join(timeout)
+        with self._lock:
+            if self._shm is not None:
+                os.close(self._shm)
+                self._shm = None
+
+    def long(self) -> bool:
+        """The WAL holds LONGEST frames or more."""
+        return self.frames()[0] >= self.LONGEST
 
     def frames(self) -> tuple[int, int]:
         """(frames in the WAL, frames of it already copied into the database): mxFrame and nBackfill of the
         WAL index's header, in the machine's byte order; (0, 0) when there is no WAL."""
-        try:
-            if self._shm is None:
-                self._shm = os.open(self.path + "-shm", os.O_RDONLY)
-            head = os.pread(self._shm, 100, 0)
-        except FileNotFoundError:
-            return 0, 0
+        with self._lock:
+            try:
+                if self._shm is None:
+                    self._shm = os.open(self.path + "-shm", os.O_RDONLY)
+                head = os.pread(self._shm, 100, 0)
+            except FileNotFoundError:
+                return 0, 0
         if len(head) < 100:
             return 0, 0
         return int.from_bytes(head[16:20], sys.byteorder), int.from_bytes(head[96:100], sys.byteorder)
@@ -163,28 +168,23 @@ class WalCheckpoint:
         try:
             while not self._stopping:
                 self._nudged.wait(self.every)
-                self._nudged.clear()
                 if self._stopping:
                     break
                 try:
                     in_wal, copied = self.frames()
-                    if in_wal - copied < self.PENDING and in_wal < self.LONGEST:
+                    if in_wal - copied < self.PENDING:
                         continue
                     if conn is None:
-                        conn = sqlite3.connect(self.path, timeout=self.restart_wait, isolation_level=None,
+                        conn = sqlite3.connect(self.path, timeout=0, isolation_level=None,
                                                check_same_thread=False)
                         conn.execute("PRAGMA synchronous=NORMAL")   # the WAL synced before it is copied
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-                    if in_wal >= self.LONGEST:
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
                     self.checkpoints += 1
-                except sqlite3.Error:
-                    # busy or failing: the next tick tries again; a writer's own error says what is wrong
+                except (sqlite3.Error, OSError):
+                    # busy or failing: the next tick tries again; the writers' own errors say what is wrong
                     if conn is not None:
                         conn.close()
                         conn = None
         finally:
             if conn is not None:
                 conn.close()
-            if self._shm is not None:
-                os.close(self._shm)

@@ -321,7 +321,7 @@ def _serve(answers, store, pipeline, max_batch: int) -> None:
     checkpoints = WalCheckpoint(store.path) if store.deferred_sync else None
     send = durable.after_sync if durable else (lambda record, inline: deliver([record]))
     try:
-        _apply_until_closed(send, store, pipeline, max_batch)
+        _apply_until_closed(send, store, pipeline, max_batch, checkpoints)
     finally:
         if durable:
             durable.close()
@@ -339,7 +339,7 @@ def _sync_failed(error: BaseException, _answers) -> None:
     os._exit(0 if isinstance(error, BrokenPipeError) else 75)
 
 
-def _apply_until_closed(send, store, pipeline, max_batch: int) -> None:
+def _apply_until_closed(send, store, pipeline, max_batch: int, checkpoints=None) -> None:
     buffer = bytearray()
     while True:
         requests = _records(buffer, max_batch)
@@ -366,6 +366,8 @@ def _apply_until_closed(send, store, pipeline, max_batch: int) -> None:
                 out.append((ident, "failed", type(value).__name__))
         # nothing waiting to be applied: sync here rather than wake the WalSync thread for it
         send(_record(("batch", seconds, committed, out)), inline=not buffer and not _readable(0))
+        if checkpoints is not None and checkpoints.long():
+            store.restart_wal()
 
 
 def _readable(fd: int) -> bool:

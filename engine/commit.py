@@ -124,6 +124,8 @@ class GroupCommit:
         if self._durable and committed:
             # nothing waiting: sync on this thread rather than wake the WalSync thread for it
             self._durable.after_sync(answers, inline=self._q.empty())
+            if self._checkpoints.long():
+                self.store.restart_wal()
         else:
             self._answer([answers])
 

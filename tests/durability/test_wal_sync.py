@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from datetime import datetime, timezone
 
 from sqlalchemy import func, select, text
 
-from consent_store.durability import WalSync
+from consent_store.durability import WalCheckpoint, WalSync
 from consent_store.store import Store
 from consent_store.tables import journal
 
@@ -135,3 +136,32 @@ def test_inline_delivers_on_the_callers_thread_after_what_was_handed_before(tmp_
         alone.close()
     finally:
         store.dispose()
+
+
+def test_a_writer_that_never_pauses_keeps_a_short_wal_through_the_checkpoint_thread(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", deferred_sync=True)
+    store.upgrade()
+    with store.engine.connect() as c:
+        assert c.execute(text("PRAGMA wal_autocheckpoint")).scalar() == 0     # not in the writer's commits
+    checkpoints = WalCheckpoint(store.path, every=0.005)
+    checkpoints.PENDING, checkpoints.LONGEST = 50, 400
+    longest = 0
+    try:
+        for i in range(3000):
+            write_one(store, f"c{i}")
+            longest = max(longest, checkpoints.frames()[0])
+            if checkpoints.long():
+                store.restart_wal()     # as the apply process does between two batches
+        deadline = time.monotonic() + 10
+        while checkpoints.frames()[0] - checkpoints.frames()[1] >= checkpoints.PENDING and time.monotonic() < deadline:
+            time.sleep(0.01)
+        in_wal, copied = checkpoints.frames()
+    finally:
+        checkpoints.close()
+    assert checkpoints.checkpoints > 0
+    assert in_wal - copied < checkpoints.PENDING, "what the writer left is copied into the database"
+    # without the thread the WAL would hold every frame of the 3,000 commits (several per commit)
+    assert longest < 2 * checkpoints.LONGEST, f"the WAL starts over: at most {longest} frames"
+    with store.engine.connect() as c:
+        assert c.execute(select(func.count()).select_from(journal)).scalar() == 3000
+    store.dispose()
