@@ -40,9 +40,9 @@ import structlog
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import ProcessProtocol
 
+from consent_store.durability import WalCheckpoint, WalSync
 from engine import config as configuration
 from engine import logs, metrics
-from consent_store.durability import WalCheckpoint, WalSync
 from engine.assembly import build_pipeline, open_store
 from engine.commit import StoreUnavailable, run_batch
 from engine.pipeline import MessageWork
