@@ -423,21 +423,26 @@ class Store:
         return {"entries": n, "through": last, "ok": why is None, "broken_at": broken, "why": why,
                 "started_at": started.isoformat(), "seconds": round(seconds, 3)}
 
-    def restart_wal(self, wait_ms: int = 50) -> None:
+    def restart_wal(self, wait_ms: int = 50) -> str | None:
         """Let a SQLite store's WAL start over (a RESTART checkpoint: the frames not yet in the database are
         copied, then the next write begins the file again). Waits at most `wait_ms` for a reader of an older
         snapshot; past that it copies what it can and the WAL starts over another time. Between two
-        transactions of the writer that asks (consent_store.durability.WalCheckpoint)."""
-        raw = self.engine.raw_connection()      # no BEGIN: a checkpoint cannot run inside a transaction
+        transactions of the writer that asks (consent_store.durability.WalCheckpoint). Never raises: the
+        WAL only grows until the next try, so a failure (a full disk) is returned, as one line, to be logged."""
         try:
-            cur = raw.driver_connection
-            cur.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+            raw = self.engine.raw_connection()      # no BEGIN: a checkpoint cannot run inside a transaction
             try:
-                cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                cur = raw.driver_connection
+                cur.execute(f"PRAGMA busy_timeout={int(wait_ms)}")
+                try:
+                    cur.execute("PRAGMA wal_checkpoint(RESTART)").fetchone()
+                finally:
+                    cur.execute("PRAGMA busy_timeout=30000")
             finally:
-                cur.execute("PRAGMA busy_timeout=30000")
-        finally:
-            raw.close()
+                raw.close()
+        except Exception as e:  # noqa: BLE001 — see above
+            return f"{type(e).__name__}: {(str(e).splitlines() or [''])[0][:200]}"
+        return None
 
     def dispose(self) -> None:
         self.engine.dispose()

@@ -367,7 +367,9 @@ def _apply_until_closed(send, store, pipeline, max_batch: int, checkpoints=None)
         # nothing waiting to be applied: sync here rather than wake the WalSync thread for it
         send(_record(("batch", seconds, committed, out)), inline=not buffer and not _readable(0))
         if checkpoints is not None and checkpoints.long():
-            store.restart_wal()
+            failed = store.restart_wal()
+            if failed:
+                log.warning("store.wal_restart_failed", detail=failed)
 
 
 def _readable(fd: int) -> bool:

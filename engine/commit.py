@@ -125,7 +125,9 @@ class GroupCommit:
             # nothing waiting: sync on this thread rather than wake the WalSync thread for it
             self._durable.after_sync(answers, inline=self._q.empty())
             if self._checkpoints.long():
-                self.store.restart_wal()
+                failed = self.store.restart_wal()
+                if failed:
+                    log.warning("store.wal_restart_failed", detail=failed)
         else:
             self._answer([answers])
 

@@ -165,3 +165,16 @@ def test_a_writer_that_never_pauses_keeps_a_short_wal_through_the_checkpoint_thr
     with store.engine.connect() as c:
         assert c.execute(select(func.count()).select_from(journal)).scalar() == 3000
     store.dispose()
+
+
+def test_a_wal_that_cannot_start_over_is_said_not_raised(tmp_path):
+    store = Store(f"sqlite:///{tmp_path / 's.db'}", deferred_sync=True)
+    store.upgrade()
+    write_one(store, "a")
+    assert store.restart_wal() is None
+    store.dispose()
+    (tmp_path / "s.db").write_bytes(b"not a database at all" * 300)
+    broken = Store(f"sqlite:///{tmp_path / 's.db'}", deferred_sync=True)
+    said = broken.restart_wal()
+    assert said and "DatabaseError" in said and "\n" not in said
+    broken.dispose()
