@@ -132,6 +132,7 @@ class WalCheckpoint:
         self._nudged = threading.Event()
         self._stopping = False
         self._shm: int | None = None
+        self._shm_ino: int | None = None
         self._lock = threading.Lock()       # the -shm descriptor, read from the writer's thread too
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
@@ -154,8 +155,13 @@ class WalCheckpoint:
         WAL index's header, in the machine's byte order; (0, 0) when there is no WAL."""
         with self._lock:
             try:
+                # opened again should SQLite have made a new one (every connection closed meanwhile)
+                ino = os.stat(self.path + "-shm").st_ino
+                if self._shm is not None and ino != self._shm_ino:
+                    os.close(self._shm)
+                    self._shm = None
                 if self._shm is None:
-                    self._shm = os.open(self.path + "-shm", os.O_RDONLY)
+                    self._shm, self._shm_ino = os.open(self.path + "-shm", os.O_RDONLY), ino
                 head = os.pread(self._shm, 100, 0)
             except FileNotFoundError:
                 return 0, 0
