@@ -119,8 +119,8 @@ class WalCheckpoint:
     """A thread that keeps a SQLite store's WAL short beside its writers: once PENDING frames are not yet
     in the database file, a PASSIVE checkpoint copies them (it waits for no one). It cannot make the WAL
     start over: SQLite does that when a write begins with every frame copied, which a writer that never
-    pauses never sees. So the writer, between two batches, asks `long()` (a read of the WAL index's header,
-    sqlite.org/walformat.html) and when the WAL holds LONGEST frames, lets it start over
+    pauses never sees. So the writer, between two batches, calls `restart_if_long`: when the WAL holds
+    LONGEST frames (read in the WAL index's header, sqlite.org/walformat.html), it lets it start over
     (`Store.restart_wal`: the few frames left are copied while it waits)."""
 
     PENDING = 1000      # SQLite's own wal_autocheckpoint
@@ -134,6 +134,7 @@ class WalCheckpoint:
         self._shm: int | None = None
         self._shm_ino: int | None = None
         self._lock = threading.Lock()       # the -shm descriptor, read from the writer's thread too
+        self._checkpointing = threading.Lock()  # this thread's checkpoint, or the writer's restart
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self._thread.start()
 
@@ -149,6 +150,15 @@ class WalCheckpoint:
     def long(self) -> bool:
         """The WAL holds LONGEST frames or more."""
         return self.frames()[0] >= self.LONGEST
+
+    def restart_if_long(self, store) -> str | None:
+        """On the writer's thread, between two of its transactions: when the WAL is long, let it start over
+        (`store.restart_wal`, which says why it could not). Never beside this thread's own checkpoint: SQLite
+        lets one checkpoint run at a time, and refuses the other at once."""
+        if not self.long():
+            return None
+        with self._checkpointing:
+            return store.restart_wal()
 
     def frames(self) -> tuple[int, int]:
         """(frames in the WAL, frames of it already copied into the database): mxFrame and nBackfill of the
@@ -184,7 +194,8 @@ class WalCheckpoint:
                         conn = sqlite3.connect(self.path, timeout=0, isolation_level=None,
                                                check_same_thread=False)
                         conn.execute("PRAGMA synchronous=NORMAL")   # the WAL synced before it is copied
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                    with self._checkpointing:
+                        conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
                     self.checkpoints += 1
                 except (sqlite3.Error, OSError):
                     # busy or failing: the next tick tries again; the writers' own errors say what is wrong

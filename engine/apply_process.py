@@ -366,10 +366,9 @@ def _apply_until_closed(send, store, pipeline, max_batch: int, checkpoints=None)
                 out.append((ident, "failed", type(value).__name__))
         # nothing waiting to be applied: sync here rather than wake the WalSync thread for it
         send(_record(("batch", seconds, committed, out)), inline=not buffer and not _readable(0))
-        if checkpoints is not None and checkpoints.long():
-            failed = store.restart_wal()
-            if failed:
-                log.warning("store.wal_restart_failed", detail=failed)
+        failed = checkpoints.restart_if_long(store) if checkpoints is not None else None
+        if failed:
+            log.warning("store.wal_restart_failed", detail=failed)
 
 
 def _readable(fd: int) -> bool:

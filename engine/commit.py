@@ -124,10 +124,9 @@ class GroupCommit:
         if self._durable and committed:
             # nothing waiting: sync on this thread rather than wake the WalSync thread for it
             self._durable.after_sync(answers, inline=self._q.empty())
-            if self._checkpoints.long():
-                failed = self.store.restart_wal()
-                if failed:
-                    log.warning("store.wal_restart_failed", detail=failed)
+            failed = self._checkpoints.restart_if_long(self.store)
+            if failed:
+                log.warning("store.wal_restart_failed", detail=failed)
         else:
             self._answer([answers])
 

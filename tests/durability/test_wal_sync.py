@@ -150,8 +150,7 @@ def test_a_writer_that_never_pauses_keeps_a_short_wal_through_the_checkpoint_thr
         for i in range(3000):
             write_one(store, f"c{i}")
             longest = max(longest, checkpoints.frames()[0])
-            if checkpoints.long():
-                store.restart_wal()     # as the apply process does between two batches
+            checkpoints.restart_if_long(store)      # as the apply process does between two batches
         deadline = time.monotonic() + 10
         while checkpoints.frames()[0] - checkpoints.frames()[1] >= checkpoints.PENDING and time.monotonic() < deadline:
             time.sleep(0.01)
@@ -161,7 +160,8 @@ def test_a_writer_that_never_pauses_keeps_a_short_wal_through_the_checkpoint_thr
     assert checkpoints.checkpoints > 0
     assert in_wal - copied < checkpoints.PENDING, "what the writer left is copied into the database"
     # without the thread the WAL would hold every frame of the 3,000 commits (several per commit)
-    assert longest < 2 * checkpoints.LONGEST, f"the WAL starts over: at most {longest} frames"
+    # (a restart refused by the other process's checkpoint is tried again after the next commit)
+    assert longest < 3 * checkpoints.LONGEST, f"the WAL starts over: at most {longest} frames"
     with store.engine.connect() as c:
         assert c.execute(select(func.count()).select_from(journal)).scalar() == 3000
     store.dispose()
