@@ -26,6 +26,33 @@ import sys
 import threading
 
 
+class _SqliteFile:
+    """A read-only descriptor on one of SQLite's side files (-wal, -shm), opened again should SQLite have
+    made the file anew (every connection closed meanwhile: its content is then in the database file)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._fd: int | None = None
+        self._ino: int | None = None
+
+    def fd(self) -> int | None:
+        """The descriptor of the file as it is now; None when there is none."""
+        try:
+            ino = os.stat(self.path).st_ino
+        except FileNotFoundError:
+            return None
+        if self._fd is None or ino != self._ino:
+            self.close()
+            # O_NONBLOCK: nothing for a file; a path that is not one must fail here, not hang
+            self._fd, self._ino = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK), ino
+        return self._fd
+
+    def close(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
 class WalSync:
     """Makes a SQLite store's WAL durable, then calls `deliver(items)` with everything handed to it
     (`after_sync`) before that sync began, in order: on a thread of its own, or on the caller's (`inline`)
@@ -33,7 +60,7 @@ class WalSync:
     feed is quiet (one connection: each message waits for the previous one's ACK)."""
 
     def __init__(self, path: str, deliver, on_failure=None, name: str = "pamgate-wal-sync"):
-        self.path = path + "-wal"
+        self.wal = _SqliteFile(path + "-wal")
         self.deliver = deliver
         # a sync or a delivery failed: nothing is delivered from then on (after a failed fdatasync, a later
         # one may succeed with pages lost: Linux drops them), and `on_failure(error, items)` is called
@@ -41,8 +68,6 @@ class WalSync:
         # there; the server fails the API's operations with StoreUnavailable)
         self.on_failure = on_failure
         self.failed: BaseException | None = None
-        self._fd: int | None = None
-        self._ino: int | None = None
         self._items: list = []
         self._stopping = False
         self._waiting = threading.Condition()    # guards _items and _stopping
@@ -67,23 +92,13 @@ class WalSync:
             self._waiting.notify()
         self._thread.join(timeout)
         self._round()
-        if self._fd is not None:
-            os.close(self._fd)
-            self._fd = None
+        self.wal.close()
 
     def sync(self) -> None:
-        """fdatasync the WAL. Its file is opened once; should SQLite have replaced it (the last connection
-        closed, its content checkpointed and synced into the database), the new one is opened."""
-        try:
-            ino = os.stat(self.path).st_ino
-        except FileNotFoundError:
-            return      # no WAL: every commit is already in the database file, synced by its checkpoint
-        if self._fd is None or ino != self._ino:
-            if self._fd is not None:
-                os.close(self._fd)
-            # O_NONBLOCK: nothing for a file; a path that is not one must fail here, not hang
-            self._fd, self._ino = os.open(self.path, os.O_RDONLY | os.O_NONBLOCK), ino
-        os.fdatasync(self._fd)
+        """fdatasync the WAL (none: every commit is already in the database file, synced by its checkpoint)."""
+        fd = self.wal.fd()
+        if fd is not None:
+            os.fdatasync(fd)
 
     def _loop(self) -> None:
         while True:
@@ -131,8 +146,7 @@ class WalCheckpoint:
         self.checkpoints = 0                # taken, for the tests and the curious
         self._nudged = threading.Event()
         self._stopping = False
-        self._shm: int | None = None
-        self._shm_ino: int | None = None
+        self._shm = _SqliteFile(path + "-shm")
         self._lock = threading.Lock()       # the -shm descriptor, read from the writer's thread too
         self._checkpointing = threading.Lock()  # this thread's checkpoint, or the writer's restart
         self._thread = threading.Thread(target=self._loop, name=name, daemon=True)
@@ -143,9 +157,7 @@ class WalCheckpoint:
         self._nudged.set()
         self._thread.join(timeout)
         with self._lock:
-            if self._shm is not None:
-                os.close(self._shm)
-                self._shm = None
+            self._shm.close()
 
     def long(self) -> bool:
         """The WAL holds LONGEST frames or more."""
@@ -164,17 +176,10 @@ class WalCheckpoint:
         """(frames in the WAL, frames of it already copied into the database): mxFrame and nBackfill of the
         WAL index's header, in the machine's byte order; (0, 0) when there is no WAL."""
         with self._lock:
-            try:
-                # opened again should SQLite have made a new one (every connection closed meanwhile)
-                ino = os.stat(self.path + "-shm").st_ino
-                if self._shm is not None and ino != self._shm_ino:
-                    os.close(self._shm)
-                    self._shm = None
-                if self._shm is None:
-                    self._shm, self._shm_ino = os.open(self.path + "-shm", os.O_RDONLY), ino
-                head = os.pread(self._shm, 100, 0)
-            except FileNotFoundError:
+            fd = self._shm.fd()
+            if fd is None:
                 return 0, 0
+            head = os.pread(fd, 100, 0)
         if len(head) < 100:
             return 0, 0
         return int.from_bytes(head[16:20], sys.byteorder), int.from_bytes(head[96:100], sys.byteorder)
@@ -205,3 +210,25 @@ class WalCheckpoint:
         finally:
             if conn is not None:
                 conn.close()
+
+
+class Durability:
+    """What a writer on a store that commits without waiting for the disk (`Store(deferred_sync=True)`) does
+    after each commit: hand its answers to a WalSync, and let the WAL start over when it is long
+    (WalCheckpoint, whose thread copies it meanwhile). The apply process and the server's group commit."""
+
+    def __init__(self, store, deliver, on_failure, name: str):
+        self.store = store
+        self.sync = WalSync(store.path, deliver, on_failure=on_failure, name=f"{name}-sync")
+        self.checkpoints = WalCheckpoint(store.path, name=f"{name}-checkpoint")
+
+    def committed(self, answers, inline: bool = False) -> str | None:
+        """`answers` delivered once the commit just made is on the disk (`inline`: see WalSync.after_sync);
+        then, between two transactions, the WAL let start over if it is long: why it could not, or None."""
+        self.sync.after_sync(answers, inline=inline)
+        return self.checkpoints.restart_if_long(self.store)
+
+    def close(self, timeout: float = 60.0) -> None:
+        """Deliver what waits, then end both threads."""
+        self.sync.close(timeout)
+        self.checkpoints.close(timeout)

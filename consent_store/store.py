@@ -337,8 +337,9 @@ def make_engine(url: str, deferred_sync: bool = False) -> Engine:
         @event.listens_for(eng, "connect")
         def _sqlite_pragmas(dbapi_conn, _):
             # WAL lets readers run beside the writer; FULL keeps an ACKed message across a power cut.
-            # Deferred (the apply process): a commit does not wait for the disk; WalSync makes the WAL
-            # durable before any answer leaves, off the writer's thread, and checkpoints there too.
+            # Deferred (the apply process, the group commit): a commit does not wait for the disk; their
+            # consent_store.durability makes the WAL durable before any answer leaves, and checkpoints it,
+            # off the writer's thread.
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL" if deferred_sync else "PRAGMA synchronous=FULL")

@@ -40,7 +40,7 @@ import structlog
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.protocol import ProcessProtocol
 
-from consent_store.durability import WalCheckpoint, WalSync
+from consent_store.durability import Durability
 from engine import config as configuration
 from engine import logs, metrics
 from engine.assembly import build_pipeline, open_store
@@ -311,21 +311,19 @@ def main(argv=None) -> int:
 
 def _serve(answers, store, pipeline, max_batch: int) -> None:
     """Until the server closes our stdin: take what has arrived, apply it in one commit, answer once that
-    commit is on the disk. With a SQLite file the disk is waited for by a WalSync thread while this one
+    commit is on the disk. With a SQLite file the disk is waited for by a thread of Durability while this one
     applies the next batch (consent_store/durability.py), or by this one when no message waits; elsewhere
     each commit is durable when it returns."""
     def deliver(records) -> None:
         answers.write(b"".join(records))
         answers.flush()
-    durable = WalSync(store.path, deliver, on_failure=_sync_failed) if store.deferred_sync else None
-    checkpoints = WalCheckpoint(store.path) if store.deferred_sync else None
-    send = durable.after_sync if durable else (lambda record, inline: deliver([record]))
+    durable = Durability(store, deliver, _sync_failed, "pamgate-apply") if store.deferred_sync else None
+    send = durable.committed if durable else (lambda record, inline: deliver([record]))
     try:
-        _apply_until_closed(send, store, pipeline, max_batch, checkpoints)
+        _apply_until_closed(send, store, pipeline, max_batch)
     finally:
         if durable:
             durable.close()
-            checkpoints.close()
 
 
 def _sync_failed(error: BaseException, _answers) -> None:
@@ -339,7 +337,9 @@ def _sync_failed(error: BaseException, _answers) -> None:
     os._exit(0 if isinstance(error, BrokenPipeError) else 75)
 
 
-def _apply_until_closed(send, store, pipeline, max_batch: int, checkpoints=None) -> None:
+def _apply_until_closed(send, store, pipeline, max_batch: int) -> None:
+    """`send(record, inline)`: answer a batch once its commit is durable; what it returns, when anything, is
+    why the WAL could not start over (Durability.committed)."""
     buffer = bytearray()
     while True:
         requests = _records(buffer, max_batch)
@@ -365,8 +365,7 @@ def _apply_until_closed(send, store, pipeline, max_batch: int, checkpoints=None)
                 log.error("message.internal_error", error=type(value).__name__)
                 out.append((ident, "failed", type(value).__name__))
         # nothing waiting to be applied: sync here rather than wake the WalSync thread for it
-        send(_record(("batch", seconds, committed, out)), inline=not buffer and not _readable(0))
-        failed = checkpoints.restart_if_long(store) if checkpoints is not None else None
+        failed = send(_record(("batch", seconds, committed, out)), inline=not buffer and not _readable(0))
         if failed:
             log.warning("store.wal_restart_failed", detail=failed)
 

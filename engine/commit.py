@@ -27,7 +27,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import LoopingCall
 
 from consent_store import errors as store_errors
-from consent_store.durability import WalCheckpoint, WalSync
+from consent_store.durability import Durability
 
 log = structlog.get_logger("pamgate.commit")
 _STOP = object()
@@ -47,9 +47,7 @@ class GroupCommit:
         self.on_commit = on_commit       # metrics hook: (batch size, seconds)
         # a store that commits without waiting for the disk (Store(deferred_sync=True)): each batch is
         # answered once a WalSync has the WAL on the disk, while this thread runs the next batch
-        self._durable = WalSync(store.path, self._answer, on_failure=self._lost,
-                                name="pamgate-store-sync") if store.deferred_sync else None
-        self._checkpoints = WalCheckpoint(store.path) if store.deferred_sync else None
+        self._durable = Durability(store, self._answer, self._lost, "pamgate-store") if store.deferred_sync else None
         self._q: queue.Queue = queue.Queue()
         self._answered = 1          # operations the last commit answered
         self._linger = 0.0          # how long the next batch may wait for them (_take)
@@ -69,7 +67,6 @@ class GroupCommit:
         self._thread.join(timeout)
         if self._durable:
             self._durable.close(timeout)
-            self._checkpoints.close(timeout)
 
     def _take(self):
         """What is waiting, at least one operation. The callers answered by the last commit (API clients,
@@ -123,8 +120,7 @@ class GroupCommit:
         answers = [(d, ok, value) for (*_, d), (ok, value) in zip(batch, results)]
         if self._durable and committed:
             # nothing waiting: sync on this thread rather than wake the WalSync thread for it
-            self._durable.after_sync(answers, inline=self._q.empty())
-            failed = self._checkpoints.restart_if_long(self.store)
+            failed = self._durable.committed(answers, inline=self._q.empty())
             if failed:
                 log.warning("store.wal_restart_failed", detail=failed)
         else:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError,
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
+from consent_store.store import configured_sqlite_file
 from engine.domain import EpisodePolicy, Period, Policy
 from mappings.yamlio import Mark, MappingFileError, MarkedDict, MarkedList, load_yaml
 from mllp.endpoints import files_named
@@ -342,10 +343,8 @@ class Config(Strict):
 
 def sqlite_path(url: str) -> Path | None:
     """The file of a SQLite store URL; None for another backend or an in-memory store."""
-    u = make_url(url)
-    if u.get_backend_name() != "sqlite" or not u.database or u.database == ":memory:":
-        return None
-    return Path(u.database)
+    file = configured_sqlite_file(url)
+    return None if file is None else Path(file)
 
 
 def _creatable(folder: Path) -> str | None:

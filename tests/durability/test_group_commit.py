@@ -125,7 +125,7 @@ def test_a_store_that_does_not_wait_for_the_disk_answers_once_the_wal_is_synced(
         ds = submit_together(gc, [journal_op(str(i)) for i in range(5)])
         assert all("ok" in outcome(d) for d in ds)
         assert count(deferred) == 5
-        assert gc._durable is not None and gc._durable._fd is not None     # answered through a WalSync
+        assert gc._durable is not None and gc._durable.sync.wal.fd() is not None    # answered through a WalSync
     finally:
         gc.stop()
         deferred.dispose()
@@ -137,8 +137,8 @@ def test_when_the_wal_cannot_be_synced_nothing_is_answered_as_done_from_then_on(
     gc = GroupCommit(deferred, Immediate())
     # a WAL that the kernel cannot sync (a FIFO: fdatasync fails with EINVAL), as a disk that fails would
     os.mkfifo(tmp_path / "broken-wal")
-    gc._durable.close()
-    gc._durable = WalSync(str(tmp_path / "broken"), gc._answer, on_failure=gc._lost)
+    gc._durable.sync.close()
+    gc._durable.sync = WalSync(str(tmp_path / "broken"), gc._answer, on_failure=gc._lost)
     try:
         first = outcome(gc.submit(journal_op("1")))
         later = outcome(gc.submit(journal_op("2")))

@@ -47,7 +47,7 @@ def test_answers_are_delivered_in_order_after_a_sync_of_the_wal_that_holds_them(
 
     def deliver(items):
         # what each delivery saw: the WAL file is open and synced, and every item's commit is in it
-        synced_at.append(os.fstat(sync._fd).st_ino == os.stat(store.path + "-wal").st_ino)
+        synced_at.append(os.fstat(sync.wal.fd()).st_ino == os.stat(store.path + "-wal").st_ino)
         delivered.extend(items)
         if len(delivered) == 20:
             done.set()
@@ -80,7 +80,7 @@ def test_close_delivers_what_is_waiting_and_a_replaced_wal_is_opened_again(tmp_p
     sync.sync()                     # nothing to sync: every commit is in the database file
     write_one(store, "b")           # a new WAL file
     sync.sync()
-    assert os.fstat(sync._fd).st_ino == os.stat(store.path + "-wal").st_ino
+    assert os.fstat(sync.wal.fd()).st_ino == os.stat(store.path + "-wal").st_ino
     sync.after_sync("b")
     sync.close()
     assert delivered == ["b"]
